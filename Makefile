@@ -1,0 +1,73 @@
+# One entry point for everything: `make demo`, `make test`, `make check`.
+# Every target installs what it needs itself, idempotently; nothing is
+# downloaded at run time except packages from PyPI and modules from the Go
+# module proxy.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+# The local tools (control plane, process-kubelet) live beside the product.
+export PYTHONPATH := $(CURDIR)/tools$(if $(PYTHONPATH),:$(PYTHONPATH))
+
+.PHONY: help
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+.PHONY: install
+install: $(STAMP) ## Create .venv with the engine, the operator and the dev tools
+
+.PHONY: demo
+demo: $(STAMP) ## Run the main job: a migration applied by the operator on a local control plane
+	scripts/demo.sh
+
+.PHONY: fmt
+fmt: $(STAMP) ## Format and autofix
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+.PHONY: check
+check: $(STAMP) ## Lint, format check, mypy strict, import contracts
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+.PHONY: kube-binaries
+kube-binaries: ## Build (once, cached outside the repo) or find the Kubernetes binaries
+	scripts/kube-binaries.sh
+
+.PHONY: test
+test: check kube-binaries ## Everything CI runs: checks, then the whole test suite
+	$(PY) -m pytest
+
+.PHONY: test-fast
+test-fast: $(STAMP) ## Tests that need no control plane
+	$(PY) -m pytest -m "not cluster"
+
+.PHONY: cluster-up
+cluster-up: $(STAMP) kube-binaries ## Start a local control plane + process-kubelet; kubeconfig in .local/kubeconfig
+	scripts/cluster-up.sh
+
+.PHONY: cluster-down
+cluster-down: ## Stop what cluster-up started
+	scripts/cluster-down.sh
+
+.PHONY: bench
+bench: $(STAMP) ## Benchmarks (bench/); results are written to bench/results/
+	$(PY) bench/upgrade_vs_alembic.py
+
+.PHONY: clean
+clean: ## Remove the virtualenv and caches (not the cached Kubernetes binaries)
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .local

@@ -1,0 +1,327 @@
+"""The Job contract: what the operator passes to the engine and what it gets back.
+
+This is the only engine module the operator may import (an import-linter
+contract enforces it), so the two sides cannot drift apart: the operator
+builds a Job's arguments with :class:`RunRequest.to_argv`, the engine's CLI
+parses exactly those options, and the engine's answer is a :class:`Result`
+serialised to at most :data:`MAX_RESULT_BYTES` so that it fits a Kubernetes
+termination message (4096 bytes, kubelet truncates beyond).
+
+Pure data and pure functions only: no Alembic, SQLAlchemy, kopf or kubernetes.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+RESULT_SCHEMA = "revisor.dev/result/v1"
+MAX_RESULT_BYTES = 4096
+
+#: Environment variables the engine reads. The operator wires the URL from a
+#: Secret with ``secretKeyRef``: it is never copied into the Job's spec.
+ENV_DATABASE_URL = "REVISOR_DATABASE_URL"
+#: Who runs the migration, recorded in ``revisor_history`` (the pod's name).
+ENV_RUNNER = "REVISOR_RUNNER"
+#: Host/port/name/user/password parts, for Secrets that hold parts, not a URL.
+ENV_DATABASE_PARTS = {
+    "driver": "REVISOR_DATABASE_DRIVER",
+    "host": "REVISOR_DATABASE_HOST",
+    "port": "REVISOR_DATABASE_PORT",
+    "name": "REVISOR_DATABASE_NAME",
+    "user": "REVISOR_DATABASE_USER",
+    "password": "REVISOR_DATABASE_PASSWORD",
+}
+
+Direction = Literal["upgrade", "downgrade", "none"]
+Command = Literal["plan", "upgrade", "downgrade", "stamp", "verify", "current"]
+OnFailure = Literal["stop", "rollback"]
+
+
+class ExitCode(enum.IntEnum):
+    """Process exit codes; each maps to one condition reason on the resource."""
+
+    OK = 0
+    BAD_INPUT = 2
+    LOCK_TIMEOUT = 3
+    MIGRATION_FAILED = 4
+    ROLLBACK_FAILED = 5
+    UNREACHABLE = 6
+    MISMATCH = 7
+
+    @property
+    def reason(self) -> str:
+        """The CamelCase reason the operator puts on conditions and Events."""
+        return _REASONS[self]
+
+    @classmethod
+    def from_code(cls, code: int) -> ExitCode | None:
+        """The exit code as a member, or None for codes outside the contract."""
+        try:
+            return cls(code)
+        except ValueError:
+            return None
+
+
+_REASONS = {
+    ExitCode.OK: "Migrated",
+    ExitCode.BAD_INPUT: "InvalidInput",
+    ExitCode.LOCK_TIMEOUT: "LockTimeout",
+    ExitCode.MIGRATION_FAILED: "MigrationFailed",
+    ExitCode.ROLLBACK_FAILED: "RollbackFailed",
+    ExitCode.UNREACHABLE: "DatabaseUnreachable",
+    ExitCode.MISMATCH: "Mismatch",
+}
+
+
+@dataclass(frozen=True)
+class Step:
+    """One revision applied (or to be applied) in one direction."""
+
+    revision: str
+    direction: Direction
+    description: str = ""
+    seconds: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"revision": self.revision, "direction": self.direction}
+        if self.description:
+            out["description"] = self.description
+        if self.seconds is not None:
+            out["seconds"] = round(self.seconds, 3)
+        return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Step:
+        seconds = data.get("seconds")
+        return cls(
+            revision=str(data["revision"]),
+            direction=data.get("direction", "upgrade"),
+            description=str(data.get("description", "")),
+            seconds=float(seconds) if seconds is not None else None,
+        )
+
+
+@dataclass(frozen=True)
+class Result:
+    """What one engine run did. Serialised as ``revisor.dev/result/v1``.
+
+    ``from_revisions``/``to_revisions`` are lists because a database with
+    branches can sit at several heads at once.
+    """
+
+    command: str
+    exit_code: ExitCode
+    direction: Direction = "none"
+    target: str | None = None
+    from_revisions: tuple[str, ...] = ()
+    to_revisions: tuple[str, ...] = ()
+    applied: tuple[Step, ...] = ()
+    plan: tuple[Step, ...] = ()
+    plan_hash: str | None = None
+    error: str | None = None
+    rolled_back: bool = False
+    dry_run: bool = False
+    started_at: str | None = None
+    finished_at: str | None = None
+    engine_version: str | None = None
+    runner: str | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def reason(self) -> str:
+        if self.rolled_back and self.exit_code is ExitCode.MIGRATION_FAILED:
+            return "RolledBack"
+        return self.exit_code.reason
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "schema": RESULT_SCHEMA,
+            "command": self.command,
+            "exitCode": int(self.exit_code),
+            "reason": self.reason,
+            "direction": self.direction,
+            "from": list(self.from_revisions),
+            "to": list(self.to_revisions),
+            "applied": [s.to_json() for s in self.applied],
+        }
+        optional: dict[str, Any] = {
+            "target": self.target,
+            "error": self.error,
+            "startedAt": self.started_at,
+            "finishedAt": self.finished_at,
+            "engineVersion": self.engine_version,
+            "runner": self.runner,
+            "planHash": self.plan_hash,
+        }
+        out.update({k: v for k, v in optional.items() if v is not None})
+        if self.plan or self.plan_hash:
+            out["plan"] = [s.to_json() for s in self.plan]
+        if self.rolled_back:
+            out["rolledBack"] = True
+        if self.dry_run:
+            out["dryRun"] = True
+        if self.details:
+            out["details"] = dict(self.details)
+        return out
+
+    def to_json(self, *, limit: int = MAX_RESULT_BYTES) -> str:
+        """Compact JSON of at most ``limit`` bytes, shortening long parts first.
+
+        Lists are cut from the middle of the run's story outward (the first
+        and last steps are the useful ones) and their full length is kept in
+        ``appliedTotal`` / ``planTotal`` so nothing is silently lost.
+        """
+        data = self.to_dict()
+        text = _dumps(data)
+        if len(text.encode()) <= limit:
+            return text
+        for keep in (20, 10, 5, 2, 1, 0):
+            for key in ("plan", "applied"):
+                items = data.get(key)
+                if isinstance(items, list) and len(items) > keep:
+                    total = data.get(f"{key}Total", len(items))
+                    data[key] = items[:keep]
+                    data[f"{key}Total"] = total
+            text = _dumps(data)
+            if len(text.encode()) <= limit:
+                return text
+        data.pop("details", None)
+        if "error" in data:
+            data["error"] = _truncate(str(data["error"]), 1024)
+        text = _dumps(data)
+        while len(text.encode()) > limit and "error" in data and len(data["error"]) > 80:
+            data["error"] = _truncate(data["error"], len(data["error"]) // 2)
+            text = _dumps(data)
+        return text
+
+    @classmethod
+    def from_json(cls, text: str) -> Result:
+        """Parse a result document; raises :class:`ValueError` if it is not one."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not a JSON result document: {exc}") from exc
+        if not isinstance(data, dict) or data.get("schema") != RESULT_SCHEMA:
+            raise ValueError(f"not a {RESULT_SCHEMA} document")
+        code = ExitCode.from_code(int(data.get("exitCode", -1)))
+        if code is None:
+            raise ValueError(f"unknown exit code {data.get('exitCode')!r}")
+        known = {
+            "schema", "command", "exitCode", "reason", "direction", "from", "to", "applied",
+            "target", "error", "startedAt", "finishedAt", "engineVersion", "runner",
+            "planHash", "plan", "rolledBack", "dryRun", "details",
+        }  # fmt: skip
+        details = dict(data.get("details") or {})
+        details.update({k: v for k, v in data.items() if k not in known})
+        return cls(
+            command=str(data.get("command", "")),
+            exit_code=code,
+            direction=data.get("direction", "none"),
+            target=data.get("target"),
+            from_revisions=tuple(data.get("from") or ()),
+            to_revisions=tuple(data.get("to") or ()),
+            applied=tuple(Step.from_json(s) for s in data.get("applied") or ()),
+            plan=tuple(Step.from_json(s) for s in data.get("plan") or ()),
+            plan_hash=data.get("planHash"),
+            error=data.get("error"),
+            rolled_back=bool(data.get("rolledBack", False)),
+            dry_run=bool(data.get("dryRun", False)),
+            started_at=data.get("startedAt"),
+            finished_at=data.get("finishedAt"),
+            engine_version=data.get("engineVersion"),
+            runner=data.get("runner"),
+            details=details,
+        )
+
+    def with_error(self, error: str | None) -> Result:
+        return replace(self, error=error)
+
+
+def _dumps(data: Mapping[str, Any]) -> str:
+    return json.dumps(data, separators=(",", ":"), sort_keys=False, default=str)
+
+
+def _truncate(text: str, size: int) -> str:
+    if len(text) <= size:
+        return text
+    return text[: max(size - 1, 0)] + "…"
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """The engine invocation a Job runs, as data; :meth:`to_argv` is its command line.
+
+    The database URL is *not* a field: it reaches the engine through
+    :data:`ENV_DATABASE_URL` (from a ``secretKeyRef``) or
+    ``database_url_file`` (a mounted Secret), never through arguments that
+    ``kubectl describe`` would show.
+    """
+
+    command: Command
+    target: str | None = None
+    scripts: str | None = None
+    config: str | None = None
+    database_url_file: str | None = None
+    version_table: str | None = None
+    version_table_schema: str | None = None
+    lock_timeout: float | None = None
+    statement_timeout: float | None = None
+    ddl_lock_timeout: float | None = None
+    on_failure: OnFailure | None = None
+    dry_run: bool = False
+    single_transaction: bool = False
+    result_file: str | None = None
+    output: Literal["text", "json"] | None = None
+    log_format: Literal["console", "json"] | None = None
+    extra: Sequence[str] = ()
+
+    def to_argv(self, program: str = "revisor") -> list[str]:
+        argv = [program]
+        globals_: list[tuple[str, object]] = [
+            ("--config", self.config),
+            ("--scripts", self.scripts),
+            ("--database-url-file", self.database_url_file),
+            ("--version-table", self.version_table),
+            ("--version-table-schema", self.version_table_schema),
+            ("--output", self.output),
+            ("--log-format", self.log_format),
+            ("--result-file", self.result_file),
+        ]
+        argv += _options(globals_)
+        argv.append(self.command)
+        run_options: list[tuple[str, object]] = [
+            ("--lock-timeout", self.lock_timeout),
+            ("--statement-timeout", self.statement_timeout),
+            ("--ddl-lock-timeout", self.ddl_lock_timeout),
+            ("--on-failure", self.on_failure),
+        ]
+        if self.command in ("upgrade", "downgrade", "stamp"):
+            argv += _options(run_options)
+            if self.dry_run:
+                argv.append("--dry-run")
+            if self.single_transaction:
+                argv.append("--single-transaction")
+        elif self.command == "plan":
+            argv += _options(run_options[:1])
+        argv += list(self.extra)
+        if self.target is not None:
+            # "--" keeps relative targets such as "-1" from reading as options.
+            argv += ["--", self.target]
+        return argv
+
+
+def _options(pairs: Sequence[tuple[str, object]]) -> list[str]:
+    out: list[str] = []
+    for flag, value in pairs:
+        if value is None:
+            continue
+        out += [flag, _format_number(value) if isinstance(value, float) else str(value)]
+    return out
+
+
+def _format_number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
