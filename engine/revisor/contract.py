@@ -37,7 +37,7 @@ ENV_DATABASE_PARTS = {
 }
 
 Direction = Literal["upgrade", "downgrade", "none"]
-Command = Literal["plan", "upgrade", "downgrade", "stamp", "verify", "current"]
+Command = Literal["plan", "apply", "upgrade", "downgrade", "stamp", "verify", "current"]
 OnFailure = Literal["stop", "rollback"]
 
 
@@ -274,6 +274,8 @@ class RunRequest:
     on_failure: OnFailure | None = None
     dry_run: bool = False
     single_transaction: bool = False
+    #: Refuse to run unless the plan computed at run time has this hash (approval).
+    expect_plan_hash: str | None = None
     result_file: str | None = None
     output: Literal["text", "json"] | None = None
     log_format: Literal["console", "json"] | None = None
@@ -298,14 +300,15 @@ class RunRequest:
             ("--statement-timeout", self.statement_timeout),
             ("--ddl-lock-timeout", self.ddl_lock_timeout),
             ("--on-failure", self.on_failure),
+            ("--expect-plan-hash", self.expect_plan_hash),
         ]
-        if self.command in ("upgrade", "downgrade", "stamp"):
+        if self.command in ("apply", "upgrade", "downgrade"):
             argv += _options(run_options)
             if self.dry_run:
                 argv.append("--dry-run")
             if self.single_transaction:
                 argv.append("--single-transaction")
-        elif self.command == "plan":
+        elif self.command in ("plan", "stamp"):
             argv += _options(run_options[:1])
         argv += list(self.extra)
         if self.target is not None:
