@@ -36,7 +36,7 @@ ENV_DATABASE_PARTS = {
     "password": "REVISOR_DATABASE_PASSWORD",
 }
 
-Direction = Literal["upgrade", "downgrade", "none"]
+Direction = Literal["upgrade", "downgrade", "stamp", "none"]
 Command = Literal["plan", "apply", "upgrade", "downgrade", "stamp", "verify", "current"]
 OnFailure = Literal["stop", "rollback"]
 
@@ -45,6 +45,7 @@ class ExitCode(enum.IntEnum):
     """Process exit codes; each maps to one condition reason on the resource."""
 
     OK = 0
+    INTERNAL = 1
     BAD_INPUT = 2
     LOCK_TIMEOUT = 3
     MIGRATION_FAILED = 4
@@ -68,6 +69,7 @@ class ExitCode(enum.IntEnum):
 
 _REASONS = {
     ExitCode.OK: "Migrated",
+    ExitCode.INTERNAL: "InternalError",
     ExitCode.BAD_INPUT: "InvalidInput",
     ExitCode.LOCK_TIMEOUT: "LockTimeout",
     ExitCode.MIGRATION_FAILED: "MigrationFailed",
@@ -308,7 +310,7 @@ class RunRequest:
                 argv.append("--dry-run")
             if self.single_transaction:
                 argv.append("--single-transaction")
-        elif self.command in ("plan", "stamp"):
+        elif self.command == "stamp":
             argv += _options(run_options[:1])
         argv += list(self.extra)
         if self.target is not None:

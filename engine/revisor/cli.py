@@ -1,0 +1,326 @@
+"""The ``revisor`` command line: parse, call :mod:`revisor.commands`, report, exit.
+
+This is the one place errors are caught: a :class:`~revisor.errors.RevisorError`
+becomes one clear message on stderr, the result document, and the exit code
+of the Job contract. Global options may be given before or after the command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+import sqlalchemy as sa
+
+from revisor import __version__, commands, contract
+from revisor.contract import ENV_RUNNER, ExitCode
+from revisor.errors import BadInput, DatabaseUnreachable, RevisorError
+from revisor.output import Reporter, check_result_file, configure_logging, write_result
+from revisor.redaction import scrub
+from revisor.runtime import RunOptions
+from revisor.scripts import ScriptOptions
+
+COMMANDS_WITH_TARGET = {
+    "plan": ("head", "where to go (Alembic syntax: head, heads, base, id, +N, -N, branch@head)"),
+    "apply": ("head", "where to go, upgrading or downgrading as needed"),
+    "upgrade": ("head", "upgrade target (default head)"),
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error exits with the contract's BAD_INPUT code (2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(int(ExitCode.BAD_INPUT), f"revisor: error: {message}\nhint: revisor --help\n")
+
+
+def _seconds(text: str) -> float:
+    """``30``, ``30s``, ``5m``, ``1h`` or ``500ms`` → seconds."""
+    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+    raw = text.strip().lower()
+    for suffix in ("ms", "s", "m", "h"):
+        if raw.endswith(suffix) and raw[: -len(suffix)].replace(".", "", 1).isdigit():
+            return float(raw[: -len(suffix)]) * units[suffix]
+    try:
+        value = float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a duration (e.g. 30, 30s, 5m, 500ms)"
+        ) from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: a duration cannot be negative")
+    return value
+
+
+def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
+    def default(value: Any) -> Any:
+        return argparse.SUPPRESS if suppress else value
+
+    g = parser.add_argument_group("where and how")
+    g.add_argument(
+        "-c",
+        "--config",
+        metavar="INI",
+        default=default(None),
+        help="an alembic.ini (script_location, version_locations, sqlalchemy.url)",
+    )
+    g.add_argument(
+        "--name", default=default("alembic"), help="section of the ini file (default alembic)"
+    )
+    g.add_argument(
+        "--scripts",
+        metavar="DIR",
+        default=default(None),
+        help="the Alembic script directory, or a flat directory of revision files",
+    )
+    g.add_argument(
+        "--version-locations",
+        metavar="DIRS",
+        action="append",
+        default=default(None),
+        help="extra version directories (repeat, or separate with commas)",
+    )
+    g.add_argument(
+        "--database-url",
+        metavar="URL",
+        default=default(None),
+        help=f"database URL (or {contract.ENV_DATABASE_URL})",
+    )
+    g.add_argument(
+        "--database-url-file",
+        metavar="PATH",
+        default=default(None),
+        help="read the URL from a file, e.g. a mounted Secret",
+    )
+    g.add_argument(
+        "--version-table",
+        default=default(None),
+        help="version table name (default alembic_version)",
+    )
+    g.add_argument(
+        "--version-table-schema",
+        default=default(None),
+        help="schema of the version table and of revisor_history",
+    )
+    g.add_argument(
+        "--env-py",
+        action="store_true",
+        default=default(False),
+        help="run the project's env.py with Revisor's connection",
+    )
+    g.add_argument(
+        "--output",
+        choices=("text", "json"),
+        default=default("text"),
+        help="stdout: text, or the result document",
+    )
+    g.add_argument(
+        "--log-format",
+        choices=("console", "json"),
+        default=default("console"),
+        help="stderr: human lines or JSON lines",
+    )
+    g.add_argument(
+        "--result-file",
+        metavar="PATH",
+        default=default(None),
+        help="also write the result document here (e.g. /dev/termination-log)",
+    )
+
+
+def _run_options(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("running")
+    g.add_argument(
+        "--lock-timeout",
+        type=_seconds,
+        default=60.0,
+        help="wait at most this long for the migration lock (default 60s; 0 = try once)",
+    )
+    g.add_argument(
+        "--statement-timeout",
+        type=_seconds,
+        default=None,
+        help="abort any statement running longer (PostgreSQL statement_timeout)",
+    )
+    g.add_argument(
+        "--ddl-lock-timeout",
+        type=_seconds,
+        default=None,
+        help="abort DDL waiting longer for a table lock (PostgreSQL lock_timeout)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="revisor",
+        description="Alembic migrations, locked, recorded and reversible.",
+        epilog="exit codes: 0 ok, 2 bad input, 3 lock timeout, 4 migration failed, "
+        "5 rollback failed, 6 database unreachable, 7 verify/check mismatch",
+    )
+    parser.add_argument("--version", action="version", version=f"revisor {__version__}")
+    _global_options(parser, suppress=False)
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
+
+    def command(name: str, help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_)
+        _global_options(p, suppress=True)
+        return p
+
+    for name, help_ in (
+        ("apply", "move to TARGET, upgrading or downgrading as needed"),
+        ("upgrade", "upgrade to TARGET (default head)"),
+        ("downgrade", "downgrade to TARGET"),
+    ):
+        p = command(name, help_)
+        default, target_help = COMMANDS_WITH_TARGET.get(
+            name, (None, "downgrade target (e.g. -1, base, an id)")
+        )
+        p.add_argument("target", nargs="?" if default else None, default=default, help=target_help)
+        _run_options(p)
+        p.add_argument(
+            "--single-transaction",
+            action="store_true",
+            help="all steps in one transaction: all or nothing",
+        )
+        p.add_argument(
+            "--on-failure",
+            choices=("stop", "rollback"),
+            default="stop",
+            help="stop at the last committed revision, or undo this run",
+        )
+        p.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="run every step in one transaction and roll it back",
+        )
+        p.add_argument(
+            "--expect-plan-hash",
+            metavar="SHA256",
+            default=None,
+            help="refuse unless the plan has this hash (approval)",
+        )
+
+    p = command("plan", "show the steps to TARGET without running them")
+    p.add_argument("target", nargs="?", default="head", help=COMMANDS_WITH_TARGET["plan"][1])
+    command("current", "the revision(s) the database is at")
+    command("heads", "the head revision(s) of the scripts")
+    p = command("history", "revisions in RANGE (A:B), or with --runs the recorded runs")
+    p.add_argument("range", nargs="?", default=None)
+    p.add_argument("--runs", action="store_true", help="show runs from revisor_history instead")
+    p.add_argument("--limit", type=int, default=20)
+    p = command("sql", "offline SQL for RANGE (FROM:TO), no database needed")
+    p.add_argument("range")
+    p.add_argument("--dialect", default="postgresql", help="SQL dialect (default postgresql)")
+    p = command("stamp", "record TARGET as applied without running scripts")
+    p.add_argument("target")
+    p.add_argument("--lock-timeout", type=_seconds, default=60.0)
+    command("verify", "check applied revisions against their files (exit 7 on mismatch)")
+    p = command("check", "compare a SQLAlchemy MetaData with the live schema (exit 7 on drift)")
+    p.add_argument("--metadata", required=True, metavar="MOD:ATTR")
+    return parser
+
+
+def _target(args: argparse.Namespace) -> commands.Target:
+    locations: list[str] = []
+    for item in args.version_locations or ():
+        locations += [part for part in item.replace(",", " ").split() if part]
+    return commands.Target(
+        scripts=ScriptOptions(
+            config_file=args.config,
+            scripts_dir=args.scripts,
+            version_locations=tuple(locations),
+            version_table=args.version_table,
+            version_table_schema=args.version_table_schema,
+            ini_section=args.name,
+        ),
+        database_url=args.database_url,
+        database_url_file=args.database_url_file,
+        env_py=args.env_py,
+        lock_timeout=getattr(args, "lock_timeout", 60.0),
+        statement_timeout=getattr(args, "statement_timeout", None),
+        ddl_lock_timeout=getattr(args, "ddl_lock_timeout", None),
+        runner=os.environ.get(ENV_RUNNER) or None,
+    )
+
+
+def dispatch(args: argparse.Namespace, reporter: Reporter) -> commands.Outcome:
+    target = _target(args)
+    name = args.command
+    if name in ("apply", "upgrade", "downgrade"):
+        options = RunOptions(
+            command=name,
+            target=args.target,
+            single_transaction=args.single_transaction,
+            on_failure=args.on_failure,
+            dry_run=args.dry_run,
+            expect_plan_hash=args.expect_plan_hash,
+        )
+        return commands.run(target, options, reporter)
+    handlers: dict[str, Any] = {
+        "plan": lambda: commands.plan(target, args.target),
+        "current": lambda: commands.current(target),
+        "heads": lambda: commands.heads(target),
+        "history": lambda: (
+            commands.runs(target, args.limit) if args.runs else commands.history(target, args.range)
+        ),
+        "sql": lambda: commands.offline_sql(target, args.range, args.dialect),
+        "stamp": lambda: commands.stamp_to(target, args.target, reporter),
+        "verify": lambda: commands.verify(target),
+        "check": lambda: commands.check(target, args.metadata),
+    }
+    outcome: commands.Outcome = handlers[name]()
+    return outcome
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    reporter = configure_logging(args.log_format)
+    result: contract.Result
+    text = ""
+    try:
+        check_result_file(args.result_file)
+        outcome = dispatch(args, reporter)
+        result, text = outcome.result, outcome.text
+    except RevisorError as exc:
+        result = _error_result(args.command, exc.exit_code, str(exc))
+    except sa.exc.DBAPIError as exc:
+        # Outside any step: the connection went away, or a permission is missing.
+        failure: RevisorError
+        if isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError)):
+            failure = DatabaseUnreachable(f"lost the database: {' '.join(str(exc.orig).split())}")
+        else:
+            failure = BadInput(
+                f"the database refused an operation: {' '.join(str(exc.orig).split())}"
+            )
+        result = _error_result(args.command, failure.exit_code, str(failure))
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        return 130
+    except Exception as exc:
+        sys.stderr.write(scrub("".join(traceback.format_exception(exc))))
+        result = _error_result(
+            args.command, ExitCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"
+        )
+    if result.error and result.exit_code is not ExitCode.OK:
+        sys.stderr.write(scrub(f"error: {result.error}\n"))
+    if args.output == "text" and text:
+        sys.stdout.write(scrub(text) + "\n")
+    try:
+        write_result(result, path=args.result_file, stdout=args.output == "json")
+    except OSError as exc:
+        sys.stderr.write(f"error: cannot write --result-file {args.result_file}: {exc.strerror}\n")
+        return int(ExitCode.BAD_INPUT) if result.exit_code is ExitCode.OK else int(result.exit_code)
+    return int(result.exit_code)
+
+
+def _error_result(command: str, code: ExitCode, message: str) -> contract.Result:
+    return contract.Result(
+        command=command, exit_code=code, error=scrub(message), engine_version=__version__
+    )

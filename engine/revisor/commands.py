@@ -1,0 +1,445 @@
+"""The commands, as a Python API: each validates, wires the parts together, and stops.
+
+Like Alembic's ``command.py``: the CLI is a thin layer over these functions,
+so the API and the CLI cannot drift apart. Every command returns an
+:class:`Outcome`: the contract :class:`~revisor.contract.Result` (for
+``--output json`` and ``--result-file``) and the text a person reads.
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.environment import EnvironmentContext
+from alembic.runtime.migration import MigrationContext
+from alembic.script.revision import ResolutionError
+from sqlalchemy.engine import Connection
+
+from revisor import __version__, contract
+from revisor.connection import Database, resolve_database, run_with_connection
+from revisor.contract import ExitCode
+from revisor.errors import BadInput
+from revisor.history import TABLE_NAME, History
+from revisor.output import Reporter
+from revisor.runtime import (
+    DEFAULT_VERSION_TABLE,
+    RunCommand,
+    RunOptions,
+    Session,
+    make_plan,
+    migrate,
+    read_heads,
+    stamp,
+)
+from revisor.scripts import (
+    ScriptOptions,
+    Scripts,
+    describe,
+    is_downgrade_target,
+    load_scripts,
+    script_errors,
+)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    result: contract.Result
+    text: str
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where the scripts and the database are: the global options, resolved lazily."""
+
+    scripts: ScriptOptions
+    database_url: str | None = None
+    database_url_file: str | None = None
+    env_py: bool = False
+    lock_timeout: float | None = 60.0
+    statement_timeout: float | None = None
+    ddl_lock_timeout: float | None = None
+    runner: str | None = None
+
+    def load(self) -> Scripts:
+        scripts = load_scripts(self.scripts)
+        if self.env_py and not scripts.has_env_py:
+            raise BadInput(
+                f"--env-py: {scripts.directory.dir} has no env.py",
+                hint="drop --env-py to run hermetically, or point --scripts/--config at the "
+                "directory that holds env.py",
+            )
+        return scripts
+
+    def database(self, scripts: Scripts) -> Database:
+        return resolve_database(
+            url=self.database_url,
+            url_file=self.database_url_file,
+            ini_url=scripts.config.get_main_option("sqlalchemy.url") or None,
+        )
+
+    def session(self, scripts: Scripts | None = None) -> Session:
+        scripts = scripts or self.load()
+        return Session(
+            db=self.database(scripts),
+            scripts=scripts,
+            version_table=self.scripts.version_table or DEFAULT_VERSION_TABLE,
+            version_table_schema=self.scripts.version_table_schema,
+            version_table_explicit=self.scripts.version_table is not None,
+            env_py=self.env_py,
+            lock_timeout=self.lock_timeout,
+            statement_timeout=self.statement_timeout,
+            ddl_lock_timeout=self.ddl_lock_timeout,
+            runner=self.runner,
+        )
+
+
+def _heads(heads: Sequence[str]) -> str:
+    return ", ".join(heads) if heads else "base"
+
+
+def _steps_text(steps: Sequence[contract.Step]) -> str:
+    return "\n".join(
+        f"  {i}. {'upgrade' if s.direction == 'upgrade' else 'downgrade'} {s.revision}"
+        + (f"  {s.description}" if s.description else "")
+        for i, s in enumerate(steps, 1)
+    )
+
+
+def _result(command: str, **kw: Any) -> contract.Result:
+    return contract.Result(command=command, exit_code=ExitCode.OK, engine_version=__version__, **kw)
+
+
+# -- commands that move the database -------------------------------------------------
+
+
+def run(target: Target, options: RunOptions, reporter: Reporter) -> Outcome:
+    """``apply`` / ``upgrade`` / ``downgrade``."""
+    result = migrate(target.session(), options, reporter)
+    if result.exit_code is ExitCode.OK:
+        verb = "dry run reached" if options.dry_run else "at"
+        text = f"{verb} {_heads(result.to_revisions)} (was {_heads(result.from_revisions)})"
+    else:
+        state = "rolled back to" if result.rolled_back else "left at"
+        text = f"failed; database {state} {_heads(result.to_revisions)}"
+    return Outcome(result, text)
+
+
+def stamp_to(target: Target, revision: str, reporter: Reporter) -> Outcome:
+    result = stamp(target.session(), revision, reporter)
+    return Outcome(result, f"stamped {_heads(result.to_revisions)}")
+
+
+# -- commands that read ----------------------------------------------------------------
+
+
+def plan(target: Target, destination: str, command: RunCommand = "apply") -> Outcome:
+    """The steps from the current revision(s) to ``destination``; changes nothing."""
+    session = target.session()
+
+    def work(conn: Connection) -> contract.Result:
+        heads = read_heads(conn, session)
+        the_plan = make_plan(session.scripts, command, destination, heads)
+        return _result(
+            "plan",
+            direction=the_plan.direction,
+            target=destination,
+            from_revisions=heads,
+            to_revisions=heads,
+            plan=the_plan.contract_steps(),
+            plan_hash=the_plan.hash(session.scripts),
+        )
+
+    result = run_with_connection(session.db, work)
+    if not result.plan:
+        return Outcome(
+            result, f"at {_heads(result.from_revisions)}: nothing to do for {destination}"
+        )
+    text = (
+        f"{result.direction} from {_heads(result.from_revisions)} to {destination}, "
+        f"{len(result.plan)} step(s):\n{_steps_text(result.plan)}\nplan hash {result.plan_hash}"
+    )
+    return Outcome(result, text)
+
+
+def current(target: Target) -> Outcome:
+    session = target.session()
+    heads = run_with_connection(session.db, lambda conn: read_heads(conn, session))
+    script_heads = set(session.scripts.heads())
+    lines = []
+    for rev in heads:
+        try:
+            doc = describe(session.scripts.revision(rev))
+        except BadInput:
+            doc = "(no script file for this revision)"
+        mark = " (head)" if rev in script_heads else ""
+        lines.append(f"{rev}{mark} {doc}".rstrip())
+    result = _result("current", from_revisions=heads, to_revisions=heads)
+    return Outcome(result, "\n".join(lines) or "base (no revision applied)")
+
+
+def heads(target: Target) -> Outcome:
+    scripts = target.load()
+    found = scripts.heads()
+    lines = [f"{h} (head) {describe(scripts.revision(h))}".rstrip() for h in found]
+    return Outcome(_result("heads", to_revisions=found), "\n".join(lines))
+
+
+def history(target: Target, rng: str | None) -> Outcome:
+    """Revisions in ``rng`` (``A:B``, default all), newest first."""
+    scripts = target.load()
+    lower, _, upper = (rng or "base:heads").rpartition(":")
+    with script_errors(scripts.dirs):
+        revisions = list(scripts.directory.walk_revisions(lower or "base", upper or "heads"))
+    lines = [
+        f"{','.join(r._format_down_revision().split(', ')) or '<base>'} -> {r.revision}"
+        + (" (head)" if r.is_head else "")
+        + (" (branchpoint)" if r.is_branch_point else "")
+        + (" (mergepoint)" if r.is_merge_point else "")
+        + f", {describe(r)}"
+        for r in revisions
+    ]
+    steps = tuple(
+        contract.Step(revision=r.revision, direction="upgrade", description=describe(r))
+        for r in revisions
+    )
+    return Outcome(_result("history", plan=steps), "\n".join(lines))
+
+
+def runs(target: Target, limit: int) -> Outcome:
+    """The runs recorded in ``revisor_history``, newest first."""
+    session = target.session()
+    table = History(session.version_table_schema)
+
+    def work(conn: Connection) -> list[dict[str, Any]]:
+        if not table.exists(conn):
+            return []
+        return [dict(row._mapping) for row in table.runs(conn, limit=limit)]
+
+    rows = run_with_connection(session.db, work)
+    lines = [
+        f"{r['started_at']:%Y-%m-%d %H:%M:%S} {r['status']:<15} {r['command']} {r['direction']} "
+        f"{r['from_revision']} -> {r['to_revision']} ({(r['duration_seconds'] or 0):.2f}s)"
+        f"{' by ' + r['runner'] if r['runner'] else ''}"
+        for r in rows
+    ]
+    details = {"runs": [{k: str(v) for k, v in r.items() if v is not None} for r in rows[:10]]}
+    return Outcome(_result("history", details=details), "\n".join(lines) or "no runs recorded")
+
+
+def verify(target: Target) -> Outcome:
+    """Applied revisions against the files: edited after applying, or missing."""
+    session = target.session()
+    scripts = session.scripts
+    table = History(session.version_table_schema)
+
+    def work(conn: Connection) -> tuple[tuple[str, ...], dict[str, str]]:
+        heads_now = read_heads(conn, session)
+        recorded = table.applied_checksums(conn) if table.exists(conn) else {}
+        conn.rollback()
+        return heads_now, recorded
+
+    applied_heads, recorded = run_with_connection(session.db, work)
+    missing = [h for h in applied_heads if not _known(scripts, h)]
+    applied: list[str] = []
+    present = tuple(h for h in applied_heads if h not in missing)
+    if present:
+        with script_errors(scripts.dirs):
+            applied = [
+                s.revision
+                for s in scripts.directory.revision_map.iterate_revisions(
+                    present, "base", inclusive=True, assert_relative_length=False
+                )
+            ]
+    edited = [rev for rev in applied if rev in recorded and recorded[rev] != scripts.checksum(rev)]
+    unrecorded = [rev for rev in applied if rev not in recorded]
+    details = {
+        "checked": len(applied),
+        "edited": edited,
+        "missing": missing,
+        "unrecorded": len(unrecorded),
+    }
+    lines = [f"checked {len(applied)} applied revision(s) at {_heads(applied_heads)}"]
+    lines += [
+        f"edited after it was applied: {rev} ({scripts.revision(rev).path})" for rev in edited
+    ]
+    lines += [f"applied but its script is missing: {rev}" for rev in missing]
+    if unrecorded:
+        lines.append(
+            f"{len(unrecorded)} applied revision(s) have no recorded checksum "
+            "(applied outside Revisor)"
+        )
+    result = _result(
+        "verify", from_revisions=applied_heads, to_revisions=applied_heads, details=details
+    )
+    if edited or missing:
+        problem = "; ".join(
+            (
+                [f"{len(edited)} revision(s) edited after they were applied: {', '.join(edited)}"]
+                if edited
+                else []
+            )
+            + (
+                [f"{len(missing)} applied revision(s) missing: {', '.join(missing)}"]
+                if missing
+                else []
+            )
+        )
+        result = replace(result, exit_code=ExitCode.MISMATCH, error=problem)
+    return Outcome(result, "\n".join(lines))
+
+
+def _known(scripts: Scripts, rev: str) -> bool:
+    try:
+        return scripts.directory.revision_map.get_revision(rev) is not None
+    except ResolutionError:
+        return False
+
+
+def check(target: Target, metadata_ref: str) -> Outcome:
+    """Differences between a SQLAlchemy ``MetaData`` and the live schema."""
+    metadata = load_metadata(metadata_ref)
+    session = target.session()
+    skip = {TABLE_NAME, session.version_table}
+
+    def include_name(name: str | None, type_: str, _parent: Any) -> bool:
+        return not (type_ == "table" and name in skip)
+
+    def work(conn: Connection) -> list[Any]:
+        ctx = MigrationContext.configure(
+            connection=conn, opts={"compare_type": True, "include_name": include_name}
+        )
+        diffs = list(compare_metadata(ctx, metadata))
+        conn.rollback()
+        return diffs
+
+    diffs = run_with_connection(session.db, work)
+    described = [_describe_diff(d) for d in diffs]
+    result = _result("check", details={"differences": described[:20], "count": len(described)})
+    if described:
+        result = replace(
+            result,
+            exit_code=ExitCode.MISMATCH,
+            error=f"{len(described)} difference(s) between {metadata_ref} and the database",
+        )
+        return Outcome(result, "\n".join(described))
+    return Outcome(result, f"no differences between {metadata_ref} and the database")
+
+
+def _describe_diff(diff: Any) -> str:
+    if isinstance(diff, list):
+        return "; ".join(_describe_diff(d) for d in diff)
+    kind, *rest = diff
+    names = []
+    for part in rest:
+        name = getattr(part, "name", None)
+        if name is not None:
+            table = getattr(getattr(part, "table", None), "name", None)
+            names.append(f"{table}.{name}" if table and table != name else str(name))
+        elif isinstance(part, str):
+            names.append(part)
+    return f"{kind} {' '.join(names)}".strip()
+
+
+def load_metadata(ref: str) -> sa.MetaData:
+    module_name, _, attr = ref.partition(":")
+    if not module_name or not attr:
+        raise BadInput(
+            f"--metadata {ref!r}: expected MODULE:ATTRIBUTE, e.g. myapp.models:Base.metadata"
+        )
+    if str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except Exception as exc:
+        raise BadInput(
+            f"--metadata {ref}: cannot import {module_name}: {type(exc).__name__}: {exc}"
+        ) from None
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise BadInput(f"--metadata {ref}: {module_name} has no attribute {attr!r}")
+        obj = getattr(obj, part)
+    if not isinstance(obj, sa.MetaData):
+        raise BadInput(
+            f"--metadata {ref}: {attr} is a {type(obj).__name__}, not a sqlalchemy MetaData"
+        )
+    return obj
+
+
+def offline_sql(target: Target, rng: str, dialect: str) -> Outcome:
+    """The SQL for ``A:B`` (or base to ``B``), without a database."""
+    scripts = target.load()
+    start_text, _, end = rng.rpartition(":")
+    start = start_text or None
+    if not end:
+        raise BadInput(f"sql {rng!r}: expected a range FROM:TO or a target, e.g. base:head")
+    with script_errors(scripts.dirs):
+        if start in (None, "base"):
+            start_heads: tuple[str, ...] = ()
+        elif start in ("head", "heads"):
+            start_heads = scripts.heads()
+        else:
+            found = scripts.directory.revision_map.get_revisions(start)
+            start_heads = tuple(r.revision for r in found if r and not isinstance(r, str))
+        down = is_downgrade_target(scripts, end, start_heads)
+    if down and not start_heads:
+        raise BadInput(f"sql {rng!r}: a downgrade needs its starting revision, e.g. head:{end}")
+    buffer = io.StringIO()
+    directory = scripts.directory
+
+    def fn(rev: Any, _ctx: Any) -> Any:
+        return directory._downgrade_revs(end, rev) if down else directory._upgrade_revs(end, rev)
+
+    with (
+        script_errors(scripts.dirs),
+        EnvironmentContext(
+            scripts.config,
+            directory,
+            fn=fn,
+            as_sql=True,
+            starting_rev=start if start not in (None, "base") else None,
+            destination_rev=end,
+        ) as env,
+    ):
+        env.configure(
+            dialect_name=dialect,
+            output_buffer=buffer,
+            literal_binds=True,
+            transaction_per_migration=True,
+            version_table=target.scripts.version_table or DEFAULT_VERSION_TABLE,
+            version_table_schema=target.scripts.version_table_schema,
+        )
+        with env.begin_transaction():
+            env.run_migrations()
+    text = buffer.getvalue()
+    result = _result(
+        "sql",
+        direction="downgrade" if down else "upgrade",
+        target=end,
+        details={"bytes": len(text)},
+    )
+    return Outcome(result, text.rstrip("\n"))
+
+
+__all__ = [
+    "Outcome",
+    "RunOptions",
+    "Target",
+    "check",
+    "current",
+    "heads",
+    "history",
+    "offline_sql",
+    "plan",
+    "run",
+    "runs",
+    "stamp_to",
+    "verify",
+]

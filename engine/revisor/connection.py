@@ -1,0 +1,244 @@
+"""Where the database is and how to open the one connection a run uses.
+
+The URL comes from (first wins) ``--database-url``, ``--database-url-file``
+(a mounted Secret), ``REVISOR_DATABASE_URL``, the ``REVISOR_DATABASE_*``
+parts, or ``sqlalchemy.url`` of ``--config``. Its password is registered
+with :mod:`revisor.redaction` before anything can print it.
+
+A run holds exactly one connection for its whole length (the advisory lock
+lives on it), from an engine with ``NullPool`` so nothing pooled can keep a
+lock after the run. Async URLs (``postgresql+asyncpg``, ``sqlite+aiosqlite``)
+get SQLAlchemy's async engine and the run happens inside ``run_sync``, so the
+rest of the engine only ever sees a synchronous ``Connection``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.pool import NullPool
+
+from revisor.contract import ENV_DATABASE_PARTS, ENV_DATABASE_URL
+from revisor.errors import BadInput, DatabaseUnreachable
+from revisor.redaction import register_secret, scrub
+
+T = TypeVar("T")
+
+ASYNC_DRIVERS = frozenset({"asyncpg", "aiosqlite", "psycopg_async", "aiomysql", "asyncmy"})
+# Bare "postgresql://" means psycopg2 to SQLAlchemy; Revisor ships psycopg 3.
+_DEFAULT_DRIVERS = {"postgresql": "psycopg", "postgres": "psycopg"}
+CONNECT_TIMEOUT_SECONDS = 10
+
+
+@dataclass(frozen=True)
+class Database:
+    """A resolved database URL. ``str()`` never shows the password."""
+
+    url: URL
+    source: str
+
+    @property
+    def backend(self) -> str:
+        """``postgresql``, ``sqlite``, ``mysql``, ..."""
+        return self.url.get_backend_name()
+
+    @property
+    def driver(self) -> str:
+        return self.url.get_driver_name()
+
+    @property
+    def is_async(self) -> bool:
+        return self.driver in ASYNC_DRIVERS
+
+    @property
+    def display(self) -> str:
+        return self.url.render_as_string(hide_password=True)
+
+    def __str__(self) -> str:
+        return self.display
+
+
+def resolve_database(
+    *,
+    url: str | None = None,
+    url_file: str | None = None,
+    ini_url: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Database:
+    """Find the database URL from the documented sources, first one wins."""
+    env = os.environ if environ is None else environ
+    if url:
+        return _parse(url, "--database-url")
+    if url_file:
+        path = Path(url_file)
+        try:
+            text = path.read_text().strip()
+        except OSError as exc:
+            raise BadInput(
+                f"--database-url-file {url_file}: cannot read it ({exc.strerror})",
+                hint="mount the Secret that holds the URL at that path, or pass --database-url",
+            ) from None
+        if not text:
+            raise BadInput(f"--database-url-file {url_file} is empty")
+        return _parse(text, f"--database-url-file {url_file}")
+    if env.get(ENV_DATABASE_URL):
+        return _parse(env[ENV_DATABASE_URL], ENV_DATABASE_URL)
+    if env.get(ENV_DATABASE_PARTS["host"]) or env.get(ENV_DATABASE_PARTS["name"]):
+        return _from_parts(env)
+    if ini_url:
+        return _parse(ini_url, "sqlalchemy.url in the config file")
+    raise BadInput(
+        "no database given",
+        hint=(
+            f"pass --database-url, --database-url-file, set {ENV_DATABASE_URL}, "
+            "or set sqlalchemy.url in the file given with --config"
+        ),
+    )
+
+
+def _from_parts(env: Mapping[str, str]) -> Database:
+    parts = {key: env.get(name) for key, name in ENV_DATABASE_PARTS.items()}
+    port = parts["port"]
+    if port is not None and not port.isdigit():
+        raise BadInput(f"{ENV_DATABASE_PARTS['port']}={port!r} is not a port number")
+    driver = parts["driver"] or "postgresql+psycopg"
+    url = URL.create(
+        driver,
+        username=parts["user"],
+        password=parts["password"],
+        host=parts["host"],
+        port=int(port) if port else None,
+        database=parts["name"],
+    )
+    register_secret(parts["password"])
+    return _parse(url.render_as_string(hide_password=False), "REVISOR_DATABASE_* variables")
+
+
+def _parse(raw: str, source: str) -> Database:
+    try:
+        url = make_url(raw.strip())
+    except (sa.exc.ArgumentError, ValueError):
+        # The text itself may be a password; never echo it.
+        raise BadInput(
+            f"{source} is not a database URL",
+            hint="write it as dialect+driver://user:password@host:port/database, "
+            "e.g. postgresql+psycopg://app@db:5432/app or sqlite:///app.db",
+        ) from None
+    register_secret(url.password if isinstance(url.password, str) else None)
+    backend = url.get_backend_name()
+    if "+" not in url.drivername and backend in _DEFAULT_DRIVERS:
+        url = url.set(drivername=f"{backend}+{_DEFAULT_DRIVERS[backend]}")
+    return Database(url=url, source=source)
+
+
+def _engine_options(db: Database) -> dict[str, Any]:
+    connect_args: dict[str, Any] = {}
+    if db.backend == "postgresql" and db.driver == "psycopg":
+        # Client-side keepalives notice a vanished server; the server-side ones
+        # set per session in revisor.dialects notice a vanished runner and free
+        # its advisory lock.
+        connect_args = {
+            "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+            "keepalives": 1,
+            "keepalives_idle": 30,
+            "keepalives_interval": 10,
+            "keepalives_count": 3,
+            "application_name": "revisor",
+        }
+    elif db.driver == "asyncpg":
+        connect_args = {
+            "timeout": CONNECT_TIMEOUT_SECONDS,
+            "server_settings": {"application_name": "revisor"},
+        }
+    elif db.backend == "sqlite":
+        connect_args = {"timeout": 30}
+    return {"poolclass": NullPool, "connect_args": connect_args}
+
+
+def _sqlite_transactional_ddl(engine: Engine) -> None:
+    """Make pysqlite emit BEGIN itself so DDL is transactional, as on PostgreSQL.
+
+    The sqlite3 module only opens transactions before DML; without this a
+    failed revision would leave half its DDL behind. This is SQLAlchemy's
+    documented recipe ("Serializable isolation / Savepoints / Transactional
+    DDL" in the pysqlite dialect docs).
+    """
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN")
+
+
+def run_with_connection(db: Database, work: Callable[[Connection], T]) -> T:
+    """Open one connection, call ``work`` with it, close it; async URLs included."""
+    if db.is_async:
+        return asyncio.run(_run_async(db, work))
+    try:
+        engine = sa.create_engine(db.url, **_engine_options(db))
+    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as exc:
+        raise _unsupported(db, exc) from None
+    if db.backend == "sqlite":
+        _sqlite_transactional_ddl(engine)
+    try:
+        conn = _connect(db, engine.connect)
+        with conn:
+            return work(conn)
+    finally:
+        engine.dispose()
+
+
+async def _run_async(db: Database, work: Callable[[Connection], T]) -> T:
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    try:
+        engine = create_async_engine(db.url, **_engine_options(db))
+    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as exc:
+        raise _unsupported(db, exc) from None
+    if db.backend == "sqlite":
+        _sqlite_transactional_ddl(engine.sync_engine)
+    try:
+        try:
+            aconn = await engine.connect()
+        except (sa.exc.DBAPIError, OSError) as exc:
+            raise _unreachable(db, exc) from None
+        async with aconn:
+            return await aconn.run_sync(work)
+    finally:
+        await engine.dispose()
+
+
+def _connect(db: Database, connect: Callable[[], Connection]) -> Connection:
+    try:
+        return connect()
+    except (sa.exc.DBAPIError, OSError) as exc:
+        raise _unreachable(db, exc) from None
+
+
+def _unreachable(db: Database, exc: BaseException) -> DatabaseUnreachable:
+    orig = getattr(exc, "orig", None) or exc
+    detail = " ".join(str(orig).split())
+    return DatabaseUnreachable(
+        scrub(f"cannot connect to {db.display}: {detail}"),
+        hint="check the host, port, database name and credentials, and that the "
+        "database accepts connections from here",
+    )
+
+
+def _unsupported(db: Database, exc: BaseException) -> BadInput:
+    return BadInput(
+        scrub(f"{db.source}: cannot use driver {db.url.drivername!r}: {exc}"),
+        hint="use postgresql+psycopg://, postgresql+asyncpg://, sqlite:/// or "
+        "sqlite+aiosqlite:///, or install the driver",
+    )

@@ -1,0 +1,227 @@
+"""Everything that differs per database: the advisory lock and session settings.
+
+One small interface, :class:`DialectSupport`, with one implementation per
+backend. The lock is always taken **on the migration connection itself**
+and is session-level, so it is held across every per-revision commit and
+autocommit block, and released by the server if the runner dies (see
+FIELD-NOTES: a transaction-level lock would be released at the first
+commit; a lock on a side connection can be lost while migrations go on).
+
+MySQL/MariaDB (``GET_LOCK``) will be one more class here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Protocol
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from revisor.connection import Database
+from revisor.errors import BadInput, LockTimeout
+from revisor.redaction import scrub
+
+
+@dataclass(frozen=True)
+class LockKey:
+    """The lock's identity: one per database + schema + version table."""
+
+    name: str
+    value: int  # signed 64-bit, as pg_advisory_lock takes it
+
+
+def lock_key(db: Database, *, schema: str | None, table: str) -> LockKey:
+    """Same inputs, same key, in every runner (golang-migrate does the same)."""
+    name = f"revisor:{db.url.database or ''}:{schema or ''}:{table}"
+    digest = hashlib.sha256(name.encode()).digest()
+    return LockKey(name=name, value=int.from_bytes(digest[:8], "big", signed=True))
+
+
+class DialectSupport(Protocol):
+    transactional_ddl: bool
+
+    def acquire_lock(self, conn: Connection, *, key: LockKey, timeout: float | None) -> None:
+        """Take the run's lock or raise :class:`LockTimeout`; ends the transaction."""
+
+    def release_lock(self, conn: Connection, *, key: LockKey) -> None:
+        """Give the lock back (closing the connection would too)."""
+
+    def prepare_session(
+        self,
+        conn: Connection,
+        *,
+        statement_timeout: float | None,
+        ddl_lock_timeout: float | None,
+    ) -> None:
+        """Apply session settings for the migrations; ends the transaction."""
+
+
+def _ms(seconds: float | None) -> str:
+    return "0" if not seconds else f"{max(int(seconds * 1000), 1)}ms"
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    orig = getattr(exc, "orig", None)
+    for attr in ("sqlstate", "pgcode"):
+        value = getattr(orig, attr, None)
+        if isinstance(value, str):
+            return value
+    return None
+
+
+class PostgresSupport:
+    """``pg_advisory_lock`` bounded by ``lock_timeout``: no polling, no lock row."""
+
+    transactional_ddl = True
+
+    def acquire_lock(self, conn: Connection, *, key: LockKey, timeout: float | None) -> None:
+        if timeout == 0:
+            got = conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key.value})
+            acquired = bool(got.scalar())
+            conn.commit()
+            if not acquired:
+                raise self._timeout(conn, key, timeout)
+            return
+        conn.execute(sa.text("SELECT set_config('lock_timeout', :v, false)"), {"v": _ms(timeout)})
+        try:
+            conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": key.value})
+        except sa.exc.DBAPIError as exc:
+            conn.rollback()
+            if _sqlstate(exc) == "55P03":  # lock_not_available
+                raise self._timeout(conn, key, timeout) from None
+            raise
+        conn.commit()
+
+    def _timeout(self, conn: Connection, key: LockKey, timeout: float | None) -> LockTimeout:
+        holder = ""
+        with contextlib.suppress(sa.exc.DBAPIError):
+            row = conn.execute(
+                sa.text(
+                    "SELECT a.pid, a.application_name, a.client_addr, a.backend_start "
+                    "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                    "WHERE l.locktype = 'advisory' AND l.granted "
+                    "AND ((l.classid::bigint << 32) | l.objid::bigint) = :k"
+                ),
+                {"k": key.value},
+            ).first()
+            conn.rollback()
+            if row is not None:
+                holder = (
+                    f" (held by backend pid {row.pid}, application {row.application_name!r}, "
+                    f"client {row.client_addr or 'local'}, connected since {row.backend_start})"
+                )
+        return LockTimeout(
+            f"another migration holds the lock {key.name}{holder}; gave up after {timeout:g}s",
+            hint="wait for it to finish, or raise --lock-timeout",
+        )
+
+    def release_lock(self, conn: Connection, *, key: LockKey) -> None:
+        conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": key.value})
+        conn.commit()
+
+    def prepare_session(
+        self,
+        conn: Connection,
+        *,
+        statement_timeout: float | None,
+        ddl_lock_timeout: float | None,
+    ) -> None:
+        settings = {
+            "statement_timeout": _ms(statement_timeout),
+            # After the advisory lock: from here on lock_timeout bounds DDL waits.
+            "lock_timeout": _ms(ddl_lock_timeout),
+            # Server-side keepalives: a runner on a vanished node loses its
+            # session (and so its lock) in about a minute, not two hours.
+            "tcp_keepalives_idle": "30",
+            "tcp_keepalives_interval": "10",
+            "tcp_keepalives_count": "3",
+        }
+        for name, value in settings.items():
+            conn.execute(sa.text("SELECT set_config(:n, :v, false)"), {"n": name, "v": value})
+        conn.commit()
+
+
+class SqliteSupport:
+    """An exclusive ``flock`` on a file beside the database, polled until the deadline.
+
+    The kernel drops it when the process dies, so a killed runner never
+    leaves a stale lock. In-memory databases need no lock.
+    """
+
+    transactional_ddl = True
+    poll_seconds = 0.05
+
+    def __init__(self, db: Database) -> None:
+        path = db.url.database
+        self.path = None if not path or path == ":memory:" else f"{path}.revisor-lock"
+        self._handle: IO[str] | None = None
+
+    def acquire_lock(self, conn: Connection, *, key: LockKey, timeout: float | None) -> None:
+        if self.path is None:
+            return
+        try:
+            handle = Path(self.path).open("a")  # noqa: SIM115 - held for the whole run
+        except OSError as exc:
+            raise BadInput(
+                f"cannot create the lock file {self.path}: {exc.strerror}",
+                hint="the directory of the SQLite database must be writable",
+            ) from None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    handle.close()
+                    raise
+                if deadline is not None and time.monotonic() >= deadline:
+                    handle.close()
+                    raise LockTimeout(
+                        f"another migration holds the lock file {self.path}; "
+                        f"gave up after {timeout:g}s",
+                        hint="wait for it to finish, or raise --lock-timeout",
+                    ) from None
+                time.sleep(self.poll_seconds)
+        with contextlib.suppress(OSError):
+            handle.write(f"{os.getpid()}\n")
+            handle.flush()
+        self._handle = handle
+
+    def release_lock(self, conn: Connection, *, key: LockKey) -> None:
+        if self._handle is not None:
+            fcntl.flock(self._handle.fileno(), fcntl.LOCK_UN)
+            self._handle.close()
+            self._handle = None
+
+    def prepare_session(
+        self,
+        conn: Connection,
+        *,
+        statement_timeout: float | None,
+        ddl_lock_timeout: float | None,
+    ) -> None:
+        # SQLite has no statement timeout; busy_timeout bounds waits on other writers.
+        busy = int((ddl_lock_timeout or 30) * 1000)
+        conn.exec_driver_sql(f"PRAGMA busy_timeout = {busy}")
+        conn.commit()
+
+
+def support_for(db: Database) -> DialectSupport:
+    """The implementation for ``db``'s backend, or a clear refusal."""
+    if db.backend == "postgresql":
+        return PostgresSupport()
+    if db.backend == "sqlite":
+        return SqliteSupport(db)
+    raise BadInput(
+        scrub(f"{db.display}: the {db.backend!r} database is not supported yet"),
+        hint="Revisor supports PostgreSQL and SQLite; MySQL/MariaDB is planned",
+    )

@@ -1,0 +1,61 @@
+"""One small error hierarchy, caught in exactly one place: the CLI edge.
+
+Every error carries the exit code of the Job contract, a message that says
+what is wrong and where, and a hint that says how to fix it. Foreign errors
+(Alembic, SQLAlchemy, drivers) are translated into these by the module that
+talks to the foreign system, never further up.
+"""
+
+from __future__ import annotations
+
+from revisor.contract import ExitCode
+
+
+class RevisorError(Exception):
+    """Base class: ``exit_code`` decides the process exit status."""
+
+    exit_code: ExitCode = ExitCode.BAD_INPUT
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message}\nhint: {self.hint}"
+
+
+class BadInput(RevisorError):
+    """Arguments, URL, target or scripts are wrong; nothing was done."""
+
+    exit_code = ExitCode.BAD_INPUT
+
+
+class LockTimeout(RevisorError):
+    """Another runner held the migration lock for longer than ``--lock-timeout``."""
+
+    exit_code = ExitCode.LOCK_TIMEOUT
+
+
+class MigrationFailed(RevisorError):
+    """A revision failed; the database is at the last committed revision or the start."""
+
+    exit_code = ExitCode.MIGRATION_FAILED
+
+
+class RollbackFailed(RevisorError):
+    """A revision failed and undoing this run failed too: a human is needed."""
+
+    exit_code = ExitCode.ROLLBACK_FAILED
+
+
+class DatabaseUnreachable(RevisorError):
+    """The database could not be reached, or refused the credentials."""
+
+    exit_code = ExitCode.UNREACHABLE
+
+
+class Mismatch(RevisorError):
+    """``verify`` or ``check`` found a difference."""
+
+    exit_code = ExitCode.MISMATCH

@@ -1,0 +1,203 @@
+"""``revisor_history``: a row per run and a row per step, beside the version table.
+
+Step rows are written from Alembic's ``on_version_apply`` callback, inside
+the step's own transaction, so a step's history row commits or rolls back
+with the step itself. The run row is written before the first step and
+finished after the last. A runner killed mid-way leaves its run row at
+``running``; the next runner, once it holds the lock (so nobody else can be
+running), marks such rows ``interrupted``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+TABLE_NAME = "revisor_history"
+
+RUNNING = "running"
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+ROLLED_BACK = "rolled_back"
+ROLLBACK_FAILED = "rollback_failed"
+INTERRUPTED = "interrupted"
+APPLIED = "applied"
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def history_table(schema: str | None) -> sa.Table:
+    """The table definition; one MetaData per schema so names never clash."""
+    return sa.Table(
+        TABLE_NAME,
+        sa.MetaData(schema=schema),
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("run_id", sa.String(36), nullable=False, index=True),
+        sa.Column("kind", sa.String(8), nullable=False),  # run | step
+        sa.Column("command", sa.String(16), nullable=False),
+        sa.Column("direction", sa.String(10), nullable=False),
+        sa.Column("from_revision", sa.String(255)),
+        sa.Column("to_revision", sa.String(255)),
+        sa.Column("revision", sa.String(64)),
+        sa.Column("description", sa.Text),
+        sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("finished_at", sa.DateTime(timezone=True)),
+        sa.Column("duration_seconds", sa.Float),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("error", sa.Text),
+        sa.Column("checksum", sa.String(64)),
+        sa.Column("runner", sa.String(255)),
+        sa.Column("engine_version", sa.String(32)),
+    )
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    run_id: str
+    command: str
+    direction: str
+    from_revision: str
+    to_revision: str
+    runner: str | None
+    engine_version: str
+    started_at: dt.datetime
+
+
+def new_run(
+    *,
+    command: str,
+    direction: str,
+    from_heads: Sequence[str],
+    target: str,
+    runner: str | None,
+    engine_version: str,
+) -> RunInfo:
+    return RunInfo(
+        run_id=str(uuid.uuid4()),
+        command=command,
+        direction=direction,
+        from_revision=",".join(from_heads) or "base",
+        to_revision=target,
+        runner=runner,
+        engine_version=engine_version,
+        started_at=utcnow(),
+    )
+
+
+class History:
+    """Reads and writes ``revisor_history`` on the run's connection."""
+
+    def __init__(self, schema: str | None) -> None:
+        self.table = history_table(schema)
+
+    def exists(self, conn: Connection) -> bool:
+        return sa.inspect(conn).has_table(TABLE_NAME, schema=self.table.schema)
+
+    def ensure(self, conn: Connection) -> None:
+        self.table.create(conn, checkfirst=True)
+
+    def mark_interrupted(self, conn: Connection) -> int:
+        """Runs left ``running`` by a runner that died; only call holding the lock."""
+        result = conn.execute(
+            self.table.update()
+            .where(self.table.c.status == RUNNING)
+            .values(status=INTERRUPTED, error="the runner stopped before the run finished")
+        )
+        return result.rowcount
+
+    def start_run(self, conn: Connection, run: RunInfo) -> None:
+        conn.execute(
+            self.table.insert().values(
+                run_id=run.run_id,
+                kind="run",
+                command=run.command,
+                direction=run.direction,
+                from_revision=run.from_revision,
+                to_revision=run.to_revision,
+                started_at=run.started_at,
+                status=RUNNING,
+                runner=run.runner,
+                engine_version=run.engine_version,
+            )
+        )
+
+    def finish_run(
+        self,
+        conn: Connection,
+        run: RunInfo,
+        *,
+        status: str,
+        to_heads: Sequence[str],
+        error: str | None = None,
+    ) -> None:
+        finished = utcnow()
+        conn.execute(
+            self.table.update()
+            .where(self.table.c.run_id == run.run_id, self.table.c.kind == "run")
+            .values(
+                status=status,
+                finished_at=finished,
+                duration_seconds=(finished - run.started_at).total_seconds(),
+                to_revision=",".join(to_heads) or "base",
+                error=error,
+            )
+        )
+
+    def record_step(
+        self,
+        conn: Connection,
+        run: RunInfo,
+        *,
+        direction: str,
+        revision: str,
+        from_revision: str,
+        to_revision: str,
+        description: str,
+        started_at: dt.datetime,
+        status: str,
+        checksum: str | None,
+        error: str | None = None,
+    ) -> None:
+        finished = utcnow()
+        conn.execute(
+            self.table.insert().values(
+                run_id=run.run_id,
+                kind="step",
+                command=run.command,
+                direction=direction,
+                from_revision=from_revision,
+                to_revision=to_revision,
+                revision=revision,
+                description=description,
+                started_at=started_at,
+                finished_at=finished,
+                duration_seconds=(finished - started_at).total_seconds(),
+                status=status,
+                error=error,
+                checksum=checksum,
+                runner=run.runner,
+                engine_version=run.engine_version,
+            )
+        )
+
+    def applied_checksums(self, conn: Connection) -> dict[str, str]:
+        """The checksum each revision had when it was last upgraded."""
+        t = self.table
+        rows = conn.execute(
+            sa.select(t.c.revision, t.c.checksum)
+            .where(t.c.kind == "step", t.c.direction == "upgrade", t.c.status == APPLIED)
+            .order_by(t.c.id)
+        )
+        return {row.revision: row.checksum for row in rows if row.checksum}
+
+    def runs(self, conn: Connection, *, limit: int = 20) -> list[sa.Row[tuple[object, ...]]]:
+        t = self.table
+        query = sa.select(t).where(t.c.kind == "run").order_by(t.c.id.desc()).limit(limit)
+        return list(conn.execute(query))

@@ -1,0 +1,170 @@
+"""What a run tells people and machines, and where.
+
+stderr carries progress: human lines (``[3/12] 3c9a1f0b2e44 add orders.status
+… 0.41s``) or JSON lines with ``--log-format json`` (structlog). stdout is
+left for the command's answer (text, or the result document with
+``--output json``). Every line passes through :func:`revisor.redaction.scrub`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import MutableMapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol, TextIO
+
+import structlog
+
+from revisor import contract
+from revisor.errors import BadInput
+from revisor.redaction import scrub
+
+
+class Reporter(Protocol):
+    def planned(self, steps: Sequence[contract.Step], *, dry_run: bool) -> None: ...
+    def step_started(self, index: int, total: int, step: contract.Step) -> None: ...
+    def step_finished(self, index: int, total: int, step: contract.Step) -> None: ...
+    def step_failed(self, index: int, total: int, step: contract.Step, error: str) -> None: ...
+    def info(self, message: str) -> None: ...
+
+
+def _label(step: contract.Step) -> str:
+    arrow = "" if step.direction == "upgrade" else "(down) "
+    return f"{arrow}{step.revision}" + (f" {step.description}" if step.description else "")
+
+
+class ConsoleReporter:
+    """Human lines on stderr; on a terminal a long step shows while it runs."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self.live = self.stream.isatty()
+        self._open = False
+
+    def _write(self, text: str) -> None:
+        self.stream.write(scrub(text))
+        self.stream.flush()
+
+    def _close_line(self) -> None:
+        if self._open:
+            self._write("\n")
+            self._open = False
+
+    def planned(self, steps: Sequence[contract.Step], *, dry_run: bool) -> None:
+        what = "dry run of" if dry_run else "applying"
+        self._write(f"{what} {len(steps)} step(s)\n")
+
+    def step_started(self, index: int, total: int, step: contract.Step) -> None:
+        if self.live:
+            self._write(f"[{index}/{total}] {_label(step)} …")
+            self._open = True
+
+    def step_finished(self, index: int, total: int, step: contract.Step) -> None:
+        seconds = f"{step.seconds:.2f}s" if step.seconds is not None else ""
+        if self._open:
+            self._write(f" {seconds}\n")
+            self._open = False
+        else:
+            self._write(f"[{index}/{total}] {_label(step)} … {seconds}\n")
+
+    def step_failed(self, index: int, total: int, step: contract.Step, error: str) -> None:
+        if self._open:
+            self._write(" FAILED\n")
+            self._open = False
+        else:
+            self._write(f"[{index}/{total}] {_label(step)} … FAILED\n")
+        self._write(f"error: {error}\n")
+
+    def info(self, message: str) -> None:
+        self._close_line()
+        self._write(f"{message}\n")
+
+
+class JsonReporter:
+    """One JSON object per event on stderr, through structlog."""
+
+    def __init__(self) -> None:
+        self.log = structlog.get_logger("revisor")
+
+    def planned(self, steps: Sequence[contract.Step], *, dry_run: bool) -> None:
+        self.log.info(
+            "plan", steps=len(steps), dry_run=dry_run, revisions=[s.revision for s in steps]
+        )
+
+    def step_started(self, index: int, total: int, step: contract.Step) -> None:
+        self.log.info("step.started", index=index, total=total, **step.to_json())
+
+    def step_finished(self, index: int, total: int, step: contract.Step) -> None:
+        self.log.info("step.applied", index=index, total=total, **step.to_json())
+
+    def step_failed(self, index: int, total: int, step: contract.Step, error: str) -> None:
+        self.log.error("step.failed", index=index, total=total, error=error, **step.to_json())
+
+    def info(self, message: str) -> None:
+        self.log.info(message)
+
+
+def _scrub_event(
+    _logger: Any, _name: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    for key, value in list(event.items()):
+        if isinstance(value, str):
+            event[key] = scrub(value)
+    return event
+
+
+def configure_logging(log_format: str, *, stream: TextIO | None = None) -> Reporter:
+    """Set up structlog (and stdlib logging, for Alembic's own lines); return a reporter."""
+    out = stream or sys.stderr
+    level = logging.INFO
+    if log_format == "json":
+        structlog.configure(
+            processors=[
+                structlog.contextvars.merge_contextvars,
+                structlog.processors.add_log_level,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+                _scrub_event,
+                structlog.processors.format_exc_info,
+                structlog.processors.JSONRenderer(),
+            ],
+            logger_factory=structlog.PrintLoggerFactory(out),
+            wrapper_class=structlog.make_filtering_bound_logger(level),
+            cache_logger_on_first_use=False,
+        )
+        return JsonReporter()
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            _scrub_event,
+            structlog.dev.ConsoleRenderer(colors=False),
+        ],
+        logger_factory=structlog.PrintLoggerFactory(out),
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        cache_logger_on_first_use=False,
+    )
+    return ConsoleReporter(out)
+
+
+def check_result_file(path: str | None) -> None:
+    """Fail early (before touching the database) if the result cannot be written."""
+    if path is None:
+        return
+    target = Path(path)
+    try:
+        with target.open("a"):
+            pass
+    except OSError as exc:
+        raise BadInput(
+            f"--result-file {path}: cannot write it ({exc.strerror})",
+            hint="choose a writable path, or mount a writable volume there",
+        ) from None
+
+
+def write_result(result: contract.Result, *, path: str | None, stdout: bool) -> None:
+    text = scrub(result.to_json())
+    if path is not None:
+        Path(path).write_text(text)
+    if stdout:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()

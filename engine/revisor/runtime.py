@@ -1,0 +1,671 @@
+"""One migration run: lock, plan, apply step by step, record, and undo on failure.
+
+The order is what makes a run safe:
+
+1. open the one connection, take the advisory lock on it, set the session up;
+2. read the current heads and plan *under the lock* (a second runner that
+   waited finds nothing to do and exits 0 without writing anything);
+3. refuse bad plans before writing anything (unknown target, irreversible
+   steps under ``--on-failure rollback``, autocommit scripts in a dry run,
+   a plan that is not the approved one);
+4. run the steps through Alembic with a generator ``fn``: the code after
+   each ``yield`` runs once that step's transaction has committed, so
+   progress is only reported for committed work (FIELD-NOTES);
+5. on failure, optionally run the committed steps backwards.
+
+The connection is committed before Alembic is configured, so Alembic owns
+its transactions ("silent rollback trap"); a dry run is the deliberate use of
+that trap: an outer transaction that is rolled back at the end.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import suppress
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from alembic.runtime.environment import EnvironmentContext
+from alembic.runtime.migration import MigrationContext, MigrationInfo, RevisionStep
+from alembic.util import to_tuple
+from sqlalchemy.engine import Connection
+
+from revisor import __version__, contract
+from revisor.connection import Database, run_with_connection
+from revisor.contract import ExitCode
+from revisor.dialects import DialectSupport, lock_key, support_for
+from revisor.errors import BadInput, RevisorError
+from revisor.history import (
+    APPLIED,
+    FAILED,
+    ROLLBACK_FAILED,
+    ROLLED_BACK,
+    SUCCEEDED,
+    History,
+    RunInfo,
+    new_run,
+    utcnow,
+)
+from revisor.output import Reporter
+from revisor.redaction import scrub
+from revisor.scripts import (
+    Plan,
+    Scripts,
+    describe,
+    plan_apply,
+    plan_downgrade,
+    plan_upgrade,
+    reversal_problems,
+    script_errors,
+    uses_autocommit,
+)
+
+DEFAULT_VERSION_TABLE = "alembic_version"
+RunCommand = Literal["apply", "upgrade", "downgrade"]
+
+
+@dataclass(frozen=True)
+class Session:
+    """Which database and version table, and how to hold the connection."""
+
+    db: Database
+    scripts: Scripts
+    version_table: str = DEFAULT_VERSION_TABLE
+    version_table_schema: str | None = None
+    version_table_explicit: bool = False
+    env_py: bool = False
+    lock_timeout: float | None = 60.0
+    statement_timeout: float | None = None
+    ddl_lock_timeout: float | None = None
+    runner: str | None = None
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    command: RunCommand
+    target: str
+    single_transaction: bool = False
+    on_failure: Literal["stop", "rollback"] = "stop"
+    dry_run: bool = False
+    expect_plan_hash: str | None = None
+
+
+def read_heads(conn: Connection, session: Session) -> tuple[str, ...]:
+    """The revisions in the version table; ends the read transaction."""
+    ctx = MigrationContext.configure(
+        connection=conn,
+        opts={
+            "version_table": session.version_table,
+            "version_table_schema": session.version_table_schema,
+        },
+    )
+    heads = tuple(ctx.get_current_heads())
+    conn.rollback()
+    return heads
+
+
+def make_plan(scripts: Scripts, command: RunCommand, target: str, heads: Sequence[str]) -> Plan:
+    planner = {"apply": plan_apply, "upgrade": plan_upgrade, "downgrade": plan_downgrade}[command]
+    return planner(scripts, target, heads)
+
+
+def with_lock(session: Session, work: Callable[[Connection, DialectSupport], Any]) -> Any:
+    """Open the connection, hold the advisory lock around ``work``, release it."""
+
+    def locked(conn: Connection) -> Any:
+        dialect = support_for(session.db)
+        key = lock_key(session.db, schema=session.version_table_schema, table=session.version_table)
+        dialect.acquire_lock(conn, key=key, timeout=session.lock_timeout)
+        try:
+            dialect.prepare_session(
+                conn,
+                statement_timeout=session.statement_timeout,
+                ddl_lock_timeout=session.ddl_lock_timeout,
+            )
+            return work(conn, dialect)
+        finally:
+            with suppress(sa.exc.DBAPIError, OSError):
+                if conn.in_transaction():
+                    conn.rollback()
+                dialect.release_lock(conn, key=key)
+
+    return run_with_connection(session.db, locked)
+
+
+def migrate(session: Session, options: RunOptions, reporter: Reporter) -> contract.Result:
+    """Move the database to ``options.target``; the outcome is a contract Result."""
+    started = utcnow()
+
+    def work(conn: Connection, dialect: DialectSupport) -> contract.Result:
+        history = History(session.version_table_schema)
+        if history.exists(conn):
+            stale = history.mark_interrupted(conn)
+            conn.commit()
+            if stale:
+                reporter.info(f"marked {stale} run(s) left by a stopped runner as interrupted")
+        heads = read_heads(conn, session)
+        plan = make_plan(session.scripts, options.command, options.target, heads)
+        plan_hash = plan.hash(session.scripts)
+        _refuse_unsafe(session, options, plan, plan_hash, dialect)
+        base = contract.Result(
+            command=options.command,
+            exit_code=ExitCode.OK,
+            direction=plan.direction,
+            target=options.target,
+            from_revisions=heads,
+            to_revisions=heads,
+            plan=plan.contract_steps(),
+            plan_hash=plan_hash,
+            dry_run=options.dry_run,
+            started_at=_iso(started),
+            engine_version=__version__,
+            runner=session.runner,
+        )
+        if not plan.steps:
+            reporter.info(f"already at {options.target} ({_heads_text(heads)}); nothing to do")
+            return _finished(base)
+        reporter.planned(plan.contract_steps(), dry_run=options.dry_run)
+        return _Run(
+            session=session,
+            options=options,
+            reporter=reporter,
+            history=history,
+            conn=conn,
+            plan=plan,
+            base=base,
+        ).execute()
+
+    result: contract.Result = with_lock(session, work)
+    return result
+
+
+def _refuse_unsafe(
+    session: Session,
+    options: RunOptions,
+    plan: Plan,
+    plan_hash: str,
+    dialect: DialectSupport,
+) -> None:
+    scripts = session.scripts
+    if options.expect_plan_hash is not None and options.expect_plan_hash != plan_hash:
+        raise BadInput(
+            f"the plan changed since it was approved: approved {options.expect_plan_hash[:12]}, "
+            f"now {plan_hash[:12]} ({len(plan.steps)} step(s) from {_heads_text(plan.from_heads)})",
+            hint="review the new plan and approve its hash",
+        )
+    if plan.direction == "downgrade":
+        problems = reversal_problems(scripts, plan.revisions)
+        if problems:
+            raise BadInput(
+                "cannot downgrade: " + "; ".join(problems),
+                hint="write the downgrade() of these revisions; nothing was run",
+            )
+    if options.on_failure == "rollback" and plan.direction == "upgrade":
+        problems = reversal_problems(scripts, plan.revisions)
+        if problems:
+            raise BadInput(
+                "--on-failure rollback needs every planned revision to be reversible: "
+                + "; ".join(problems),
+                hint="write their downgrade(), or run with --on-failure stop",
+            )
+    if options.dry_run:
+        if not dialect.transactional_ddl:
+            raise BadInput(f"--dry-run needs transactional DDL, which {session.db.backend} lacks")
+        autocommit = [s.revision.revision for s in plan.steps if uses_autocommit(s.revision)]
+        if autocommit:
+            raise BadInput(
+                "--dry-run cannot undo autocommit_block() (it commits on its own), used by: "
+                + ", ".join(autocommit),
+                hint="review those revisions by hand, or run revisor sql for their SQL",
+            )
+
+
+@dataclass
+class _Progress:
+    applied: list[contract.Step] = field(default_factory=list)
+    committed: list[RevisionStep] = field(default_factory=list)
+    current: RevisionStep | None = None
+    index: int = 0
+    started_mono: float = 0.0
+    started_at: dt.datetime = field(default_factory=utcnow)
+
+
+class StepFailed(Exception):
+    def __init__(self, step: RevisionStep | None, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.step = step
+        self.cause = cause
+
+
+class _Run:
+    """The steps of one plan, and the way back if they fail."""
+
+    def __init__(
+        self,
+        *,
+        session: Session,
+        options: RunOptions,
+        reporter: Reporter,
+        history: History,
+        conn: Connection,
+        plan: Plan,
+        base: contract.Result,
+    ) -> None:
+        self.session, self.options, self.reporter = session, options, reporter
+        self.history, self.conn, self.plan, self.base = history, conn, plan, base
+        self.run = new_run(
+            command=options.command,
+            direction=plan.direction,
+            from_heads=plan.from_heads,
+            target=options.target,
+            runner=session.runner,
+            engine_version=__version__,
+        )
+        self.record = not options.dry_run
+
+    def execute(self) -> contract.Result:
+        if self.record:
+            self.history.ensure(self.conn)
+            self.history.start_run(self.conn, self.run)
+            self.conn.commit()
+        progress = _Progress()
+        try:
+            self._run_steps(list(self.plan.steps), progress, dry_run=self.options.dry_run)
+        except StepFailed as failure:
+            return self._failed(failure, progress)
+        heads = read_heads(self.conn, self.session)
+        if self.record:
+            self.history.finish_run(self.conn, self.run, status=SUCCEEDED, to_heads=heads)
+            self.conn.commit()
+        if self.options.dry_run:
+            self.reporter.info("dry run: every step ran and was rolled back")
+        return _finished(self.base, applied=tuple(progress.applied), to=heads)
+
+    def _failed(self, failure: StepFailed, progress: _Progress) -> contract.Result:
+        with suppress(sa.exc.DBAPIError):
+            self.conn.rollback()
+        message = _failure_message(failure)
+        step = failure.step
+        if step is not None:
+            self.reporter.step_failed(progress.index, len(self.plan.steps), step_of(step), message)
+        if self.record and step is not None:
+            self._record_failed_step(step, progress, message)
+        heads = read_heads(self.conn, self.session)
+        committed = [] if self._all_or_nothing else list(progress.committed)
+        rollback = self.options.on_failure == "rollback"
+        if rollback and committed:
+            return self._roll_back(committed, progress, message)
+        # Nothing to undo: either --on-failure stop, or nothing had committed
+        # (first step, or all or nothing), so the database is at the start.
+        if self.record:
+            status = ROLLED_BACK if rollback else FAILED
+            self.history.finish_run(
+                self.conn, self.run, status=status, to_heads=heads, error=message
+            )
+            self.conn.commit()
+        return _finished(
+            self.base,
+            code=ExitCode.MIGRATION_FAILED,
+            applied=tuple(progress.applied) if committed else (),
+            to=heads,
+            error=message,
+            rolled_back=rollback,
+        )
+
+    @property
+    def _all_or_nothing(self) -> bool:
+        return self.options.single_transaction or self.options.dry_run
+
+    def _roll_back(
+        self, committed: list[RevisionStep], progress: _Progress, message: str
+    ) -> contract.Result:
+        reverse = [
+            RevisionStep(s.revision_map, s.revision, not s.is_upgrade) for s in reversed(committed)
+        ]
+        self.reporter.info(
+            f"rolling back {len(reverse)} step(s) to {_heads_text(self.plan.from_heads)}"
+        )
+        back = _Progress()
+        try:
+            self._run_steps(reverse, back, dry_run=False)
+        except StepFailed as again:
+            second = _failure_message(again)
+            if again.step is not None:
+                self._record_failed_step(again.step, back, second)
+            heads = read_heads(self.conn, self.session)
+            error = f"{message}; then the rollback failed: {second}"
+            self.history.finish_run(
+                self.conn, self.run, status=ROLLBACK_FAILED, to_heads=heads, error=error
+            )
+            self.conn.commit()
+            return _finished(
+                self.base,
+                code=ExitCode.ROLLBACK_FAILED,
+                applied=tuple(progress.applied),
+                to=heads,
+                error=error,
+            )
+        heads = read_heads(self.conn, self.session)
+        self.history.finish_run(
+            self.conn, self.run, status=ROLLED_BACK, to_heads=heads, error=message
+        )
+        self.conn.commit()
+        return _finished(
+            self.base,
+            code=ExitCode.MIGRATION_FAILED,
+            applied=tuple(progress.applied),
+            to=heads,
+            error=message,
+            rolled_back=True,
+        )
+
+    def _record_failed_step(self, step: RevisionStep, progress: _Progress, message: str) -> None:
+        with suppress(sa.exc.DBAPIError):
+            if self.conn.in_transaction():
+                self.conn.rollback()
+            self.history.ensure(self.conn)
+            rev = step.revision.revision
+            self.history.record_step(
+                self.conn,
+                self.run,
+                direction="upgrade" if step.is_upgrade else "downgrade",
+                revision=rev,
+                from_revision=",".join(step.from_revisions) or "base",
+                to_revision=",".join(step.to_revisions) or "base",
+                description=describe(step.revision),
+                started_at=progress.started_at,
+                status=FAILED,
+                checksum=self.session.scripts.checksum(rev),
+                error=message,
+            )
+            self.conn.commit()
+
+    def _run_steps(self, steps: list[RevisionStep], progress: _Progress, *, dry_run: bool) -> None:
+        """Run ``steps`` through Alembic on the locked connection."""
+        conn, session = self.conn, self.session
+        total = len(steps)
+        expected_heads = read_heads(conn, session)
+
+        def fn(heads: Sequence[str], _ctx: MigrationContext) -> Iterator[RevisionStep]:
+            if set(heads) != set(expected_heads):
+                raise RuntimeError(
+                    f"the version table changed under the lock: expected "
+                    f"{_heads_text(expected_heads)}, found {_heads_text(heads)}"
+                )
+            for index, step in enumerate(steps, 1):
+                progress.current, progress.index = step, index
+                progress.started_mono, progress.started_at = time.monotonic(), utcnow()
+                self.reporter.step_started(index, total, step_of(step))
+                yield step
+                # Past the yield: this step's transaction has committed (or, all
+                # or nothing, joined the one that commits at the end).
+                seconds = time.monotonic() - progress.started_mono
+                done = step_of(step, seconds=seconds)
+                progress.applied.append(done)
+                progress.committed.append(step)
+                progress.current = None
+                self.reporter.step_finished(index, total, done)
+
+        def on_version_apply(
+            *, ctx: MigrationContext, step: MigrationInfo, heads: set[str], run_args: Any
+        ) -> None:
+            if not self.record or progress.current is None:
+                return
+            current = progress.current
+            rev = current.revision.revision
+            self.history.record_step(
+                ctx.connection or conn,
+                self.run,
+                direction="upgrade" if current.is_upgrade else "downgrade",
+                revision=rev,
+                from_revision=",".join(current.from_revisions) or "base",
+                to_revision=",".join(current.to_revisions) or "base",
+                description=describe(current.revision),
+                started_at=progress.started_at,
+                status=APPLIED,
+                checksum=session.scripts.checksum(rev),
+            )
+
+        outer = conn.begin() if dry_run else None
+        try:
+            run_environment(
+                session,
+                conn,
+                fn=fn,
+                per_migration=not (self.options.single_transaction or dry_run),
+                on_version_apply=on_version_apply,
+                keep_transaction=outer is not None,
+            )
+        except RevisorError:
+            if outer is not None:
+                outer.rollback()
+            raise
+        except Exception as exc:
+            if outer is not None:
+                with suppress(sa.exc.DBAPIError):
+                    outer.rollback()
+            raise StepFailed(progress.current, exc) from exc
+        if outer is not None:
+            outer.rollback()
+
+
+def run_environment(
+    session: Session,
+    conn: Connection,
+    *,
+    fn: Callable[[Sequence[str], MigrationContext], Iterator[Any]],
+    per_migration: bool,
+    on_version_apply: Callable[..., None] | None = None,
+    keep_transaction: bool = False,
+) -> None:
+    """Run Alembic's migration loop with our ``fn``, hermetic or through env.py."""
+    if conn.in_transaction() and not keep_transaction:
+        # Alembic must own the transactions: see the module docstring.
+        conn.commit()
+    scripts = session.scripts
+    enforced: dict[str, Any] = {
+        "transaction_per_migration": per_migration,
+        "version_table": session.version_table,
+        "version_table_schema": session.version_table_schema,
+    }
+    callbacks = (on_version_apply,) if on_version_apply else ()
+    env = RevisorEnvironment(
+        scripts.config,
+        scripts.directory,
+        fn=fn,
+        revisor_session=session,
+        revisor_conn=conn,
+        enforced=enforced,
+        callbacks=callbacks,
+    )
+    with env:
+        if session.env_py:
+            scripts.config.attributes["connection"] = conn
+            try:
+                with script_errors(scripts.dirs):
+                    scripts.directory.run_env()
+            finally:
+                scripts.config.attributes.pop("connection", None)
+        else:
+            env.configure(connection=conn)
+            with env.begin_transaction():
+                env.run_migrations()
+
+
+class RevisorEnvironment(EnvironmentContext):
+    """Alembic's environment with the options Revisor owns pinned.
+
+    A project's env.py calls ``context.configure()`` itself and would
+    overwrite our callbacks and transaction mode (FIELD-NOTES). Here those
+    options are merged in after env.py's, and a connection env.py opened on
+    its own to the same database is swapped for the locked one, so the lock
+    covers every statement.
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        revisor_session: Session,
+        revisor_conn: Connection,
+        enforced: dict[str, Any],
+        callbacks: Sequence[Callable[..., None]],
+        **kw: Any,
+    ) -> None:
+        super().__init__(*args, **kw)
+        self._revisor_session = revisor_session
+        self._revisor_conn = revisor_conn
+        self._enforced = enforced
+        self._callbacks = tuple(callbacks)
+
+    def configure(self, connection: Connection | None = None, **kw: Any) -> None:  # type: ignore[override]
+        session = self._revisor_session
+        if connection is None:
+            raise BadInput(
+                "env.py configured Alembic without a connection (offline mode)",
+                hint="make env.py use config.attributes['connection'] when it is set",
+            )
+        if connection is not self._revisor_conn:
+            if not _same_database(connection, self._revisor_conn):
+                raise BadInput(
+                    scrub(
+                        f"env.py connected to {connection.engine.url.render_as_string()} "
+                        f"but Revisor was given {session.db.display}"
+                    ),
+                    hint="pass the same URL, or make env.py use config.attributes['connection']",
+                )
+            connection = self._revisor_conn
+        for name in ("version_table", "version_table_schema"):
+            theirs = kw.get(name)
+            if (
+                theirs is not None
+                and theirs != self._enforced[name]
+                and not session.version_table_explicit
+            ):
+                flag = "--" + name.replace("_", "-")
+                raise BadInput(
+                    f"env.py configures {name}={theirs!r} but Revisor uses "
+                    f"{self._enforced[name]!r}",
+                    hint=f"pass {flag} {theirs} so the lock and history use the same table",
+                )
+        kw.update(self._enforced)
+        kw["on_version_apply"] = (
+            *to_tuple(kw.get("on_version_apply"), default=()),
+            *self._callbacks,
+        )
+        super().configure(connection=connection, **kw)
+
+
+def _same_database(a: Connection, b: Connection) -> bool:
+    ua, ub = a.engine.url, b.engine.url
+    return (ua.get_backend_name(), ua.host, ua.port, ua.database) == (
+        ub.get_backend_name(),
+        ub.host,
+        ub.port,
+        ub.database,
+    )
+
+
+def step_of(step: RevisionStep, *, seconds: float | None = None) -> contract.Step:
+    return contract.Step(
+        revision=step.revision.revision,
+        direction="upgrade" if step.is_upgrade else "downgrade",
+        description=describe(step.revision),
+        seconds=seconds,
+    )
+
+
+def _failure_message(failure: StepFailed) -> str:
+    cause = failure.cause
+    if isinstance(cause, sa.exc.StatementError):
+        orig = cause.orig if cause.orig is not None else cause
+        detail = " ".join(str(orig).split())
+        statement = " ".join(str(cause.statement or "").split())
+        if statement:
+            detail += f" [SQL: {statement[:300]}]"
+    else:
+        detail = f"{type(cause).__name__}: {cause}"
+    if failure.step is None:
+        return scrub(detail)
+    step = failure.step
+    what = describe(step.revision)
+    direction = "upgrade" if step.is_upgrade else "downgrade"
+    label = f"{step.revision.revision}" + (f" ({what})" if what else "")
+    return scrub(f"{direction} {label} failed: {detail}")
+
+
+def _heads_text(heads: Sequence[str]) -> str:
+    return ", ".join(heads) if heads else "base"
+
+
+def _iso(moment: dt.datetime) -> str:
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _finished(
+    base: contract.Result,
+    *,
+    code: ExitCode = ExitCode.OK,
+    applied: tuple[contract.Step, ...] = (),
+    to: Sequence[str] | None = None,
+    error: str | None = None,
+    rolled_back: bool = False,
+) -> contract.Result:
+    from dataclasses import replace
+
+    return replace(
+        base,
+        exit_code=code,
+        applied=applied,
+        to_revisions=tuple(to) if to is not None else base.to_revisions,
+        error=error,
+        rolled_back=rolled_back,
+        finished_at=_iso(utcnow()),
+    )
+
+
+def stamp(session: Session, target: str, reporter: Reporter) -> contract.Result:
+    """Set the version table to ``target`` without running any script."""
+    started = utcnow()
+
+    def work(conn: Connection, _dialect: DialectSupport) -> contract.Result:
+        heads = read_heads(conn, session)
+        with script_errors(session.scripts.dirs):
+            steps = session.scripts.directory._stamp_revs(target, heads)
+        history = History(session.version_table_schema)
+        run = new_run(
+            command="stamp",
+            direction="stamp",
+            from_heads=heads,
+            target=target,
+            runner=session.runner,
+            engine_version=__version__,
+        )
+        history.ensure(conn)
+        history.start_run(conn, run)
+        conn.commit()
+        run_environment(session, conn, fn=lambda _heads, _ctx: iter(steps), per_migration=True)
+        after = read_heads(conn, session)
+        history.finish_run(conn, run, status=SUCCEEDED, to_heads=after)
+        conn.commit()
+        reporter.info(f"stamped {_heads_text(heads)} -> {_heads_text(after)}")
+        return contract.Result(
+            command="stamp",
+            exit_code=ExitCode.OK,
+            direction="stamp",
+            target=target,
+            from_revisions=heads,
+            to_revisions=after,
+            started_at=_iso(started),
+            finished_at=_iso(utcnow()),
+            engine_version=__version__,
+            runner=session.runner,
+        )
+
+    result: contract.Result = with_lock(session, work)
+    return result
+
+
+__all__ = ["RunInfo", "RunOptions", "Session", "migrate", "read_heads", "stamp", "with_lock"]

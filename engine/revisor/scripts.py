@@ -1,0 +1,296 @@
+"""The user's Alembic script directory: loading it, checking it, planning over it.
+
+Everything here works without a database, so bad scripts (syntax errors,
+cycles, unknown targets, missing downgrades) are reported before a
+connection is opened and the database stays untouched.
+
+Alembic's own error messages for targets and revision graphs are good
+("Multiple head revisions are present...", "Can't locate revision...") and
+are passed through verbatim; only their type changes to :class:`BadInput`.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import hashlib
+import json
+import traceback
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from alembic.config import Config
+from alembic.runtime.migration import RevisionStep
+from alembic.script import Script, ScriptDirectory
+from alembic.script.revision import RevisionError
+from alembic.util import CommandError
+
+from revisor import contract
+from revisor.errors import BadInput
+
+Direction = Literal["upgrade", "downgrade", "none"]
+
+
+@dataclass(frozen=True)
+class ScriptOptions:
+    """Where the scripts are: an ``alembic.ini``, a directory, or both."""
+
+    config_file: str | None = None
+    scripts_dir: str | None = None
+    version_locations: tuple[str, ...] = ()
+    version_table: str | None = None
+    version_table_schema: str | None = None
+    ini_section: str = "alembic"
+
+
+@contextlib.contextmanager
+def script_errors(dirs: Sequence[str] = ()) -> Iterator[None]:
+    """Turn errors raised by loading or walking scripts into :class:`BadInput`."""
+    try:
+        yield
+    except BadInput:
+        raise
+    except SyntaxError as exc:
+        raise BadInput(
+            f"{exc.filename}:{exc.lineno}: syntax error in a revision script: {exc.msg}",
+            hint="fix the script; nothing was run",
+        ) from None
+    except (CommandError, RevisionError) as exc:
+        raise BadInput(str(exc)) from None
+    except Exception as exc:
+        raise BadInput(
+            f"{_script_frame(exc, dirs)}{type(exc).__name__} while loading a revision "
+            f"script: {exc}",
+            hint="fix the script; nothing was run",
+        ) from None
+
+
+def _script_frame(exc: BaseException, dirs: Sequence[str]) -> str:
+    frames = traceback.extract_tb(exc.__traceback__)
+    resolved = [str(Path(d).resolve()) for d in dirs]
+    for frame in reversed(frames):
+        path = str(Path(frame.filename).resolve())
+        if not resolved or any(path.startswith(d) for d in resolved):
+            return f"{frame.filename}:{frame.lineno}: "
+    return ""
+
+
+class Scripts:
+    """A loaded script directory with the few questions Revisor asks of it."""
+
+    def __init__(self, config: Config, directory: ScriptDirectory) -> None:
+        self.config = config
+        self.directory = directory
+        self._checksums: dict[str, str] = {}
+
+    @property
+    def dirs(self) -> list[str]:
+        return [self.directory.dir, *self.directory.version_locations]
+
+    @property
+    def has_env_py(self) -> bool:
+        return Path(self.directory.dir, "env.py").is_file()
+
+    def revision(self, rev: str) -> Script:
+        with script_errors(self.dirs):
+            script = self.directory.get_revision(rev)
+        if script is None:
+            raise BadInput(f"Can't locate revision identified by '{rev}'")
+        return script
+
+    def heads(self) -> tuple[str, ...]:
+        with script_errors(self.dirs):
+            return tuple(self.directory.get_heads())
+
+    def walk(self) -> list[Script]:
+        """Every revision, newest first."""
+        with script_errors(self.dirs):
+            return list(self.directory.walk_revisions())
+
+    def checksum(self, rev: str) -> str:
+        """sha256 of the revision's file as it is now."""
+        if rev not in self._checksums:
+            script = self.revision(rev)
+            self._checksums[rev] = hashlib.sha256(Path(script.path).read_bytes()).hexdigest()
+        return self._checksums[rev]
+
+
+def load_scripts(options: ScriptOptions) -> Scripts:
+    """Build the Alembic ``Config`` and load every revision, or raise :class:`BadInput`."""
+    if options.config_file is not None and not Path(options.config_file).is_file():
+        raise BadInput(
+            f"--config {options.config_file}: no such file",
+            hint="point --config at your alembic.ini, or use --scripts DIR",
+        )
+    config = Config(options.config_file, ini_section=options.ini_section)
+    if options.scripts_dir is not None:
+        scripts_dir = Path(options.scripts_dir)
+        if not scripts_dir.is_dir():
+            raise BadInput(
+                f"--scripts {options.scripts_dir}: no such directory",
+                hint="point --scripts at your Alembic script directory (the one with versions/)",
+            )
+        config.set_main_option("script_location", str(scripts_dir))
+        if not (scripts_dir / "versions").is_dir() and not options.version_locations:
+            # A flat directory of revision files, as a mounted ConfigMap gives.
+            config.set_main_option("version_locations", str(scripts_dir))
+            config.set_main_option("path_separator", "os")
+    if options.version_locations:
+        config.set_main_option("version_locations", " ".join(options.version_locations))
+        config.set_main_option("path_separator", "space")
+    if not config.get_main_option("script_location"):
+        raise BadInput(
+            "no script directory given",
+            hint="pass --scripts DIR, or --config alembic.ini with script_location set",
+        )
+    with script_errors():
+        directory = ScriptDirectory.from_config(config)
+    scripts = Scripts(config, directory)
+    with script_errors(scripts.dirs):
+        # Loads and compiles every file; surfaces syntax errors and cycles now.
+        directory.revision_map.heads  # noqa: B018
+        for _ in directory.walk_revisions():
+            pass
+    return scripts
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The steps that move the database from ``from_heads`` to ``target``."""
+
+    direction: Direction
+    target: str
+    from_heads: tuple[str, ...]
+    steps: tuple[RevisionStep, ...]
+
+    @property
+    def revisions(self) -> list[str]:
+        return [step.revision.revision for step in self.steps]
+
+    def contract_steps(self) -> tuple[contract.Step, ...]:
+        return tuple(
+            contract.Step(
+                revision=step.revision.revision,
+                direction="upgrade" if step.is_upgrade else "downgrade",
+                description=describe(step.revision),
+            )
+            for step in self.steps
+        )
+
+    def hash(self, scripts: Scripts) -> str:
+        """Changes when the start, the target, the steps or any step's file changes."""
+        body = {
+            "target": self.target,
+            "from": sorted(self.from_heads),
+            "steps": [
+                [
+                    "upgrade" if s.is_upgrade else "downgrade",
+                    s.revision.revision,
+                    scripts.checksum(s.revision.revision),
+                ]
+                for s in self.steps
+            ],
+        }
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def describe(script: Script) -> str:
+    return (script.doc or "").strip().splitlines()[0] if script.doc else ""
+
+
+def plan_upgrade(scripts: Scripts, target: str, heads: Sequence[str]) -> Plan:
+    with script_errors(scripts.dirs):
+        steps = scripts.directory._upgrade_revs(target, tuple(heads))  # type: ignore[arg-type]
+    return Plan("upgrade" if steps else "none", target, tuple(heads), tuple(steps))
+
+
+def plan_downgrade(scripts: Scripts, target: str, heads: Sequence[str]) -> Plan:
+    with script_errors(scripts.dirs):
+        steps = scripts.directory._downgrade_revs(target, tuple(heads))  # type: ignore[arg-type]
+    return Plan("downgrade" if steps else "none", target, tuple(heads), tuple(steps))
+
+
+def plan_apply(scripts: Scripts, target: str, heads: Sequence[str]) -> Plan:
+    """Upgrade or downgrade, whichever reaches ``target`` from ``heads``."""
+    if is_downgrade_target(scripts, target, heads):
+        return plan_downgrade(scripts, target, heads)
+    return plan_upgrade(scripts, target, heads)
+
+
+def is_downgrade_target(scripts: Scripts, target: str, heads: Sequence[str]) -> bool:
+    """True when ``target`` lies below the current heads (or is ``base`` / ``-N``)."""
+    spec = target.split("@", 1)[-1]
+    if target == "base" or spec.startswith("-"):
+        return bool(heads)
+    if spec in ("head", "heads") or spec.startswith("+") or not heads:
+        return False
+    with script_errors(scripts.dirs):
+        wanted = scripts.directory.revision_map.get_revisions(target)
+        below = {
+            s.revision
+            for s in scripts.directory.revision_map.iterate_revisions(
+                tuple(heads), "base", inclusive=True, assert_relative_length=False
+            )
+        }
+    current = set(heads)
+    ids = {w.revision for w in wanted if w is not None and not isinstance(w, str)}
+    return bool(ids) and ids <= below and not ids <= current
+
+
+DowngradeProblem = Literal["missing", "empty", "raises"]
+
+
+def downgrade_problem(script: Script) -> DowngradeProblem | None:
+    """Why ``script`` cannot be undone, read from its source.
+
+    No ``downgrade()``, an empty one (only ``pass``), or one that raises first.
+    """
+    try:
+        tree = ast.parse(Path(script.path).read_text())
+    except (OSError, SyntaxError):
+        return None
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name == "downgrade":
+            body = [
+                stmt
+                for stmt in node.body
+                if not (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant))
+            ]
+            if not body or all(isinstance(stmt, ast.Pass) for stmt in body):
+                return "empty"
+            if isinstance(body[0], ast.Raise):
+                return "raises"
+            return None
+    if callable(getattr(script.module, "downgrade", None)):
+        return None
+    return "missing"
+
+
+def uses_autocommit(script: Script) -> bool:
+    """Does the script open an ``autocommit_block()`` (which no transaction can undo)?"""
+    try:
+        tree = ast.parse(Path(script.path).read_text())
+    except (OSError, SyntaxError):
+        return False
+    return any(
+        isinstance(node, ast.Attribute) and node.attr == "autocommit_block"
+        for node in ast.walk(tree)
+    )
+
+
+def reversal_problems(scripts: Scripts, revisions: Sequence[str]) -> list[str]:
+    """Human lines, one per revision in ``revisions`` that cannot be downgraded."""
+    out = []
+    wording = {
+        "missing": "has no downgrade()",
+        "empty": "has an empty downgrade() (only pass)",
+        "raises": "has a downgrade() that raises",
+    }
+    for rev in revisions:
+        script = scripts.revision(rev)
+        problem = downgrade_problem(script)
+        if problem is not None:
+            out.append(f"{rev} ({describe(script) or Path(script.path).name}) {wording[problem]}")
+    return out
