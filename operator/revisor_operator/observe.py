@@ -1,0 +1,160 @@
+"""Read what a Job and its pods say happened, into one frozen :class:`Run`.
+
+A Job's outcome is spread over three places: the Job's own conditions
+(Complete / Failed, with reasons such as ``DeadlineExceeded``), its pods'
+container states (exit code, ``OOMKilled``, a waiting reason such as
+``CreateContainerConfigError`` when a Secret is missing) and the engine's
+result document in the termination message. This module gathers them; it
+decides nothing. Pure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from revisor.contract import Result
+
+from .bodies import Job, JsonDict, Pod
+from .jobs import (
+    APPROVAL_ANNOTATION,
+    COMMAND_ANNOTATION,
+    CONTAINER,
+    GENERATION_ANNOTATION,
+    MODE_ANNOTATION,
+    TARGET_ANNOTATION,
+    job_annotations,
+)
+
+
+@dataclass(frozen=True)
+class ContainerState:
+    """The engine container's state in the newest pod of a Job."""
+
+    pod: str
+    waiting_reason: str | None = None
+    waiting_message: str | None = None
+    exit_code: int | None = None
+    terminated_reason: str | None = None
+    #: The termination message: the engine's result JSON, or the log tail on error.
+    message: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+
+
+@dataclass(frozen=True)
+class Run:
+    """One Job: what it was asked to do and how far it got."""
+
+    job: str
+    generation: int
+    command: str
+    mode: str
+    target: str
+    approval_required: bool
+    created_at: str
+    finished: bool
+    succeeded: bool
+    #: The Job's Failed condition, e.g. ("DeadlineExceeded", "Job was active longer ...").
+    failure_reason: str | None = None
+    failure_message: str | None = None
+    started_at: str | None = None
+    completed_at: str | None = None
+    container: ContainerState | None = None
+    result: Result | None = None
+    #: Why the termination message is not a result, when there is one but it is not.
+    result_problem: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return not self.finished
+
+
+def observe_run(*, job: Job, pods: Sequence[Pod]) -> Run:
+    """The :class:`Run` a Job and its pods describe."""
+    meta = job.get("metadata", {})
+    annotations = job_annotations(job)
+    status = job.get("status") or {}
+    conditions = {c.get("type"): c for c in status.get("conditions") or []}
+    complete = _is_true(conditions.get("Complete"))
+    failed = _is_true(conditions.get("Failed"))
+    failure = conditions.get("Failed") if failed else None
+    container = _newest_container(pods)
+    result, problem = _parse_result(container.message if container else None)
+    return Run(
+        job=meta.get("name", ""),
+        generation=_int(annotations.get(GENERATION_ANNOTATION)),
+        command=annotations.get(COMMAND_ANNOTATION, "apply"),
+        mode=annotations.get(MODE_ANNOTATION, "Apply"),
+        target=annotations.get(TARGET_ANNOTATION, ""),
+        approval_required=annotations.get(APPROVAL_ANNOTATION) == "true",
+        created_at=meta.get("creationTimestamp", ""),
+        finished=complete or failed,
+        succeeded=complete,
+        failure_reason=failure.get("reason") if failure else None,
+        failure_message=failure.get("message") if failure else None,
+        started_at=status.get("startTime"),
+        completed_at=status.get("completionTime")
+        or (failure.get("lastTransitionTime") if failure else None),
+        container=container,
+        result=result,
+        result_problem=problem,
+    )
+
+
+def newest(runs: Sequence[Run]) -> Run | None:
+    """The most recently created run (ties broken by name, which embeds the generation)."""
+    if not runs:
+        return None
+    return max(runs, key=lambda r: (r.created_at, r.generation, r.job))
+
+
+def _is_true(condition: JsonDict | None) -> bool:
+    return bool(condition) and condition is not None and condition.get("status") == "True"
+
+
+def _int(text: str | None) -> int:
+    try:
+        return int(text or 0)
+    except ValueError:
+        return 0
+
+
+def _newest_container(pods: Sequence[Pod]) -> ContainerState | None:
+    if not pods:
+        return None
+    pod = max(pods, key=lambda p: p.get("metadata", {}).get("creationTimestamp", ""))
+    name = pod.get("metadata", {}).get("name", "")
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    init_statuses = (pod.get("status") or {}).get("initContainerStatuses") or []
+    engine = next((s for s in statuses if s.get("name") == CONTAINER), None)
+    # A failing init container (the scripts image) is the story when the engine never ran.
+    for init in init_statuses:
+        state = init.get("state") or {}
+        if "waiting" in state or state.get("terminated", {}).get("exitCode", 0) != 0:
+            engine = engine if engine and engine.get("state", {}).get("terminated") else init
+            break
+    if engine is None:
+        return ContainerState(pod=name)
+    state = engine.get("state") or {}
+    waiting = state.get("waiting") or {}
+    terminated = state.get("terminated") or {}
+    return ContainerState(
+        pod=name,
+        waiting_reason=waiting.get("reason"),
+        waiting_message=waiting.get("message"),
+        exit_code=terminated.get("exitCode"),
+        terminated_reason=terminated.get("reason"),
+        message=terminated.get("message"),
+        started_at=terminated.get("startedAt"),
+        finished_at=terminated.get("finishedAt"),
+    )
+
+
+def _parse_result(message: str | None) -> tuple[Result | None, str | None]:
+    if not message or not message.strip():
+        return None, None
+    try:
+        return Result.from_json(message.strip()), None
+    except (ValueError, TypeError, KeyError) as exc:
+        return None, str(exc)

@@ -1,0 +1,325 @@
+"""From what happened to what the resource's status says.
+
+A :class:`Verdict` is the one-line story (phase, reason, human message and
+the three condition statuses); :func:`status_patch` turns it, plus the run
+it came from, into the status fields: revisions, ``lastRun``, ``history``,
+``plan``, ``observedGeneration`` and conditions.
+
+Reasons come from the contract (:attr:`revisor.contract.Result.reason`,
+:attr:`revisor.contract.ExitCode.reason`) so that the engine's words and the
+operator's cannot drift; messages are written for the person running
+``kubectl get dbm`` and always pass through :func:`.redaction.redact`.
+Pure.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from revisor.contract import ExitCode, Result, Step
+
+from .bodies import Condition, JsonDict
+from .conditions import FAILED, PROGRESSING, READY, Desired, merge
+from .observe import Run
+from .redaction import redact, shorten
+
+Phase = Literal[
+    "Pending", "Planning", "AwaitingApproval", "Running", "Succeeded", "Failed", "RolledBack"
+]
+HISTORY_LIMIT = 10
+MESSAGE_LIMIT = 1024
+
+# Exit code 2 covers any bad input; these words mean the *target* was the problem.
+_TARGET_WORDS = re.compile(
+    r"locate revision|revision identified|target|ambiguous|relative|multiple heads|"
+    r"no such revision|not a valid downgrade",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The state of a resource in one sentence, and the conditions it implies."""
+
+    phase: Phase
+    reason: str
+    message: str
+    ready: bool = False
+    progressing: bool = False
+    failed: bool = False
+
+    def desired_conditions(self) -> list[Desired]:
+        return [
+            Desired(type=READY, status=self.ready, reason=self.reason, message=self.message),
+            Desired(
+                type=PROGRESSING, status=self.progressing, reason=self.reason, message=self.message
+            ),
+            Desired(type=FAILED, status=self.failed, reason=self.reason, message=self.message),
+        ]
+
+
+def problem_verdict(*, reason: str, message: str, phase: Phase = "Failed") -> Verdict:
+    """A resource that cannot be acted on until a human fixes something."""
+    return Verdict(phase=phase, reason=reason, message=_clean(message), failed=True)
+
+
+def running_verdict(run: Run, *, queued_generation: int | None = None) -> Verdict:
+    """A Job exists and has not finished."""
+    verb = "planning" if run.command == "plan" else "migrating"
+    message = f"Job {run.job} is {verb} to {run.target}"
+    state = run.container
+    if state and state.waiting_reason and state.waiting_reason != "ContainerCreating":
+        message += f"; its pod is waiting: {state.waiting_reason}"
+        if state.waiting_message:
+            message += f": {state.waiting_message}"
+    if queued_generation is not None:
+        message += f"; generation {queued_generation} will be applied after it"
+    return Verdict(
+        phase="Planning" if run.command == "plan" else "Running",
+        reason="Running",
+        message=_clean(message),
+        progressing=True,
+    )
+
+
+def finished_verdict(run: Run, *, lock_timeout_seconds: int | None = None) -> Verdict:
+    """A Job that has finished, judged by the engine's result (or by its absence)."""
+    result = run.result
+    if result is None:
+        return _verdict_without_result(run)
+    if result.exit_code is ExitCode.OK:
+        return _success(run, result)
+    reason = result.reason
+    if result.exit_code is ExitCode.BAD_INPUT and _TARGET_WORDS.search(result.error or ""):
+        reason = "InvalidTarget"
+    message = _failure_message(run, result, reason, lock_timeout_seconds)
+    phase: Phase = "RolledBack" if reason == "RolledBack" else "Failed"
+    return Verdict(phase=phase, reason=reason, message=_clean(message), failed=True)
+
+
+def status_patch(
+    *,
+    current: Mapping[str, Any],
+    verdict: Verdict,
+    generation: int,
+    now: str,
+    run: Run | None = None,
+) -> JsonDict:
+    """The status fields to write (a merge patch of ``status``).
+
+    ``run`` is given only when recording a *finished* run: then revisions,
+    ``lastRun``, ``history`` and ``plan`` are updated too.
+    """
+    existing: Sequence[Condition] = current.get("conditions") or []
+    patch: JsonDict = {
+        "phase": verdict.phase,
+        "observedGeneration": generation,
+        "conditions": merge(existing, verdict.desired_conditions(), generation=generation, now=now),
+    }
+    if run is not None and run.finished:
+        patch.update(_run_fields(current=current, run=run, verdict=verdict))
+    return patch
+
+
+def is_noop(*, current: Mapping[str, Any], patch: Mapping[str, Any]) -> bool:
+    """True when writing ``patch`` would change nothing."""
+    return all(current.get(key) == value for key, value in patch.items())
+
+
+def revisions(revs: Sequence[str]) -> str:
+    """Revisions as one column value: ``a1,b2`` for several heads, ``base`` for none."""
+    return ",".join(revs) if revs else "base"
+
+
+# -- verdicts -----------------------------------------------------------------------
+
+
+def _success(run: Run, result: Result) -> Verdict:
+    start, end = revisions(result.from_revisions), revisions(result.to_revisions)
+    steps = len(result.applied) or len(result.plan)
+    if run.command == "plan":
+        plan = f"{steps} step(s) from {start} to {run.target}"
+        if run.mode == "Apply" and run.approval_required:
+            if not result.plan:
+                return Verdict(
+                    phase="Succeeded",
+                    reason="Migrated",
+                    ready=True,
+                    message=f"Already at {run.target} ({start}); nothing to approve",
+                )
+            return Verdict(
+                phase="AwaitingApproval",
+                reason="AwaitingApproval",
+                message=f"{plan} await approval: review status.plan, then set "
+                f"spec.approval.planHash to {result.plan_hash}",
+            )
+        return Verdict(
+            phase="Succeeded",
+            reason="Planned",
+            ready=True,
+            message=f"Planned {plan} (hash {result.plan_hash})",
+        )
+    if result.dry_run or run.mode == "DryRun":
+        return Verdict(
+            phase="Succeeded",
+            reason="Planned",
+            ready=True,
+            message=f"Dry run succeeded: {steps} step(s) from {start} to {end} "
+            "ran and were rolled back",
+        )
+    if not result.applied:
+        return Verdict(
+            phase="Succeeded", reason="Migrated", ready=True, message=f"At {end}; nothing to do"
+        )
+    seconds = sum(s.seconds or 0.0 for s in result.applied)
+    return Verdict(
+        phase="Succeeded",
+        reason="Migrated",
+        ready=True,
+        message=f"Migrated ({result.direction}) from {start} to {end}: "
+        f"{steps} step(s) in {seconds:.1f}s",
+    )
+
+
+def _failure_message(
+    run: Run, result: Result, reason: str, lock_timeout_seconds: int | None
+) -> str:
+    error = result.error or "no error message"
+    at = revisions(result.to_revisions or result.from_revisions)
+    waited = f" within {lock_timeout_seconds}s" if lock_timeout_seconds is not None else ""
+    messages = {
+        "RolledBack": f"Migration to {run.target} failed and was rolled back to "
+        f"{revisions(result.from_revisions)}: {error}",
+        "MigrationFailed": f"Migration to {run.target} failed; the database is at {at}: {error}",
+        "RollbackFailed": f"Migration to {run.target} failed and rolling it back failed too; "
+        f"the database is at {at} and needs a human: {error}",
+        "LockTimeout": f"The database's migration lock was not acquired{waited}: another "
+        f"migration is running. Raise spec.lock.timeoutSeconds or retry later: {error}",
+        "DatabaseUnreachable": f"Cannot connect to the database: {error}. Check the Secret's "
+        "URL, the network and the credentials",
+        "InvalidTarget": f"The engine rejected target {run.target!r}: {error}",
+    }
+    return messages.get(reason, f"{reason}: {error}")
+
+
+def _verdict_without_result(run: Run) -> Verdict:
+    state = run.container
+    if run.succeeded:
+        return Verdict(
+            phase="Succeeded",
+            reason="Migrated",
+            ready=True,
+            message=f"Job {run.job} succeeded (it left no result to report)",
+        )
+    parts = [f"Job {run.job} failed"]
+    if run.failure_reason:
+        parts[0] += f" ({run.failure_reason}: {run.failure_message or 'no message'})"
+    code = ExitCode.from_code(state.exit_code) if state and state.exit_code is not None else None
+    if state and (state.terminated_reason or state.exit_code is not None):
+        parts.append(
+            f"container {state.terminated_reason or 'terminated'} with exit code {state.exit_code}"
+        )
+    elif state and state.waiting_reason:
+        parts.append(f"its pod was waiting: {state.waiting_reason}: {state.waiting_message or ''}")
+    parts.append("the engine left no result")
+    if state and state.message:
+        parts.append(f"last output: {state.message.strip()}")
+    reason = code.reason if code is not None and code is not ExitCode.OK else "JobFailed"
+    return Verdict(phase="Failed", reason=reason, message=_clean("; ".join(parts)), failed=True)
+
+
+# -- recorded runs ------------------------------------------------------------------
+
+
+def _run_fields(*, current: Mapping[str, Any], run: Run, verdict: Verdict) -> JsonDict:
+    result = run.result
+    last = _last_run(run, verdict)
+    history = [_summary(last)] + [
+        h for h in current.get("history") or [] if h.get("job") != run.job
+    ]
+    fields: JsonDict = {"lastRun": last, "history": history[:HISTORY_LIMIT]}
+    if result is None:
+        return fields
+    changes_database = run.command != "plan" and not result.dry_run
+    if changes_database and result.to_revisions:
+        fields["currentRevision"] = revisions(result.to_revisions)
+    elif result.from_revisions or run.command == "plan" or result.dry_run:
+        fields["currentRevision"] = revisions(result.from_revisions)
+    if changes_database and result.direction != "none" and result.applied:
+        fields["previousRevision"] = revisions(result.from_revisions)
+    if result.exit_code is ExitCode.OK and result.to_revisions:
+        fields["targetRevision"] = revisions(result.to_revisions)
+    else:
+        fields["targetRevision"] = run.target
+    if run.command == "plan" or result.plan_hash:
+        fields["plan"] = {
+            "hash": result.plan_hash,
+            "steps": [_step(s, with_seconds=False) for s in result.plan],
+            "job": run.job,
+        }
+    return fields
+
+
+def _last_run(run: Run, verdict: Verdict) -> JsonDict:
+    result = run.result
+    state = run.container
+    out: JsonDict = {
+        "job": run.job,
+        "command": run.command,
+        "generation": run.generation,
+        "phase": verdict.phase,
+        "reason": verdict.reason,
+        "message": verdict.message,
+        "startedAt": (result.started_at if result else None) or run.started_at,
+        "finishedAt": (result.finished_at if result else None) or run.completed_at,
+    }
+    exit_code = result.exit_code if result else (state.exit_code if state else None)
+    if exit_code is not None:
+        out["exitCode"] = int(exit_code)
+    if result is not None:
+        out.update(
+            {
+                "direction": result.direction,
+                "from": list(result.from_revisions),
+                "to": list(result.to_revisions),
+                "applied": [_step(s, with_seconds=True) for s in result.applied],
+                "dryRun": result.dry_run,
+            }
+        )
+        if result.error:
+            out["error"] = _clean(result.error)
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def _summary(last: Mapping[str, Any]) -> JsonDict:
+    keep = (
+        "job",
+        "command",
+        "generation",
+        "reason",
+        "direction",
+        "from",
+        "to",
+        "exitCode",
+        "startedAt",
+        "finishedAt",
+    )
+    out = {k: last[k] for k in keep if k in last}
+    out["steps"] = len(last.get("applied") or [])
+    return out
+
+
+def _step(step: Step, *, with_seconds: bool) -> JsonDict:
+    out: JsonDict = {"revision": step.revision, "direction": step.direction}
+    if step.description:
+        out["description"] = step.description
+    if with_seconds and step.seconds is not None:
+        out["seconds"] = step.seconds
+    return out
+
+
+def _clean(message: str) -> str:
+    return shorten(redact(message), limit=MESSAGE_LIMIT)
