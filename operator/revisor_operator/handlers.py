@@ -1,0 +1,283 @@
+"""kopf wiring: Kubernetes events in, :func:`.reconcile.decide` in the middle, API calls out.
+
+Every handler ends in :func:`reconcile`, which reads the resource afresh,
+gathers its Jobs, pods and references through :mod:`.kube`, asks the pure
+:func:`.reconcile.decide` what to do and does it. That single path is why the
+handlers can overlap safely (a timer tick and a Job event at once): Job
+creation is idempotent (deterministic name, 409 means "already there") and
+status writes carry the ``resourceVersion`` they were computed from, so a
+stale write fails instead of recording a run twice.
+
+Triggers:
+
+* create / update / resume of a ``DatabaseMigration`` (resume is what adopts
+  running Jobs after an operator restart);
+* a timer per resource (``REVISOR_RESYNC_SECONDS``): picks up Secrets and
+  ConfigMaps created later and ConfigMap content changes, and repairs
+  anything a missed event left behind;
+* any change of a Job labelled ``app.kubernetes.io/managed-by: revisor``;
+* any change of a ConfigMap some ``DatabaseMigration`` refers to (an index
+  maps ConfigMaps to the resources using them);
+* deletion: the finalizer ``revisor.dev/finalizer`` is held while a Job
+  runs, so deleting a resource never kills a migration halfway.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import kopf
+import structlog
+
+from . import GROUP, PLURAL, VERSION
+from .bodies import Job, Migration
+from .jobs import MANAGED_BY, MANAGER, MIGRATION_LABEL
+from .kube import Conflict, Kube, KubeError
+from .metrics import job_running, run_recorded
+from .observe import Run, observe_run
+from .reconcile import ConfigMapCheck, Decision, References, decide, references_needed
+from .settings import Settings
+from .spec import ConfigMapSource, InvalidSpec, parse_spec
+
+log = structlog.get_logger("revisor_operator")
+
+FINALIZER = f"{GROUP}/finalizer"
+RESYNC_SECONDS = float(os.environ.get("REVISOR_RESYNC_SECONDS") or 30.0)
+DELETE_POLL_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """What the handlers share: settings and the API client. Kept in kopf's ``memo``."""
+
+    settings: Settings
+    kube: Kube
+
+
+def runtime_of(memo: Any) -> Runtime:
+    runtime = memo.get("runtime")
+    if not isinstance(runtime, Runtime):
+        raise kopf.PermanentError("the operator's runtime was not configured at startup")
+    return runtime
+
+
+@kopf.on.startup()
+def configure(*, settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
+    """Our own storage prefix and finalizer; our own Events instead of kopf's chatter."""
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = FINALIZER
+    # Events come from reconcile(); kopf posts only its warnings and errors.
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    if "runtime" not in memo:
+        memo["runtime"] = Runtime(settings=Settings.from_env(), kube=Kube.from_environment())
+
+
+# -- the DatabaseMigration -----------------------------------------------------------
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
+def on_change(*, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+    _reconcile_or_retry(runtime_of(memo), namespace=namespace or "", name=name)
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
+def resync(*, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+    _reconcile_or_retry(runtime_of(memo), namespace=namespace or "", name=name)
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL)
+def on_delete(*, namespace: str | None, name: str, uid: str, memo: Any, **_: Any) -> None:
+    """Hold the finalizer until no Job of this resource is running."""
+    runtime = runtime_of(memo)
+    namespace = namespace or ""
+    try:
+        jobs = _owned_jobs(runtime.kube, namespace=namespace, name=name, uid=uid)
+    except KubeError as exc:
+        raise kopf.TemporaryError(f"cannot list Jobs: {exc}", delay=DELETE_POLL_SECONDS) from exc
+    running = [j for j in jobs if not _finished(j)]
+    if running:
+        names = ", ".join(j.get("metadata", {}).get("name", "") for j in running)
+        raise kopf.TemporaryError(
+            f"waiting for Job {names} to finish before deleting", delay=DELETE_POLL_SECONDS
+        )
+
+
+@kopf.index(GROUP, VERSION, PLURAL)
+def config_map_users(
+    *, namespace: str | None, name: str, spec: Mapping[str, Any], **_: Any
+) -> dict[tuple[str | None, str], str] | None:
+    """ConfigMap (namespace, name) -> the DatabaseMigrations whose scripts it holds."""
+    try:
+        source = parse_spec(spec).source
+    except InvalidSpec:
+        return None
+    if isinstance(source, ConfigMapSource):
+        return {(namespace, source.name): name}
+    return None
+
+
+# -- what the DatabaseMigration depends on ---------------------------------------------
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={MANAGED_BY: MANAGER, MIGRATION_LABEL: kopf.PRESENT})
+def on_job_event(*, namespace: str | None, labels: Mapping[str, str], memo: Any, **_: Any) -> None:
+    _reconcile_quietly(runtime_of(memo), namespace=namespace or "", name=labels[MIGRATION_LABEL])
+
+
+@kopf.on.event("", "v1", "configmaps")
+def on_config_map_event(
+    *,
+    namespace: str | None,
+    name: str,
+    memo: Any,
+    config_map_users: kopf.Index[tuple[str | None, str], str] | None = None,
+    **_: Any,
+) -> None:
+    users: list[str] = list(config_map_users.get((namespace, name), [])) if config_map_users else []
+    for migration in users:
+        _reconcile_quietly(runtime_of(memo), namespace=namespace or "", name=migration)
+
+
+# -- the one path ---------------------------------------------------------------------
+
+
+def reconcile(runtime: Runtime, *, namespace: str, name: str) -> Decision | None:
+    """Observe, decide, act. Returns what was decided (None if the resource is gone)."""
+    kube = runtime.kube
+    migration = kube.get_migration(namespace=namespace, name=name)
+    if migration is None:
+        return None
+    meta = migration.get("metadata", {})
+    status = migration.get("status") or {}
+    recorded = {h.get("job") for h in status.get("history") or []}
+    recorded.add((status.get("lastRun") or {}).get("job"))
+    runs: list[Run] = []
+    for job in _owned_jobs(kube, namespace=namespace, name=name, uid=meta.get("uid", "")):
+        job_name = job.get("metadata", {}).get("name", "")
+        # Pods matter only for runs not yet recorded; old ones are summarised already.
+        needs_pods = job_name not in recorded or not _finished(job)
+        pods = kube.list_pods(namespace=namespace, job=job_name) if needs_pods else []
+        runs.append(observe_run(job=job, pods=pods))
+    references = _references(kube, migration)
+    decision = decide(
+        migration=migration,
+        runs=runs,
+        references=references,
+        defaults=runtime.settings.job_defaults,
+        now=_now(),
+    )
+    _act(kube, migration=migration, decision=decision)
+    return decision
+
+
+def _act(kube: Kube, *, migration: Migration, decision: Decision) -> None:
+    meta = migration.get("metadata", {})
+    namespace, name = meta.get("namespace", ""), meta.get("name", "")
+    logger = log.bind(namespace=namespace, migration=name, action=decision.action)
+    if decision.action == "create" and decision.job is not None:
+        job_name = decision.job.get("metadata", {}).get("name", "")
+        created = kube.create_job(decision.job)
+        logger.info("job created" if created else "job already exists; adopted", job=job_name)
+        job_running(namespace=namespace, job=job_name)
+    if decision.action == "wait" and decision.run is not None:
+        job_running(namespace=namespace, job=decision.run.job)
+    if decision.status is not None:
+        kube.patch_migration_status(
+            namespace=namespace,
+            name=name,
+            status=decision.status,
+            resource_version=meta.get("resourceVersion"),
+        )
+        if decision.verdict is not None:
+            logger.info(
+                "status updated",
+                phase=decision.verdict.phase,
+                reason=decision.verdict.reason,
+                message=decision.verdict.message,
+            )
+    if decision.action == "record" and decision.run is not None and decision.verdict:
+        revision = (decision.status or {}).get("currentRevision")
+        run_recorded(
+            namespace=namespace,
+            migration=name,
+            run=decision.run,
+            reason=decision.verdict.reason,
+            revision=revision,
+        )
+    if decision.event is not None and (decision.status is not None or decision.action == "create"):
+        kopf.event(
+            kopf.Body(cast(kopf.RawBody, migration)),
+            type=decision.event.type,
+            reason=decision.event.reason,
+            message=decision.event.message,
+        )
+
+
+def _reconcile_or_retry(runtime: Runtime, *, namespace: str, name: str) -> None:
+    try:
+        reconcile(runtime, namespace=namespace, name=name)
+    except Conflict as exc:
+        raise kopf.TemporaryError("the resource changed meanwhile; re-reading", delay=1) from exc
+    except KubeError as exc:
+        raise kopf.TemporaryError(f"Kubernetes API: {exc}", delay=10) from exc
+
+
+def _reconcile_quietly(runtime: Runtime, *, namespace: str, name: str) -> None:
+    """For event handlers, which kopf does not retry: the timer catches up on failure."""
+    try:
+        reconcile(runtime, namespace=namespace, name=name)
+    except Conflict:
+        log.debug(
+            "status changed meanwhile; the next event or tick retries",
+            namespace=namespace,
+            migration=name,
+        )
+    except KubeError as exc:
+        log.warning("reconcile failed", namespace=namespace, migration=name, error=str(exc))
+
+
+def _owned_jobs(kube: Kube, *, namespace: str, name: str, uid: str) -> list[Job]:
+    jobs = kube.list_jobs(namespace=namespace, migration=name)
+    return [
+        j
+        for j in jobs
+        if any(o.get("uid") == uid for o in j.get("metadata", {}).get("ownerReferences") or [])
+    ]
+
+
+def _finished(job: Job) -> bool:
+    conditions = (job.get("status") or {}).get("conditions") or []
+    return any(
+        c.get("type") in ("Complete", "Failed") and c.get("status") == "True" for c in conditions
+    )
+
+
+def _references(kube: Kube, migration: Migration) -> References | None:
+    try:
+        spec = parse_spec(migration.get("spec") or {})
+    except InvalidSpec:
+        return None
+    namespace = migration.get("metadata", {}).get("namespace", "")
+    secret_name, config_map_name = references_needed(spec)
+    config_map: ConfigMapCheck | None = None
+    if config_map_name:
+        config_map = kube.check_config_map(namespace=namespace, name=config_map_name)
+    return References(
+        secret=kube.check_secret(namespace=namespace, name=secret_name), config_map=config_map
+    )
+
+
+def _now() -> str:
+    return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")

@@ -1,0 +1,206 @@
+"""The one module that talks to the Kubernetes API.
+
+Every call the operator makes goes through :class:`Kube`, which returns
+plain dicts typed as :mod:`.bodies` and turns API failures into this
+module's own exceptions (:class:`NotFound`, :class:`AlreadyExists`,
+:class:`Conflict`, :class:`Forbidden`, :class:`KubeError`), so that the rest
+of the operator never sees ``kubernetes.client`` types.
+
+Secrets: :meth:`Kube.check_secret` reads a Secret to learn *which keys* it
+has and drops the values at once; they are never returned, logged or
+stored.
+
+Requests are plain JSON over the client's authenticated connection pool
+(``ApiClient.param_serialize`` + ``call_api``) rather than the generated
+typed methods: bodies stay dicts end to end, and merge patches are sent as
+merge patches.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, cast
+from urllib.parse import quote
+
+from kubernetes import client, config
+
+from . import GROUP, PLURAL, VERSION
+from .bodies import Job, JsonDict, Migration, Pod
+from .jobs import MIGRATION_LABEL
+from .naming import fingerprint_config_map
+from .reconcile import ConfigMapCheck, SecretCheck
+from .redaction import redact, shorten
+
+REQUEST_TIMEOUT = 30.0
+MERGE_PATCH = "application/merge-patch+json"
+
+
+class KubeError(Exception):
+    """An API call failed; ``status`` is the HTTP status (0 when there was no answer)."""
+
+    def __init__(self, message: str, *, status: int = 0, reason: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+
+
+class NotFound(KubeError):
+    """404: the object does not exist."""
+
+
+class AlreadyExists(KubeError):
+    """409 AlreadyExists: an object with that name exists (a Job we created before)."""
+
+
+class Conflict(KubeError):
+    """409 Conflict: the object changed since we read it (resourceVersion mismatch)."""
+
+
+class Forbidden(KubeError):
+    """403: RBAC does not allow the operator this call."""
+
+
+class Kube:
+    """A thin, typed client for exactly the calls the operator makes."""
+
+    def __init__(self, api: client.ApiClient) -> None:
+        self._api = api
+
+    @classmethod
+    def from_environment(cls) -> Kube:
+        """In-cluster credentials when running in a pod, else ``$KUBECONFIG``/``~/.kube/config``."""
+        configuration = client.Configuration()
+        try:
+            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        except config.ConfigException:
+            config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        return cls(client.ApiClient(configuration))
+
+    # -- DatabaseMigrations ----------------------------------------------------------
+
+    def get_migration(self, *, namespace: str, name: str) -> Migration | None:
+        try:
+            return cast(Migration, self._request("GET", _migration_path(namespace, name)))
+        except NotFound:
+            return None
+
+    def patch_migration_status(
+        self, *, namespace: str, name: str, status: JsonDict, resource_version: str | None
+    ) -> Migration:
+        """Merge ``status`` into the status subresource.
+
+        With ``resource_version``, the write only succeeds if nobody changed
+        the object since it was read (:class:`Conflict` otherwise): two
+        handlers recording the same finished Job cannot both append it.
+        """
+        body: JsonDict = {"status": status}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
+        path = _migration_path(namespace, name) + "/status"
+        return cast(Migration, self._request("PATCH", path, body=body, content_type=MERGE_PATCH))
+
+    # -- Jobs and pods ---------------------------------------------------------------
+
+    def list_jobs(self, *, namespace: str, migration: str) -> list[Job]:
+        """The Jobs of one ``DatabaseMigration`` (by label; ownership is checked by the caller)."""
+        query = {"labelSelector": f"{MIGRATION_LABEL}={migration}"}
+        data = self._request("GET", f"/apis/batch/v1/namespaces/{_q(namespace)}/jobs", query=query)
+        return cast(list[Job], data.get("items") or [])
+
+    def list_pods(self, *, namespace: str, job: str) -> list[Pod]:
+        query = {"labelSelector": f"job-name={job}"}
+        data = self._request("GET", f"/api/v1/namespaces/{_q(namespace)}/pods", query=query)
+        return cast(list[Pod], data.get("items") or [])
+
+    def create_job(self, job: Job) -> bool:
+        """Create ``job``; False if a Job of that name already exists (adopted, not duplicated)."""
+        namespace = job.get("metadata", {}).get("namespace", "")
+        try:
+            self._request("POST", f"/apis/batch/v1/namespaces/{_q(namespace)}/jobs", body=job)
+        except AlreadyExists:
+            return False
+        return True
+
+    # -- references ------------------------------------------------------------------
+
+    def check_secret(self, *, namespace: str, name: str) -> SecretCheck:
+        """Whether the Secret exists and its key names. Values are discarded here."""
+        try:
+            secret = self._request("GET", f"/api/v1/namespaces/{_q(namespace)}/secrets/{_q(name)}")
+        except NotFound:
+            return SecretCheck(name=name, exists=False)
+        keys = frozenset((secret.get("data") or {}).keys()) | frozenset(
+            (secret.get("stringData") or {}).keys()
+        )
+        del secret
+        return SecretCheck(name=name, exists=True, keys=keys)
+
+    def check_config_map(self, *, namespace: str, name: str) -> ConfigMapCheck:
+        try:
+            data = self._request("GET", f"/api/v1/namespaces/{_q(namespace)}/configmaps/{_q(name)}")
+        except NotFound:
+            return ConfigMapCheck(name=name, exists=False)
+        fingerprint = fingerprint_config_map(
+            data=data.get("data") or {}, binary_data=data.get("binaryData") or {}
+        )
+        return ConfigMapCheck(name=name, exists=True, fingerprint=fingerprint)
+
+    # -- transport -------------------------------------------------------------------
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, str] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+    ) -> JsonDict:
+        headers = {"Accept": "application/json", "Content-Type": content_type}
+        try:
+            method, url, headers, payload, _ = self._api.param_serialize(
+                method=method,
+                resource_path=path,
+                query_params=list((query or {}).items()),
+                header_params=headers,
+                body=body,
+                auth_settings=["BearerToken"],
+            )
+            response = self._api.call_api(
+                method, url, header_params=headers, body=payload, _request_timeout=REQUEST_TIMEOUT
+            )
+            raw = response.read()  # type: ignore[no-untyped-call]
+        except client.ApiException as exc:
+            raise _error(exc.status or 0, exc.body or exc.reason or "") from None
+        except Exception as exc:  # urllib3 transport errors and the like
+            raise KubeError(f"{method} {path}: {redact(str(exc))}") from exc
+        if response.status >= 400:
+            raise _error(response.status, raw)
+        return cast(JsonDict, json.loads(raw)) if raw else {}
+
+
+def _error(status: int, raw: bytes | str) -> KubeError:
+    text = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+    try:
+        data = json.loads(text)
+        reason, message = str(data.get("reason", "")), str(data.get("message", text))
+    except (ValueError, AttributeError):
+        reason, message = "", text
+    message = shorten(redact(message), limit=512)
+    if status == 404:
+        return NotFound(message, status=status, reason=reason)
+    if status == 409:
+        kind = AlreadyExists if reason == "AlreadyExists" else Conflict
+        return kind(message, status=status, reason=reason)
+    if status == 403:
+        return Forbidden(message, status=status, reason=reason)
+    return KubeError(message, status=status, reason=reason)
+
+
+def _q(segment: str) -> str:
+    return quote(segment, safe="")
+
+
+def _migration_path(namespace: str, name: str) -> str:
+    return f"/apis/{GROUP}/{VERSION}/namespaces/{_q(namespace)}/{PLURAL}/{_q(name)}"

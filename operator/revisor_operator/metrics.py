@@ -1,0 +1,69 @@
+"""Prometheus metrics: what an SRE graphs and alerts on.
+
+``revisor_runs_total{result}`` counts finished runs by condition reason
+(``Migrated``, ``MigrationFailed``, ...); ``revisor_run_duration_seconds``
+is the engine's wall time per run; ``revisor_current_revision_info`` carries
+each resource's revision as a label; ``revisor_jobs_in_flight`` is the
+number of migration Jobs running now. Counted once per run: only after the
+status write that records the run succeeded.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from prometheus_client import Counter, Gauge, Histogram, Info, start_http_server
+
+from .observe import Run
+
+RUNS = Counter("revisor_runs", "Finished migration runs, by result (condition reason)", ["result"])
+DURATION = Histogram(
+    "revisor_run_duration_seconds",
+    "Wall time of one migration run, from the engine's start to its end",
+    buckets=(0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600),
+)
+CURRENT = Info(
+    "revisor_current_revision",
+    "The revision each DatabaseMigration's database is at",
+    ["namespace", "migration"],
+)
+IN_FLIGHT = Gauge("revisor_jobs_in_flight", "Migration Jobs running now")
+
+_in_flight: set[tuple[str, str]] = set()
+
+
+def serve(port: int) -> None:
+    """Expose ``/metrics`` on ``port`` (0 disables)."""
+    if port:
+        start_http_server(port)
+
+
+def job_running(*, namespace: str, job: str) -> None:
+    _in_flight.add((namespace, job))
+    IN_FLIGHT.set(len(_in_flight))
+
+
+def run_recorded(
+    *, namespace: str, migration: str, run: Run, reason: str, revision: str | None
+) -> None:
+    _in_flight.discard((namespace, run.job))
+    IN_FLIGHT.set(len(_in_flight))
+    RUNS.labels(result=reason).inc()
+    seconds = _seconds(run)
+    if seconds is not None:
+        DURATION.observe(seconds)
+    if revision is not None:
+        CURRENT.labels(namespace=namespace, migration=migration).info({"revision": revision})
+
+
+def _seconds(run: Run) -> float | None:
+    result = run.result
+    start = (result.started_at if result else None) or run.started_at
+    end = (result.finished_at if result else None) or run.completed_at
+    if not start or not end:
+        return None
+    try:
+        delta = datetime.fromisoformat(end) - datetime.fromisoformat(start)
+    except ValueError:
+        return None
+    return max(delta.total_seconds(), 0.0)

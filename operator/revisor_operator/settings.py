@@ -1,0 +1,64 @@
+"""Operator-wide settings: command-line flags over environment variables over defaults.
+
+Environment variables exist so that a Deployment (or Helm values) can set
+everything without templating the command line:
+
+==============================  =============================================
+``REVISOR_RUNNER_IMAGE``        engine image for Jobs without spec.runner.image
+``REVISOR_RUNNER_PULL_POLICY``  its imagePullPolicy (IfNotPresent)
+``REVISOR_NAMESPACES``          comma-separated namespaces to watch
+``REVISOR_JOB_TTL_SECONDS``     ttlSecondsAfterFinished of Jobs (86400)
+``REVISOR_RESYNC_SECONDS``      how often each resource is re-checked (30)
+``REVISOR_METRICS_PORT``        Prometheus port, 0 to disable (9090)
+``REVISOR_LIVENESS``            kopf liveness endpoint URL
+``REVISOR_LOG_FORMAT``          json (default) or console
+==============================  =============================================
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from .jobs import JobDefaults
+
+DEFAULT_RUNNER_IMAGE = "ghcr.io/revisor-dev/revisor:0.1.0"
+DEFAULT_LIVENESS = "http://0.0.0.0:8080/healthz"
+
+
+@dataclass(frozen=True)
+class Settings:
+    runner_image: str = DEFAULT_RUNNER_IMAGE
+    runner_pull_policy: str = "IfNotPresent"
+    job_ttl_seconds: int = 24 * 3600
+    resync_seconds: float = 30.0
+    namespaces: tuple[str, ...] = ()
+    metrics_port: int = 9090
+    liveness: str | None = DEFAULT_LIVENESS
+    log_format: str = "json"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        namespaces = tuple(
+            n.strip() for n in env.get("REVISOR_NAMESPACES", "").split(",") if n.strip()
+        )
+        return cls(
+            runner_image=env.get("REVISOR_RUNNER_IMAGE") or DEFAULT_RUNNER_IMAGE,
+            runner_pull_policy=env.get("REVISOR_RUNNER_PULL_POLICY") or "IfNotPresent",
+            job_ttl_seconds=int(env.get("REVISOR_JOB_TTL_SECONDS") or 24 * 3600),
+            resync_seconds=float(env.get("REVISOR_RESYNC_SECONDS") or 30.0),
+            namespaces=namespaces,
+            metrics_port=int(env.get("REVISOR_METRICS_PORT") or 9090),
+            liveness=env.get("REVISOR_LIVENESS", DEFAULT_LIVENESS) or None,
+            log_format=env.get("REVISOR_LOG_FORMAT") or "json",
+        )
+
+    @property
+    def job_defaults(self) -> JobDefaults:
+        return JobDefaults(
+            runner_image=self.runner_image,
+            runner_pull_policy=self.runner_pull_policy,
+            ttl_seconds_after_finished=self.job_ttl_seconds,
+        )
