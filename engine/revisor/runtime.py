@@ -470,6 +470,9 @@ def run_environment(
         "transaction_per_migration": per_migration,
         "version_table": session.version_table,
         "version_table_schema": session.version_table_schema,
+        # Alembic assumes SQLite DDL is not transactional; our connection
+        # makes it so (revisor.connection), and all-or-nothing relies on it.
+        "transactional_ddl": support_for(session.db).transactional_ddl,
     }
     callbacks = (on_version_apply,) if on_version_apply else ()
     env = RevisorEnvironment(

@@ -58,7 +58,24 @@ def script_errors(dirs: Sequence[str] = ()) -> Iterator[None]:
             hint="fix the script; nothing was run",
         ) from None
     except (CommandError, RevisionError) as exc:
-        raise BadInput(str(exc)) from None
+        # Alembic rewraps some precise errors ("Multiple revisions start with
+        # 'abc1'...") into a vaguer one and chains the original: keep both.
+        message, cause = str(exc), exc.__cause__
+        if isinstance(cause, RevisionError) and str(cause) not in message:
+            message = f"{message}: {cause}"
+        raise BadInput(message) from None
+    except AttributeError as exc:
+        module = getattr(exc, "obj", None)
+        where = getattr(module, "__file__", None)
+        if where and exc.name in ("upgrade", "downgrade"):
+            raise BadInput(
+                f"{where}: the revision script has no {exc.name}() function",
+                hint=f"add def {exc.name}() -> None to it; nothing was run",
+            ) from None
+        raise BadInput(
+            f"{_script_frame(exc, dirs)}AttributeError while loading a revision script: {exc}",
+            hint="fix the script; nothing was run",
+        ) from None
     except Exception as exc:
         raise BadInput(
             f"{_script_frame(exc, dirs)}{type(exc).__name__} while loading a revision "

@@ -1,0 +1,110 @@
+"""Fixtures for tests on a real Kubernetes API.
+
+By default one local cluster (``localkube``: etcd, kube-apiserver,
+kube-controller-manager, kube-scheduler, process-kubelet) is started for the
+whole session. To run the same tests against an existing cluster (kind, k3d,
+...), set ``REVISOR_TEST_KUBECONFIG=/path/to/kubeconfig``, or set
+``REVISOR_TEST_USE_KUBECONFIG=1`` to use ``$KUBECONFIG``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from kubernetes import client, config
+
+from tests.support.kube import wait_for
+
+_TOOLS = Path(__file__).resolve().parents[2] / "tools"
+if str(_TOOLS) not in sys.path:
+    sys.path.insert(0, str(_TOOLS))  # the Makefile exports this; bare `pytest` does not
+
+
+@dataclass(frozen=True)
+class Kube:
+    """The cluster under test."""
+
+    kubeconfig: Path
+    api: client.ApiClient
+    #: True when pods run on localkube's process-kubelet (commands run from this checkout).
+    process_kubelet: bool
+    #: Seconds the local cluster took to become ready (0 for an existing cluster).
+    startup_seconds: float
+
+
+def _existing_kubeconfig() -> Path | None:
+    explicit = os.environ.get("REVISOR_TEST_KUBECONFIG")
+    if explicit:
+        return Path(explicit)
+    use_env = os.environ.get("REVISOR_TEST_USE_KUBECONFIG", "").lower() in {"1", "true", "yes"}
+    if use_env and os.environ.get("KUBECONFIG"):
+        return Path(os.environ["KUBECONFIG"].split(os.pathsep)[0])
+    return None
+
+
+@pytest.fixture(scope="session")
+def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kube]:
+    """The cluster: a session-wide local one, or the one named by REVISOR_TEST_KUBECONFIG."""
+    existing = _existing_kubeconfig()
+    if existing is not None:
+        api = config.new_client_from_config(config_file=str(existing))
+        yield Kube(kubeconfig=existing, api=api, process_kubelet=False, startup_seconds=0.0)
+        api.close()
+        return
+    from localkube import LocalCluster
+
+    cluster = LocalCluster(tmp_path_factory.mktemp("localkube"))
+    cluster.start()
+    api = config.new_client_from_config(config_file=str(cluster.kubeconfig))
+    try:
+        yield Kube(
+            kubeconfig=cluster.kubeconfig,
+            api=api,
+            process_kubelet=True,
+            startup_seconds=cluster.startup_seconds,
+        )
+    finally:
+        api.close()
+        cluster.stop()
+
+
+@pytest.fixture
+def process_kubelet(kube: Kube) -> Kube:
+    """The cluster, when its pods run on the process-kubelet (else the test is skipped)."""
+    if not kube.process_kubelet:
+        pytest.skip("needs localkube's process-kubelet (pods running this checkout's commands)")
+    return kube
+
+
+@pytest.fixture
+def namespace(kube: Kube, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace with its default ServiceAccount, deleted after the test."""
+    slug = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
+    name = f"t-{slug}-{uuid.uuid4().hex[:5]}"
+    core = client.CoreV1Api(kube.api)
+    core.create_namespace({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    # Pods are refused until the ServiceAccount controller has created "default".
+    wait_for(
+        lambda: core.list_namespaced_service_account(name).items,
+        lambda accounts: any(a.metadata.name == "default" for a in accounts),
+        timeout=30,
+        what=f"ServiceAccount {name}/default",
+    )
+    yield name
+    core.delete_namespace(name, propagation_policy="Background")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test under tests/cluster that uses the cluster carries the ``cluster`` marker."""
+    for item in items:
+        fixtures = getattr(item, "fixturenames", ())
+        if {"kube", "namespace", "process_kubelet"} & set(fixtures):
+            item.add_marker(pytest.mark.cluster)

@@ -1,0 +1,139 @@
+"""Helpers for tests against a real Kubernetes API: apply manifests, wait for conditions.
+
+``apply`` takes dicts or YAML (one or many documents, CRDs and cluster-scoped
+objects included) and server-side-applies them, so a test states the objects
+it needs the way a user would. ``wait_for`` polls a fetch function until a
+predicate holds and, on timeout, fails with the last object it saw: the
+object is the diagnosis.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
+
+import yaml
+from kubernetes import client, dynamic
+from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError
+
+T = TypeVar("T")
+Manifest = Mapping[str, Any]
+FIELD_MANAGER = "revisor-tests"
+
+
+def documents(manifests: str | Manifest | Iterable[Manifest]) -> list[dict[str, Any]]:
+    """Normalise YAML text, one dict or several into a list of dicts (empty documents dropped)."""
+    if isinstance(manifests, str):
+        return [dict(doc) for doc in yaml.safe_load_all(manifests) if doc]
+    if isinstance(manifests, Mapping):
+        return [dict(manifests)]
+    return [dict(doc) for doc in manifests]
+
+
+def _resource(dyn: dynamic.DynamicClient, api_version: str, kind: str) -> Any:
+    try:
+        return dyn.resources.get(api_version=api_version, kind=kind)
+    except ResourceNotFoundError:
+        # A CRD applied a moment ago is not in the cached discovery yet.
+        dyn.resources.invalidate_cache()
+        return dyn.resources.get(api_version=api_version, kind=kind)
+
+
+def apply(
+    api: client.ApiClient,
+    manifests: str | Manifest | Iterable[Manifest],
+    *,
+    namespace: str | None = None,
+) -> list[dict[str, Any]]:
+    """Server-side apply each object (namespaced ones into ``namespace`` unless they say).
+
+    A CustomResourceDefinition is waited on until Established, so the next
+    document may be an object of the kind it defines.
+    """
+    dyn = dynamic.DynamicClient(api)
+    applied = []
+    for body in documents(manifests):
+        resource = _resource(dyn, body["apiVersion"], body["kind"])
+        target_ns = None
+        if resource.namespaced:
+            target_ns = body.get("metadata", {}).get("namespace") or namespace
+            if target_ns is None:
+                raise ValueError(f"{body['kind']} {body['metadata']['name']} needs a namespace")
+        result = dyn.server_side_apply(
+            resource,
+            body=body,
+            name=body["metadata"]["name"],
+            namespace=target_ns,
+            field_manager=FIELD_MANAGER,
+            force_conflicts=True,
+        ).to_dict()
+        applied.append(result)
+        if body["kind"] == "CustomResourceDefinition":
+            wait_for(
+                lambda name=body["metadata"]["name"]: get(
+                    api, "apiextensions.k8s.io/v1", "CustomResourceDefinition", name
+                ),
+                lambda crd: condition(crd, "Established") == "True",
+                timeout=30,
+                what=f"CRD {body['metadata']['name']} Established",
+            )
+            dyn.resources.invalidate_cache()
+    return applied
+
+
+def get(
+    api: client.ApiClient,
+    api_version: str,
+    kind: str,
+    name: str,
+    namespace: str | None = None,
+) -> dict[str, Any] | None:
+    """The object as a dict, or None when it does not exist."""
+    dyn = dynamic.DynamicClient(api)
+    try:
+        obj = _resource(dyn, api_version, kind).get(name=name, namespace=namespace)
+    except NotFoundError:
+        return None
+    return dict(obj.to_dict())
+
+
+def condition(obj: Mapping[str, Any] | None, kind: str) -> str | None:
+    """The status ("True"/"False"/"Unknown") of condition ``kind`` in ``obj``, or None."""
+    for item in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if item.get("type") == kind:
+            return str(item.get("status"))
+    return None
+
+
+def wait_for(
+    fetch: Callable[[], T],
+    predicate: Callable[[T], bool],
+    *,
+    timeout: float = 30.0,
+    interval: float = 0.2,
+    what: str = "condition",
+) -> T:
+    """Call ``fetch`` until ``predicate(result)`` holds; fail with the last result on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        last = fetch()
+        if predicate(last):
+            return last
+        if time.monotonic() > deadline:
+            shown = yaml.safe_dump(_plain(last), sort_keys=False) if last is not None else "None"
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last seen:\n{shown}")
+        time.sleep(interval)
+
+
+def _plain(value: Any) -> Any:
+    # Objects from the generated client: make them dumpable for the failure message.
+    if hasattr(value, "to_dict"):
+        return _plain(value.to_dict())
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return str(value)
