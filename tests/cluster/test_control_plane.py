@@ -45,7 +45,9 @@ def _job(name: str, command: list[str], **spec: Any) -> dict[str, Any]:
 
 
 def _pods(kube: Kube, namespace: str, selector: str) -> list[Any]:
-    return list(client.CoreV1Api(kube.api).list_namespaced_pod(namespace, label_selector=selector).items)
+    return list(
+        client.CoreV1Api(kube.api).list_namespaced_pod(namespace, label_selector=selector).items
+    )
 
 
 def _terminated(pod: Any) -> Any:
@@ -53,7 +55,9 @@ def _terminated(pod: Any) -> Any:
     return statuses[0].state.terminated if statuses else None
 
 
-def test_crd_schema_rejects_invalid_object_and_accepts_valid_one(kube: Kube, namespace: str) -> None:
+def test_crd_schema_rejects_invalid_object_and_accepts_valid_one(
+    kube: Kube, namespace: str
+) -> None:
     group = f"g{uuid.uuid4().hex[:6]}.revisor.test"
     apply(
         kube.api,
@@ -189,9 +193,14 @@ def test_service_account_needs_role_binding_for_access(kube: Kube, namespace: st
         namespace, {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "reader"}}
     )
     token = core.create_namespaced_service_account_token(
-        "reader", namespace, {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-                              "spec": {"expirationSeconds": 600}},
-    ).status.token  # fmt: skip
+        "reader",
+        namespace,
+        {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {"expirationSeconds": 600},
+        },
+    ).status.token
     configuration = client.Configuration()
     configuration.host = kube.api.configuration.host
     configuration.ssl_ca_cert = kube.api.configuration.ssl_ca_cert
@@ -247,7 +256,7 @@ CHECK_INPUTS = textwrap.dedent(
         "fieldRef name": os.environ["POD_NAME"] == "inputs",
         "fieldRef namespace": os.environ["POD_NAMESPACE"] == sys.argv[5],
         "fieldRef podIP": os.environ["POD_IP"] == "127.0.0.1",
-        "envFrom prefix": os.environ["CFG_MODE"] == "strict",
+        "envFrom prefix": os.environ["CFG_mode"] == "strict",
         "configMap items": (config_dir / "app" / "settings.ini").read_text() == "[app]\\nx=1\\n",
         "configMap unlisted key absent": not (config_dir / "mode").exists(),
         "secret volume": (secret_dir / "password").read_text() == "s3cret",
@@ -300,16 +309,27 @@ data:
                         {"name": "GREETING", "value": "hello world"},
                         {"name": "DERIVED", "value": "$(GREETING)!"},
                         {"name": "SETTINGS", "value": "/etc/app/app/settings.ini"},
-                        {"name": "DB_PASSWORD",
-                         "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}},
-                        {"name": "MODE",
-                         "valueFrom": {"configMapKeyRef": {"name": "app", "key": "mode"}}},
-                        {"name": "POD_NAME",
-                         "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-                        {"name": "POD_NAMESPACE",
-                         "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
-                        {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
-                    ],  # fmt: skip
+                        {
+                            "name": "DB_PASSWORD",
+                            "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}},
+                        },
+                        {
+                            "name": "MODE",
+                            "valueFrom": {"configMapKeyRef": {"name": "app", "key": "mode"}},
+                        },
+                        {
+                            "name": "POD_NAME",
+                            "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}},
+                        },
+                        {
+                            "name": "POD_NAMESPACE",
+                            "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+                        },
+                        {
+                            "name": "POD_IP",
+                            "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}},
+                        },
+                    ],
                     "envFrom": [{"prefix": "CFG_", "configMapRef": {"name": "app"}}],
                     "volumeMounts": [
                         {"name": "config", "mountPath": "/etc/app"},
@@ -320,13 +340,22 @@ data:
                 }
             ],
             "volumes": [
-                {"name": "config", "configMap": {
-                    "name": "app", "items": [{"key": "settings", "path": "app/settings.ini"}]}},
+                {
+                    "name": "config",
+                    "configMap": {
+                        "name": "app",
+                        "items": [{"key": "settings", "path": "app/settings.ini"}],
+                    },
+                },
                 {"name": "secret", "secret": {"secretName": "db"}},
-                {"name": "info", "downwardAPI": {"items": [
-                    {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}]}},
+                {
+                    "name": "info",
+                    "downwardAPI": {
+                        "items": [{"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}]
+                    },
+                },
                 {"name": "scratch", "emptyDir": {}},
-            ],  # fmt: skip
+            ],
         },
     }
     apply(process_kubelet.api, pod, namespace=namespace)

@@ -122,7 +122,9 @@ def wait_for(
             return last
         if time.monotonic() > deadline:
             shown = yaml.safe_dump(_plain(last), sort_keys=False) if last is not None else "None"
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last seen:\n{shown}")
+            raise AssertionError(
+                f"timed out after {timeout}s waiting for {what}; last seen:\n{shown}"
+            )
         time.sleep(interval)
 
 
