@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from revisor_operator.redaction import redact, shorten
 
 CANARY = "Canary-s3cr3t-7f1e"
@@ -40,3 +39,27 @@ def test_long_messages_keep_both_ends() -> None:
     assert len(short) <= 100
     assert short.startswith("start")
     assert short.endswith("the cause")
+
+
+def test_logs_are_json_and_never_carry_a_password(capsys: pytest.CaptureFixture[str]) -> None:
+    """Our structlog lines and kopf's stdlib lines alike: one JSON object, password masked."""
+    import json
+    import logging
+
+    import structlog
+    from revisor_operator import logs
+
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    try:
+        logs.configure(json_format=True)
+        logging.getLogger("kopf.objects").warning("failed on postgresql://u:%s@db/x", CANARY)
+        structlog.get_logger("revisor_operator").info("status", message=f"password={CANARY}")
+    finally:
+        root.handlers, _ = saved
+        root.setLevel(saved[1])
+        structlog.reset_defaults()
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(lines) == 2
+    assert CANARY not in json.dumps(lines)
+    assert lines[0]["level"] == "warning" and lines[0]["logger"] == "kopf.objects"
