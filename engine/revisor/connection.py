@@ -209,12 +209,15 @@ async def _run_async(db: Database, work: Callable[[Connection], T]) -> T:
     if db.backend == "sqlite":
         _sqlite_transactional_ddl(engine.sync_engine)
     try:
+        aconn = engine.connect()
         try:
-            aconn = await engine.connect()
+            await aconn.start()
         except (sa.exc.DBAPIError, OSError) as exc:
             raise _unreachable(db, exc) from None
-        async with aconn:
+        try:
             return await aconn.run_sync(work)
+        finally:
+            await aconn.close()
     finally:
         await engine.dispose()
 

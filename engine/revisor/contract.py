@@ -181,21 +181,22 @@ class Result:
         text = _dumps(data)
         if len(text.encode()) <= limit:
             return text
-        for keep in (20, 10, 5, 2, 1, 0):
+        # The error is what a person reads first: keep its head, then make
+        # room by keeping the first steps of long lists, with their totals.
+        if "error" in data:
+            data["error"] = _truncate(str(data["error"]), 1024)
+        for keep in (50, 20, 10, 5, 2, 1, 0):
             for key in ("plan", "applied"):
                 items = data.get(key)
                 if isinstance(items, list) and len(items) > keep:
-                    total = data.get(f"{key}Total", len(items))
+                    data[f"{key}Total"] = data.get(f"{key}Total", len(items))
                     data[key] = items[:keep]
-                    data[f"{key}Total"] = total
             text = _dumps(data)
             if len(text.encode()) <= limit:
                 return text
         data.pop("details", None)
-        if "error" in data:
-            data["error"] = _truncate(str(data["error"]), 1024)
         text = _dumps(data)
-        while len(text.encode()) > limit and "error" in data and len(data["error"]) > 80:
+        while len(text.encode()) > limit and len(data.get("error", "")) > 80:
             data["error"] = _truncate(data["error"], len(data["error"]) // 2)
             text = _dumps(data)
         return text

@@ -561,6 +561,11 @@ class RevisorEnvironment(EnvironmentContext):
         super().configure(connection=connection, **kw)
 
 
+# alembic.context is proxied per class (ModuleClsProxy._setups): let env.py's
+# ``context.configure`` reach this subclass exactly as it reaches Alembic's.
+RevisorEnvironment._setups[RevisorEnvironment] = EnvironmentContext._setups[EnvironmentContext]
+
+
 def _same_database(a: Connection, b: Connection) -> bool:
     ua, ub = a.engine.url, b.engine.url
     return (ua.get_backend_name(), ua.host, ua.port, ua.database) == (

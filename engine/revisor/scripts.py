@@ -259,30 +259,41 @@ def is_downgrade_target(scripts: Scripts, target: str, heads: Sequence[str]) -> 
 DowngradeProblem = Literal["missing", "empty", "raises"]
 
 
+def _function_body(tree: ast.Module, name: str) -> list[ast.stmt] | None:
+    """The statements of module-level ``def name()``, docstring left out; None if absent."""
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name == name:
+            return [
+                stmt
+                for stmt in node.body
+                if not (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant))
+            ]
+    return None
+
+
+def _is_empty(body: list[ast.stmt] | None) -> bool:
+    return body is not None and all(isinstance(stmt, ast.Pass) for stmt in body)
+
+
 def downgrade_problem(script: Script) -> DowngradeProblem | None:
     """Why ``script`` cannot be undone, read from its source.
 
-    No ``downgrade()``, an empty one (only ``pass``), or one that raises first.
+    No ``downgrade()``, an empty one (only ``pass``) under an upgrade that
+    does something, or one that raises first. A merge revision, empty both
+    ways, is reversible: there is nothing to undo.
     """
     try:
         tree = ast.parse(Path(script.path).read_text())
     except (OSError, SyntaxError):
         return None
-    for node in tree.body:
-        if isinstance(node, ast.FunctionDef) and node.name == "downgrade":
-            body = [
-                stmt
-                for stmt in node.body
-                if not (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant))
-            ]
-            if not body or all(isinstance(stmt, ast.Pass) for stmt in body):
-                return "empty"
-            if isinstance(body[0], ast.Raise):
-                return "raises"
-            return None
-    if callable(getattr(script.module, "downgrade", None)):
-        return None
-    return "missing"
+    down = _function_body(tree, "downgrade")
+    if down is None:
+        return None if callable(getattr(script.module, "downgrade", None)) else "missing"
+    if _is_empty(down):
+        return None if _is_empty(_function_body(tree, "upgrade")) else "empty"
+    if isinstance(down[0], ast.Raise):
+        return "raises"
+    return None
 
 
 def uses_autocommit(script: Script) -> bool:

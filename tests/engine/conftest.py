@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-
 from revisor.cli import main
 from revisor.redaction import forget_secrets
+
 from tests.support.postgres import PostgresServer
 
 

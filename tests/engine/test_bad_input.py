@@ -25,7 +25,9 @@ def test_unknown_revision_is_exit_2_with_alembics_message(revisor, db_url, tmp_p
 
 
 def test_ambiguous_prefix_is_exit_2(revisor, db_url, tmp_path: Path) -> None:
-    project = make_project(tmp_path, [table("a", None, "abc111111111"), table("b", "abc111111111", "abc122222222")])
+    project = make_project(
+        tmp_path, [table("a", None, "abc111111111"), table("b", "abc111111111", "abc122222222")]
+    )
     run = revisor(*project.args(), "--database-url", db_url, "upgrade", "abc1")
     assert run.code == 2
     assert "Multiple revisions start with 'abc1'" in run.err
@@ -33,7 +35,14 @@ def test_ambiguous_prefix_is_exit_2(revisor, db_url, tmp_path: Path) -> None:
 
 
 def test_multiple_heads_for_head_is_exit_2(revisor, db_url, tmp_path: Path) -> None:
-    project = make_project(tmp_path, [table("a", None, "aaaa00000001"), table("b", "aaaa00000001", "bbbb00000001"), table("c", "aaaa00000001", "cccc00000001")])
+    project = make_project(
+        tmp_path,
+        [
+            table("a", None, "aaaa00000001"),
+            table("b", "aaaa00000001", "bbbb00000001"),
+            table("c", "aaaa00000001", "cccc00000001"),
+        ],
+    )
     run = revisor(*project.args(), "--database-url", db_url, "upgrade", "head")
     assert run.code == 2
     assert "Multiple head revisions are present" in run.err
@@ -51,7 +60,9 @@ def test_script_syntax_error_names_file_and_line(revisor, db_url, tmp_path: Path
 
 
 def test_script_import_error_names_file_and_line(revisor, db_url, tmp_path: Path) -> None:
-    project = make_project(tmp_path, [Rev(id="aaaa00000001", header="import not_a_module_anywhere")])
+    project = make_project(
+        tmp_path, [Rev(id="aaaa00000001", header="import not_a_module_anywhere")]
+    )
     run = revisor(*project.args(), "--database-url", db_url, "upgrade")
     assert run.code == 2
     assert "ModuleNotFoundError" in run.err and "aaaa00000001_rev.py:" in run.err
@@ -59,7 +70,10 @@ def test_script_import_error_names_file_and_line(revisor, db_url, tmp_path: Path
 
 
 def test_revision_cycle_is_exit_2(revisor, db_url, tmp_path: Path) -> None:
-    project = make_project(tmp_path, [table("a", "bbbb00000001", "aaaa00000001"), table("b", "aaaa00000001", "bbbb00000001")])
+    project = make_project(
+        tmp_path,
+        [table("a", "bbbb00000001", "aaaa00000001"), table("b", "aaaa00000001", "bbbb00000001")],
+    )
     run = revisor(*project.args(), "--database-url", db_url, "upgrade")
     assert run.code == 2
     assert "cycle" in run.err.lower() or "no base" in run.err.lower() or "heads" in run.err.lower()
@@ -73,7 +87,15 @@ def test_revision_cycle_is_exit_2(revisor, db_url, tmp_path: Path) -> None:
 def test_downgrade_through_an_irreversible_revision_is_refused_before_anything_runs(
     revisor, db_url, tmp_path: Path, body: str, wording: str
 ) -> None:
-    revs = [*chain(1), Rev(id="0002x0000000", down="0001t0000000", upgrade="op.create_table('x', sa.Column('id', sa.Integer))", downgrade=body)]
+    revs = [
+        *chain(1),
+        Rev(
+            id="0002x0000000",
+            down="0001t0000000",
+            upgrade="op.create_table('x', sa.Column('id', sa.Integer))",
+            downgrade=body,
+        ),
+    ]
     project = make_project(tmp_path, revs)
     args = (*project.args(), "--database-url", db_url)
     assert revisor(*args, "upgrade").code == 0
@@ -108,7 +130,9 @@ def test_bad_url_is_exit_2_and_never_echoed(revisor, tmp_path: Path) -> None:
 
 def test_unknown_driver_is_exit_2(revisor, tmp_path: Path) -> None:
     project = make_project(tmp_path, chain(1))
-    run = revisor(*project.args(), "--database-url", "postgresql+nosuchdriver://u:p@h/db", "upgrade")
+    run = revisor(
+        *project.args(), "--database-url", "postgresql+nosuchdriver://u:p@h/db", "upgrade"
+    )
     assert run.code == 2 and "nosuchdriver" in run.err
 
 
@@ -142,10 +166,14 @@ def test_wrong_password_is_exit_6_and_not_echoed(revisor, postgres_server, tmp_p
     assert "wrong-canary-pw" not in run.err + run.out
 
 
-def test_unwritable_result_file_is_exit_2_before_touching_the_database(revisor, db_url, tmp_path: Path) -> None:
+def test_unwritable_result_file_is_exit_2_before_touching_the_database(
+    revisor, db_url, tmp_path: Path
+) -> None:
     project = make_project(tmp_path, chain(1))
     target = tmp_path / "no" / "such" / "dir" / "result.json"
-    run = revisor(*project.args(), "--database-url", db_url, "--result-file", str(target), "upgrade")
+    run = revisor(
+        *project.args(), "--database-url", db_url, "--result-file", str(target), "upgrade"
+    )
     assert run.code == 2
     assert "--result-file" in run.err and "cannot write it" in run.err
     assert untouched(db_url)

@@ -18,16 +18,37 @@ def failing_project(tmp_path: Path, *, downgrade_of_second: str = "op.drop_table
         id=revs[1].id, down=revs[1].down, message="create t2",
         upgrade="op.create_table('t2', sa.Column('id', sa.Integer))", downgrade=downgrade_of_second,
     )  # fmt: skip
-    revs.append(Rev(id="0003f0000000", down=revs[1].id, message="breaks", upgrade=f"op.create_table('t3', sa.Column('id', sa.Integer))\n{BOOM}", downgrade="op.drop_table('t3')"))
+    revs.append(
+        Rev(
+            id="0003f0000000",
+            down=revs[1].id,
+            message="breaks",
+            upgrade=f"op.create_table('t3', sa.Column('id', sa.Integer))\n{BOOM}",
+            downgrade="op.drop_table('t3')",
+        )
+    )
     return make_project(tmp_path, revs)
 
 
-def test_on_failure_stop_leaves_the_last_committed_revision(revisor, db_url, tmp_path: Path) -> None:
+def test_on_failure_stop_leaves_the_last_committed_revision(
+    revisor, db_url, tmp_path: Path
+) -> None:
     project = failing_project(tmp_path)
-    run = revisor(*project.args(), "--database-url", db_url, "--output", "json", "upgrade", "--on-failure", "stop")
+    run = revisor(
+        *project.args(),
+        "--database-url",
+        db_url,
+        "--output",
+        "json",
+        "upgrade",
+        "--on-failure",
+        "stop",
+    )
     assert run.code == 4
     assert version(db_url) == {"0002t0000000"}
-    assert {"t1", "t2"} <= tables(db_url) and "t3" not in tables(db_url), "the failed step left nothing"
+    assert {"t1", "t2"} <= tables(db_url) and "t3" not in tables(db_url), (
+        "the failed step left nothing"
+    )
     result = run.result
     assert result["reason"] == "MigrationFailed"
     assert [s["revision"] for s in result["applied"]] == ["0001t0000000", "0002t0000000"]
@@ -41,7 +62,9 @@ def test_on_failure_stop_leaves_the_last_committed_revision(revisor, db_url, tmp
     ]  # fmt: skip
 
 
-def test_on_failure_rollback_restores_the_starting_revision(revisor, db_url, tmp_path: Path) -> None:
+def test_on_failure_rollback_restores_the_starting_revision(
+    revisor, db_url, tmp_path: Path
+) -> None:
     project = failing_project(tmp_path)
     args = (*project.args(), "--database-url", db_url, "--output", "json")
     assert revisor(*args, "upgrade", "0001").code == 0
@@ -57,7 +80,16 @@ def test_on_failure_rollback_restores_the_starting_revision(revisor, db_url, tmp
 
 def test_failing_rollback_is_exit_5(revisor, db_url, tmp_path: Path) -> None:
     project = failing_project(tmp_path, downgrade_of_second=BOOM)
-    run = revisor(*project.args(), "--database-url", db_url, "--output", "json", "upgrade", "--on-failure", "rollback")
+    run = revisor(
+        *project.args(),
+        "--database-url",
+        db_url,
+        "--output",
+        "json",
+        "upgrade",
+        "--on-failure",
+        "rollback",
+    )
     assert run.code == 5
     assert run.result["reason"] == "RollbackFailed"
     assert "then the rollback failed" in run.result["error"]
@@ -75,7 +107,15 @@ def test_rollback_mode_refuses_irreversible_plans_up_front(revisor, db_url, tmp_
 
 def test_single_transaction_is_all_or_nothing(revisor, db_url, tmp_path: Path) -> None:
     project = failing_project(tmp_path)
-    run = revisor(*project.args(), "--database-url", db_url, "--output", "json", "upgrade", "--single-transaction")
+    run = revisor(
+        *project.args(),
+        "--database-url",
+        db_url,
+        "--output",
+        "json",
+        "upgrade",
+        "--single-transaction",
+    )
     assert run.code == 4
     assert version(db_url) == set()
     assert not {"t1", "t2", "t3"} & tables(db_url)
@@ -84,8 +124,13 @@ def test_single_transaction_is_all_or_nothing(revisor, db_url, tmp_path: Path) -
 
 @pytest.mark.postgres
 def test_statement_timeout_aborts_a_slow_statement(revisor, pg_url, tmp_path: Path) -> None:
-    project = make_project(tmp_path, [Rev(id="aaaa00000001", upgrade="op.execute('SELECT pg_sleep(5)')", downgrade="pass")])
-    run = revisor(*project.args(), "--database-url", pg_url, "upgrade", "--statement-timeout", "200ms")
+    project = make_project(
+        tmp_path,
+        [Rev(id="aaaa00000001", upgrade="op.execute('SELECT pg_sleep(5)')", downgrade="pass")],
+    )
+    run = revisor(
+        *project.args(), "--database-url", pg_url, "upgrade", "--statement-timeout", "200ms"
+    )
     assert run.code == 4
     assert "statement timeout" in run.err
     assert version(pg_url) == set()
@@ -93,7 +138,9 @@ def test_statement_timeout_aborts_a_slow_statement(revisor, pg_url, tmp_path: Pa
 
 def test_dry_run_runs_everything_and_leaves_no_trace(revisor, db_url, tmp_path: Path) -> None:
     project = make_project(tmp_path, chain(3))
-    run = revisor(*project.args(), "--database-url", db_url, "--output", "json", "upgrade", "--dry-run")
+    run = revisor(
+        *project.args(), "--database-url", db_url, "--output", "json", "upgrade", "--dry-run"
+    )
     assert run.code == 0, run.err
     assert run.result["dryRun"] is True
     assert len(run.result["applied"]) == 3
@@ -102,14 +149,19 @@ def test_dry_run_runs_everything_and_leaves_no_trace(revisor, db_url, tmp_path: 
 
 def test_dry_run_reports_the_failure_a_real_run_would_hit(revisor, db_url, tmp_path: Path) -> None:
     project = failing_project(tmp_path)
-    run = revisor(*project.args(), "--database-url", db_url, "--output", "json", "upgrade", "--dry-run")
+    run = revisor(
+        *project.args(), "--database-url", db_url, "--output", "json", "upgrade", "--dry-run"
+    )
     assert run.code == 4
     assert "no_such_table_anywhere" in run.result["error"]
     assert not tables(db_url)
 
 
 def test_dry_run_refuses_autocommit_scripts(revisor, db_url, tmp_path: Path) -> None:
-    rev = Rev(id="aaaa00000001", upgrade="with op.get_context().autocommit_block():\n    op.execute('SELECT 1')")
+    rev = Rev(
+        id="aaaa00000001",
+        upgrade="with op.get_context().autocommit_block():\n    op.execute('SELECT 1')",
+    )
     project = make_project(tmp_path, [rev])
     run = revisor(*project.args(), "--database-url", db_url, "upgrade", "--dry-run")
     assert run.code == 2

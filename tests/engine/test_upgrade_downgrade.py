@@ -8,7 +8,9 @@ from tests.engine.conftest import history_rows, tables, version
 from tests.support.projects import chain, make_project
 
 
-def test_upgrade_head_applies_every_revision_and_reports_each_step(revisor, db_url, tmp_path: Path) -> None:
+def test_upgrade_head_applies_every_revision_and_reports_each_step(
+    revisor, db_url, tmp_path: Path
+) -> None:
     """`upgrade` with no target goes to head; the result lists each applied step."""
     project = make_project(tmp_path, chain(3))
     run = revisor(*project.args(), "--database-url", db_url, "--output", "json", "upgrade")
@@ -19,7 +21,11 @@ def test_upgrade_head_applies_every_revision_and_reports_each_step(revisor, db_u
     assert result["schema"] == "revisor.dev/result/v1"
     assert result["direction"] == "upgrade"
     assert result["from"] == [] and result["to"] == ["0003t0000000"]
-    assert [s["revision"] for s in result["applied"]] == ["0001t0000000", "0002t0000000", "0003t0000000"]
+    assert [s["revision"] for s in result["applied"]] == [
+        "0001t0000000",
+        "0002t0000000",
+        "0003t0000000",
+    ]
     assert all(s["seconds"] >= 0 for s in result["applied"])
     assert "[3/3] 0003t0000000 create t3 …" in run.err
 
@@ -48,7 +54,9 @@ def test_downgrade_relative_and_to_base(revisor, db_url, tmp_path: Path) -> None
     assert not {"t1", "t2", "t3"} & tables(db_url)
 
 
-def test_apply_moves_in_whichever_direction_reaches_the_target(revisor, db_url, tmp_path: Path) -> None:
+def test_apply_moves_in_whichever_direction_reaches_the_target(
+    revisor, db_url, tmp_path: Path
+) -> None:
     """`apply` is what the operator runs: it does not need to know where the database is."""
     project = make_project(tmp_path, chain(3))
     args = (*project.args(), "--database-url", db_url, "--output", "json")
@@ -71,13 +79,19 @@ def test_upgrade_relative_steps(revisor, db_url, tmp_path: Path) -> None:
     assert version(db_url) == {"0003t0000000"}
 
 
-def test_plan_shows_steps_and_a_stable_hash_without_changing_anything(revisor, db_url, tmp_path: Path) -> None:
+def test_plan_shows_steps_and_a_stable_hash_without_changing_anything(
+    revisor, db_url, tmp_path: Path
+) -> None:
     project = make_project(tmp_path, chain(3))
     args = (*project.args(), "--database-url", db_url, "--output", "json")
     first = revisor(*args, "plan")
     second = revisor(*args, "plan")
     assert first.code == 0
-    assert [s["revision"] for s in first.result["plan"]] == ["0001t0000000", "0002t0000000", "0003t0000000"]
+    assert [s["revision"] for s in first.result["plan"]] == [
+        "0001t0000000",
+        "0002t0000000",
+        "0003t0000000",
+    ]
     assert first.result["planHash"] == second.result["planHash"]
     assert version(db_url) == set() and "t1" not in tables(db_url)
     assert "revisor_history" not in tables(db_url)

@@ -25,7 +25,7 @@ from pathlib import Path
 import psycopg
 
 SUPERUSER = "revisor"
-PASSWORD = "revisor-test-pw"  # noqa: S105 - a throwaway cluster on loopback
+PASSWORD = "revisor-test-pw"
 
 
 def _find_bin(name: str) -> str:
@@ -75,7 +75,9 @@ class PostgresServer:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def _run_as(user: str | None, argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+def _run_as(
+    user: str | None, argv: list[str], **kwargs: object
+) -> subprocess.CompletedProcess[str]:
     if user is not None:
         argv = ["runuser", "-u", user, "--", *argv]
     return subprocess.run(argv, check=True, text=True, capture_output=True, **kwargs)  # type: ignore[call-overload, no-any-return]
@@ -138,5 +140,7 @@ def throwaway_postgres() -> Iterator[PostgresServer]:
         yield server
     finally:
         with contextlib.suppress(subprocess.CalledProcessError):
-            _run_as(run_user, [_find_bin("pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"])
+            _run_as(
+                run_user, [_find_bin("pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"]
+            )
         shutil.rmtree(base, ignore_errors=True)

@@ -113,7 +113,9 @@ def make_project(root: Path, revs: Sequence[Rev] = ()) -> Project:
     return project.add(*revs)
 
 
-def revisor_process(*args: str, env: dict[str, str] | None = None, **kw: object) -> subprocess.Popen[str]:
+def revisor_process(
+    *args: str, env: dict[str, str] | None = None, **kw: object
+) -> subprocess.Popen[str]:
     """The real ``revisor`` command in its own process."""
     return subprocess.Popen(
         [sys.executable, "-m", "revisor", *args],

@@ -1,0 +1,104 @@
+"""The Job contract: the operator's arguments parse, and results fit a termination message."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from revisor.cli import build_parser
+from revisor.contract import MAX_RESULT_BYTES, RESULT_SCHEMA, ExitCode, Result, RunRequest, Step
+
+
+def test_every_exit_code_has_a_reason() -> None:
+    assert {code.reason for code in ExitCode} >= {
+        "Migrated",
+        "LockTimeout",
+        "MigrationFailed",
+        "RollbackFailed",
+    }
+    assert ExitCode.from_code(3) is ExitCode.LOCK_TIMEOUT
+    assert ExitCode.from_code(137) is None
+
+
+def test_rolled_back_failure_has_its_own_reason() -> None:
+    result = Result(command="apply", exit_code=ExitCode.MIGRATION_FAILED, rolled_back=True)
+    assert result.reason == "RolledBack"
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        RunRequest(
+            command="apply",
+            target="head",
+            scripts="/migrations",
+            lock_timeout=60,
+            on_failure="rollback",
+            statement_timeout=600,
+            ddl_lock_timeout=5,
+            output="json",
+            log_format="json",
+            result_file="/dev/termination-log",
+            version_table="v",
+            version_table_schema="ops",
+        ),
+        RunRequest(command="apply", target="-1", dry_run=True, expect_plan_hash="ab" * 32),
+        RunRequest(command="plan", target="branch@+2", scripts="/s"),
+        RunRequest(command="downgrade", target="base", single_transaction=True),
+        RunRequest(command="stamp", target="head", lock_timeout=1.5),
+    ],
+)
+def test_run_request_argv_is_accepted_by_the_engine_cli(request_: RunRequest) -> None:
+    """The operator builds argv with RunRequest; the CLI must parse exactly that."""
+    argv = request_.to_argv()
+    assert argv[0] == "revisor"
+    args = build_parser().parse_args(argv[1:])
+    assert args.command == request_.command
+    assert args.target == request_.target
+    if request_.scripts:
+        assert args.scripts == request_.scripts
+    if request_.lock_timeout is not None:
+        assert args.lock_timeout == request_.lock_timeout
+    if request_.command == "apply":
+        assert args.dry_run is request_.dry_run
+        assert args.expect_plan_hash == request_.expect_plan_hash
+
+
+def test_result_round_trips_through_json() -> None:
+    result = Result(
+        command="apply", exit_code=ExitCode.OK, direction="upgrade", target="head",
+        from_revisions=("a",), to_revisions=("b",),
+        applied=(Step(revision="b", direction="upgrade", description="add b", seconds=0.4123),),
+        plan_hash="h", started_at="2026-01-01T00:00:00Z", runner="pod-1",
+    )  # fmt: skip
+    parsed = Result.from_json(result.to_json())
+    assert parsed.applied[0].seconds == 0.412
+    assert parsed.to_revisions == ("b",) and parsed.runner == "pod-1"
+    assert json.loads(result.to_json())["schema"] == RESULT_SCHEMA
+
+
+def test_long_results_are_truncated_with_counts_to_fit_a_termination_message() -> None:
+    steps = tuple(
+        Step(revision=f"{i:012x}", direction="upgrade", description="x" * 60, seconds=0.1)
+        for i in range(1000)
+    )
+    result = Result(
+        command="apply",
+        exit_code=ExitCode.MIGRATION_FAILED,
+        applied=steps,
+        plan=steps,
+        error="e" * 10000,
+    )
+    text = result.to_json()
+    assert len(text.encode()) <= MAX_RESULT_BYTES
+    data = json.loads(text)
+    assert data["appliedTotal"] == 1000 and data["planTotal"] == 1000
+    assert data["applied"][0]["revision"] == f"{0:012x}"
+    assert data["error"].startswith("eee") and data["error"].endswith("…")
+
+
+def test_from_json_rejects_other_documents() -> None:
+    with pytest.raises(ValueError, match=r"not a revisor\.dev/result/v1 document"):
+        Result.from_json('{"schema": "other"}')
+    with pytest.raises(ValueError, match="not a JSON result document"):
+        Result.from_json("Traceback (most recent call last):")

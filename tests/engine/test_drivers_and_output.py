@@ -1,0 +1,116 @@
+"""Async drivers, output formats, and secrets that never leave the process."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.engine.conftest import version
+from tests.support.projects import Rev, chain, make_project, revisor_process
+
+CANARY = "Canary-Pw-7f3a9c"
+
+
+@pytest.mark.postgres
+def test_asyncpg_url_runs_through_the_async_engine(revisor, pg_url, tmp_path: Path) -> None:
+    project = make_project(tmp_path, chain(2))
+    url = pg_url.replace("postgresql+psycopg", "postgresql+asyncpg")
+    run = revisor(*project.args(), "--database-url", url, "--output", "json", "upgrade")
+    assert run.code == 0, run.err
+    assert version(pg_url) == {"0002t0000000"}
+    assert len(run.result["applied"]) == 2
+    assert revisor(*project.args(), "--database-url", url, "downgrade", "base").code == 0
+    assert version(pg_url) == set()
+
+
+def test_aiosqlite_url_runs_through_the_async_engine(revisor, tmp_path: Path) -> None:
+    project = make_project(tmp_path, chain(2))
+    db = tmp_path / "async.db"
+    run = revisor(*project.args(), "--database-url", f"sqlite+aiosqlite:///{db}", "upgrade")
+    assert run.code == 0, run.err
+    assert version(f"sqlite:///{db}") == {"0002t0000000"}
+
+
+def test_json_log_lines_on_stderr(revisor, tmp_path: Path) -> None:
+    project = make_project(tmp_path, chain(2))
+    run = revisor(
+        *project.args(),
+        "--database-url",
+        f"sqlite:///{tmp_path / 'x.db'}",
+        "--log-format",
+        "json",
+        "upgrade",
+    )
+    assert run.code == 0
+    events = [json.loads(line) for line in run.err.splitlines()]
+    applied = [e for e in events if e["event"] == "step.applied"]
+    assert [e["revision"] for e in applied] == ["0001t0000000", "0002t0000000"]
+    assert all("timestamp" in e and e["level"] == "info" for e in events)
+
+
+def test_result_file_gets_the_same_document(revisor, tmp_path: Path) -> None:
+    project = make_project(tmp_path, chain(1))
+    result_file = tmp_path / "termination-log"
+    run = revisor(
+        *project.args(),
+        "--database-url",
+        f"sqlite:///{tmp_path / 'x.db'}",
+        "--result-file",
+        str(result_file),
+        "--output",
+        "json",
+        "upgrade",
+    )
+    assert run.code == 0
+    assert json.loads(result_file.read_text()) == run.result
+    assert len(result_file.read_bytes()) < 4096
+
+
+@pytest.mark.postgres
+def test_canary_password_never_appears_in_any_output(postgres_server, tmp_path: Path) -> None:
+    """Success, failure, lock timeout, bad target and wrong password: the canary never shows."""
+    import psycopg
+
+    with psycopg.connect(postgres_server.libpq(), autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE canary LOGIN PASSWORD '{CANARY}' SUPERUSER")
+    name = postgres_server.create_database()
+    url = f"postgresql+psycopg://canary:{CANARY}@127.0.0.1:{postgres_server.port}/{name}"
+    failing = Rev(
+        id="ffff00000001", down="0001t0000000", upgrade=f"op.execute(\"SELECT '{CANARY}'::int\")"
+    )
+    project = make_project(tmp_path, [*chain(1), failing])
+    result_file = tmp_path / "result.json"
+    url_file = tmp_path / "url"
+    url_file.write_text(url)
+    invocations = [
+        ["--database-url", url, "upgrade", "0001"],
+        ["--database-url-file", str(url_file), "upgrade"],
+        ["--database-url", url, "--log-format", "json", "upgrade", "nope"],
+        ["--database-url", url.replace(CANARY, CANARY + "x"), "upgrade"],
+        ["--database-url", url.replace("127.0.0.1", "127.0.0.1:1"), "upgrade"],
+        ["--database-url", url, "current"],
+        ["--database-url", url, "history", "--runs"],
+    ]
+    seen = []
+    for extra in invocations:
+        proc = revisor_process(
+            *project.args(), "--output", "json", "--result-file", str(result_file), *extra
+        )
+        out, err = proc.communicate(timeout=60)
+        seen.append((proc.returncode, out, err, result_file.read_text()))
+    codes = [s[0] for s in seen]
+    assert codes[:5] == [0, 4, 2, 6, 2], [s[2] for s in seen]
+    for code, out, err, result in seen:
+        assert CANARY not in out + err + result, (code, out, err, result)
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(postgres_server.url(name))
+    with engine.connect() as conn:
+        stored = " ".join(
+            str(v) for row in conn.execute(sa.text("SELECT * FROM revisor_history")) for v in row
+        )
+    engine.dispose()
+    assert "invalid input syntax" in stored
+    postgres_server.drop_database(name)
