@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from alembic.autogenerate import compare_metadata
 from alembic.runtime.environment import EnvironmentContext
 from alembic.runtime.migration import MigrationContext
 from alembic.script.revision import ResolutionError
@@ -305,6 +304,8 @@ def _known(scripts: Scripts, rev: str) -> bool:
 
 def check(target: Target, metadata_ref: str) -> Outcome:
     """Differences between a SQLAlchemy ``MetaData`` and the live schema."""
+    from alembic.autogenerate import compare_metadata
+
     metadata = load_metadata(metadata_ref)
     session = target.session()
     skip = {TABLE_NAME, session.version_table}

@@ -14,7 +14,6 @@ rest of the engine only ever sees a synchronous ``Connection``.
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -184,6 +183,8 @@ def _sqlite_transactional_ddl(engine: Engine) -> None:
 def run_with_connection(db: Database, work: Callable[[Connection], T]) -> T:
     """Open one connection, call ``work`` with it, close it; async URLs included."""
     if db.is_async:
+        import asyncio
+
         return asyncio.run(_run_async(db, work))
     try:
         engine = sa.create_engine(db.url, **_engine_options(db))

@@ -14,8 +14,6 @@ from collections.abc import MutableMapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
-import structlog
-
 from revisor import contract
 from revisor.errors import BadInput
 from revisor.redaction import scrub
@@ -85,6 +83,8 @@ class JsonReporter:
     """One JSON object per event on stderr, through structlog."""
 
     def __init__(self) -> None:
+        import structlog
+
         self.log = structlog.get_logger("revisor")
 
     def planned(self, steps: Sequence[contract.Step], *, dry_run: bool) -> None:
@@ -115,10 +115,12 @@ def _scrub_event(
 
 
 def configure_logging(log_format: str, *, stream: TextIO | None = None) -> Reporter:
-    """Set up structlog (and stdlib logging, for Alembic's own lines); return a reporter."""
+    """Pick the reporter; JSON lines go through structlog (imported only then)."""
     out = stream or sys.stderr
     level = logging.INFO
     if log_format == "json":
+        import structlog
+
         structlog.configure(
             processors=[
                 structlog.contextvars.merge_contextvars,
@@ -133,16 +135,6 @@ def configure_logging(log_format: str, *, stream: TextIO | None = None) -> Repor
             cache_logger_on_first_use=False,
         )
         return JsonReporter()
-    structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            _scrub_event,
-            structlog.dev.ConsoleRenderer(colors=False),
-        ],
-        logger_factory=structlog.PrintLoggerFactory(out),
-        wrapper_class=structlog.make_filtering_bound_logger(level),
-        cache_logger_on_first_use=False,
-    )
     return ConsoleReporter(out)
 
 
