@@ -79,7 +79,11 @@ def configure(*, settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     if "runtime" not in memo:
-        memo["runtime"] = Runtime(settings=Settings.from_env(), kube=Kube.from_environment())
+        try:
+            kube = Kube.from_environment()
+        except KubeError as exc:
+            raise kopf.PermanentError(str(exc)) from exc
+        memo["runtime"] = Runtime(settings=Settings.from_env(), kube=kube)
 
 
 # -- the DatabaseMigration -----------------------------------------------------------

@@ -19,6 +19,7 @@ merge patches.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from typing import Any, cast
 from urllib.parse import quote
@@ -74,7 +75,14 @@ class Kube:
         try:
             config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
         except config.ConfigException:
-            config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+            # The client reads $KUBECONFIG once, at import; read it now instead.
+            paths = os.environ.get("KUBECONFIG", "").split(os.pathsep)
+            try:
+                config.load_kube_config(  # type: ignore[no-untyped-call]
+                    config_file=paths[0] or None, client_configuration=configuration
+                )
+            except config.ConfigException as exc:
+                raise KubeError(f"no Kubernetes credentials: {exc}") from exc
         return cls(client.ApiClient(configuration))
 
     # -- DatabaseMigrations ----------------------------------------------------------
