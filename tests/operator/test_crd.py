@@ -120,3 +120,34 @@ def test_status_holds_every_field_the_operator_writes() -> None:
         "dryRun",
         "error",
     } <= last_run
+
+
+SCHEMA_KEYS = {
+    "type",
+    "description",
+    "properties",
+    "items",
+    "required",
+    "default",
+    "enum",
+    "pattern",
+    "minimum",
+    "maxLength",
+    "minLength",
+    "format",
+    "additionalProperties",
+    "x-kubernetes-validations",
+    "x-kubernetes-int-or-string",
+    "x-kubernetes-list-type",
+    "x-kubernetes-list-map-keys",
+}
+
+
+def test_schema_has_no_stray_keys() -> None:
+    """A comma in a flow-style description once split it into bogus keys: never again."""
+    stray = [
+        (p, sorted(set(node) - SCHEMA_KEYS))
+        for p, node in walk(schema(), "")
+        if set(node) - SCHEMA_KEYS
+    ]
+    assert stray == []
