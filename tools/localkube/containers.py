@@ -9,6 +9,7 @@ once, so nothing polls for exits.
 from __future__ import annotations
 
 import signal
+import subprocess
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -85,36 +86,59 @@ class ContainerRun:
         self.started_at = now()
         self.exit: Exit | None = None
         self._exited = threading.Event()
-        self.process = processes.spawn(argv, log=log, env=env, cwd=cwd)
+        self.process: subprocess.Popen[bytes] | None = None
+        try:
+            self.process = processes.spawn(argv, log=log, env=env, cwd=cwd)
+        except OSError as error:
+            # What a runtime reports for a missing or non-executable entrypoint.
+            self._ended(exit_code=128, reason="StartError", message=f"{argv[0]}: {error}")
+            return
         threading.Thread(target=self._wait, name=f"wait-{self.process.pid}", daemon=True).start()
 
     @property
     def running(self) -> bool:
         return self.exit is None
 
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
     def terminate(self) -> None:
-        processes.signal_group(self.process, signal.SIGTERM)
+        if self.process is not None:
+            processes.signal_group(self.process, signal.SIGTERM)
 
     def kill(self) -> None:
-        processes.signal_group(self.process, signal.SIGKILL)
+        if self.process is not None:
+            processes.signal_group(self.process, signal.SIGKILL)
 
     def wait(self, timeout: float | None) -> bool:
         """Wait until the run has ended and ``exit`` is set; True if it has."""
         return self._exited.wait(timeout)
 
     def _wait(self) -> None:
+        assert self.process is not None
         code = self.process.wait()
         # Whatever the leader forked must not linger after the container "exited".
         processes.signal_group(self.process, signal.SIGKILL)
         sig = -code if code < 0 else None
         exit_code = 128 + sig if sig is not None else code
-        self.exit = Exit(
+        self._ended(
             exit_code=exit_code,
             reason="Completed" if exit_code == 0 else "Error",
             message=self._message(exit_code),
+            signal=sig,
+        )
+
+    def _ended(
+        self, *, exit_code: int, reason: str, message: str, signal: int | None = None
+    ) -> None:
+        self.exit = Exit(
+            exit_code=exit_code,
+            reason=reason,
+            message=message,
             started_at=self.started_at,
             finished_at=now(),
-            signal=sig,
+            signal=signal,
         )
         self._exited.set()
         self._on_exit()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -45,8 +46,16 @@ def service_env(server: str) -> dict[str, str]:
     }
 
 
-def inherited_env(environ: Mapping[str, str]) -> dict[str, str]:
-    return {name: environ[name] for name in INHERITED_ENV if name in environ}
+def inherited_env(environ: Mapping[str, str], *, python_bin: str) -> dict[str, str]:
+    """The kubelet's variables a container sees, with our Python's bin dir first on PATH.
+
+    "The image" is this project's environment: ``revisor`` and ``python`` must
+    resolve to the virtualenv the kubelet runs from, even when it was not activated.
+    """
+    env = {name: environ[name] for name in INHERITED_ENV if name in environ}
+    path = [entry for entry in env.get("PATH", os.defpath).split(os.pathsep) if entry]
+    env["PATH"] = os.pathsep.join([python_bin, *(p for p in path if p != python_bin)])
+    return env
 
 
 class Kubelet:
@@ -60,7 +69,7 @@ class Kubelet:
             api=api,
             sources=ApiSources(api),
             root=root,
-            base_env=inherited_env(os.environ),
+            base_env=inherited_env(os.environ, python_bin=str(Path(sys.executable).parent)),
             service_env=service_env(api.credentials.server),
         )
         self.node = NodeAgent(api, node_name=node_name)

@@ -13,6 +13,7 @@ per thread): this thread returns only once all its processes are gone.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import threading
@@ -102,8 +103,8 @@ class Container:
             "restartCount": self.restart_count,
             "started": self.running,
         }
-        if run is not None:
-            status["containerID"] = f"process://{run.process.pid}"
+        if run is not None and run.pid is not None:
+            status["containerID"] = f"process://{run.pid}"
         if self.previous_exit is not None:
             status["lastState"] = {"terminated": self.previous_exit.as_state()}
         return status
@@ -179,9 +180,13 @@ class PodWorker:
     def _main(self) -> None:
         try:
             self._loop()
-        except Exception:
+        except Exception as error:
             log.exception("pod %s: worker crashed", self.key)
             self._kill_all(grace=0)
+            # Say so on the pod rather than leave it Pending without a word.
+            self._finish("Failed", "ProcessKubeletError", f"process-kubelet: {error!r}")
+            with contextlib.suppress(Exception):
+                self._report()
         finally:
             if self.on_finished is not None:
                 self.on_finished(self)
@@ -306,7 +311,6 @@ class PodWorker:
             container.not_before = time.monotonic() + backoff
             container.waiting_reason = "CrashLoopBackOff"
             container.waiting_message = f"back-off {backoff:.0f}s restarting failed container"
-            container.restart_count += 1
         if time.monotonic() < container.not_before:
             return [container.not_before]
         self._start(container)
@@ -328,6 +332,8 @@ class PodWorker:
             container.waiting_message = str(error)
             container.not_before = time.monotonic() + PREPARE_RETRY
             return
+        if container.run is not None:
+            container.restart_count += 1  # counted when the new run starts, as by the kubelet
         mapped_env = {name: mounts.argument(value) for name, value in env.items()}
         full_env = {**self.host.base_env, "HOME": str(cdir), **mapped_env}
         full_env.setdefault("HOSTNAME", self.pod["metadata"]["name"])

@@ -1,0 +1,230 @@
+"""The process-kubelet runs pods the way the operator's Jobs and Deployments expect.
+
+Init containers in order, restarts under ``restartPolicy: Always``,
+readiness probes that keep a pod unready, and graceful deletion that
+signals the process and removes the API object.
+"""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from tests.cluster.conftest import Kube
+from tests.support.kube import apply, wait_for
+
+pytestmark = pytest.mark.cluster
+
+PYTHON = sys.executable
+
+
+def _pod(name: str, containers: list[dict[str, Any]], **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {"containers": containers, **spec},
+    }
+
+
+def _read(kube: Kube, namespace: str, name: str) -> Any:
+    return client.CoreV1Api(kube.api).read_namespaced_pod(name, namespace)
+
+
+def _condition(pod: Any, kind: str) -> str | None:
+    return next((c.status for c in pod.status.conditions or [] if c.type == kind), None)
+
+
+def test_init_containers_run_in_order_before_containers(
+    process_kubelet: Kube, namespace: str
+) -> None:
+    append = "import sys; open(sys.argv[1], 'a').write(sys.argv[2])"
+    check = textwrap.dedent(
+        """
+        import sys
+        seen = open(sys.argv[1]).read()
+        print(seen)
+        sys.exit(0 if seen == "12" else 1)
+        """
+    )
+    pod = _pod(
+        "ordered",
+        [
+            {
+                "name": "main",
+                "image": "x",
+                "command": [PYTHON, "-c", check, "/data/order"],
+                "terminationMessagePolicy": "FallbackToLogsOnError",
+                "volumeMounts": [{"name": "work", "mountPath": "/data"}],
+            }
+        ],
+        restartPolicy="Never",
+        initContainers=[
+            {
+                "name": f"init-{step}",
+                "image": "x",
+                "command": [PYTHON, "-c", append, "/data/order", step],
+                "volumeMounts": [{"name": "work", "mountPath": "/data"}],
+            }
+            for step in ("1", "2")
+        ],
+        volumes=[{"name": "work", "emptyDir": {}}],
+    )
+    apply(process_kubelet.api, pod, namespace=namespace)
+    done = wait_for(
+        lambda: _read(process_kubelet, namespace, "ordered"),
+        lambda pod: pod.status.phase in {"Succeeded", "Failed"},
+        timeout=60,
+        what="pod ordered to finish",
+    )
+    assert done.status.phase == "Succeeded", done.status.container_statuses
+    inits = done.status.init_container_statuses
+    assert [s.name for s in inits] == ["init-1", "init-2"]
+    assert all(s.state.terminated.exit_code == 0 for s in inits)
+    assert _condition(done, "Initialized") == "True"
+
+
+def test_readiness_follows_the_probe(process_kubelet: Kube, namespace: str) -> None:
+    ready_after = time.time() + 3
+    passes_later = [PYTHON, "-c", f"import sys, time; sys.exit(time.time() < {ready_after})"]
+
+    def server(probe_command: list[str]) -> dict[str, Any]:
+        return {
+            "name": "main",
+            "image": "x",
+            "command": ["sleep", "300"],
+            "readinessProbe": {"exec": {"command": probe_command}, "periodSeconds": 1},
+        }
+
+    apply(
+        process_kubelet.api,
+        [
+            _pod("later", [server(passes_later)], terminationGracePeriodSeconds=1),
+            _pod("sick", [server(["false"])], terminationGracePeriodSeconds=1),
+        ],
+        namespace=namespace,
+    )
+    running = wait_for(
+        lambda: _read(process_kubelet, namespace, "later"),
+        lambda pod: pod.status.phase == "Running",
+        timeout=30,
+        what="pod later to run",
+    )
+    assert time.time() < ready_after, "too slow to observe the unready phase"
+    assert running.status.container_statuses[0].ready is False
+
+    ready = wait_for(
+        lambda: _read(process_kubelet, namespace, "later"),
+        lambda pod: _condition(pod, "Ready") == "True",
+        timeout=30,
+        what="pod later to become Ready once its probe passes",
+    )
+    assert time.time() >= ready_after
+    assert ready.status.container_statuses[0].ready is True
+
+    sick = _read(process_kubelet, namespace, "sick")
+    assert sick.status.phase == "Running"
+    assert sick.status.container_statuses[0].state.running is not None
+    assert sick.status.container_statuses[0].ready is False
+    assert _condition(sick, "Ready") == "False"
+
+
+def test_restart_policy_always_restarts_exited_container(
+    process_kubelet: Kube, namespace: str
+) -> None:
+    pod = _pod(
+        "flapping",
+        [{"name": "main", "image": "x", "command": [PYTHON, "-c", "raise SystemExit(2)"]}],
+        restartPolicy="Always",
+        terminationGracePeriodSeconds=1,
+    )
+    apply(process_kubelet.api, pod, namespace=namespace)
+    restarted = wait_for(
+        lambda: _read(process_kubelet, namespace, "flapping"),
+        lambda pod: (
+            bool(pod.status.container_statuses)
+            and pod.status.container_statuses[0].restart_count >= 2
+        ),
+        timeout=30,
+        what="pod flapping to restart twice",
+    )
+    status = restarted.status.container_statuses[0]
+    assert status.last_state.terminated.exit_code == 2
+    assert restarted.status.phase in {"Running", "Pending"}
+
+
+def test_deleting_pod_stops_process_gracefully_and_removes_object(
+    process_kubelet: Kube, namespace: str, tmp_path: Path
+) -> None:
+    on_term = textwrap.dedent(
+        """
+        import pathlib, signal, sys, time
+        out = pathlib.Path(sys.argv[1])
+        def bye(*_):
+            (out / "stopped").write_text("got SIGTERM")
+            sys.exit(0)
+        if sys.argv[2] == "handle":
+            signal.signal(signal.SIGTERM, bye)
+        else:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        (out / "started").write_text("yes")
+        time.sleep(300)
+        """
+    )
+
+    def pod(name: str, mode: str, grace: int) -> dict[str, Any]:
+        (tmp_path / name).mkdir()
+        return _pod(
+            name,
+            [
+                {
+                    "name": "main",
+                    "image": "x",
+                    "command": [PYTHON, "-c", on_term, "/out", mode],
+                    "volumeMounts": [{"name": "out", "mountPath": "/out"}],
+                }
+            ],
+            restartPolicy="Never",
+            terminationGracePeriodSeconds=grace,
+            # hostPath means this machine's path: the test reads what the process wrote.
+            volumes=[{"name": "out", "hostPath": {"path": str(tmp_path / name)}}],
+        )
+
+    apply(
+        process_kubelet.api,
+        [pod("graceful", "handle", 30), pod("stubborn", "ignore", 1)],
+        namespace=namespace,
+    )
+    core = client.CoreV1Api(process_kubelet.api)
+    for name in ("graceful", "stubborn"):
+        wait_for(
+            lambda name=name: (tmp_path / name / "started").exists(),
+            bool,
+            timeout=30,
+            what=f"pod {name} to start",
+        )
+
+    def gone(name: str) -> bool:
+        try:
+            core.read_namespaced_pod(name, namespace)
+        except client.exceptions.ApiException as error:
+            assert error.status == 404
+            return True
+        return False
+
+    started = time.monotonic()
+    core.delete_namespaced_pod("graceful", namespace)
+    core.delete_namespaced_pod("stubborn", namespace)
+    wait_for(lambda: gone("graceful"), bool, timeout=15, what="pod graceful to be removed")
+    # Well inside its 30 s grace period: the process handled SIGTERM and exited.
+    assert (tmp_path / "graceful" / "stopped").read_text() == "got SIGTERM"
+    wait_for(lambda: gone("stubborn"), bool, timeout=15, what="pod stubborn to be removed")
+    # SIGTERM ignored: killed once its 1 s grace period ran out.
+    assert time.monotonic() - started >= 1
+    assert not (tmp_path / "stubborn" / "stopped").exists()
