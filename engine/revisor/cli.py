@@ -289,7 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         outcome = dispatch(args, reporter)
         result, text = outcome.result, outcome.text
     except RevisorError as exc:
-        result = _error_result(args.command, exc.exit_code, str(exc))
+        result = _error_result(args.command, exc.exit_code, str(exc), reason=exc.reason)
     except sa.exc.DBAPIError as exc:
         # Outside any step: the connection went away, or a permission is missing.
         failure: RevisorError
@@ -320,7 +320,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     return int(result.exit_code)
 
 
-def _error_result(command: str, code: ExitCode, message: str) -> contract.Result:
+def _error_result(
+    command: str, code: ExitCode, message: str, *, reason: str | None = None
+) -> contract.Result:
     return contract.Result(
-        command=command, exit_code=code, error=scrub(message), engine_version=__version__
+        command=command,
+        exit_code=code,
+        error=scrub(message),
+        engine_version=__version__,
+        detail_reason=reason,
     )

@@ -132,9 +132,13 @@ class Result:
     engine_version: str | None = None
     runner: str | None = None
     details: Mapping[str, Any] = field(default_factory=dict)
+    #: A finer reason than the exit code's, e.g. InvalidTarget for exit code 2.
+    detail_reason: str | None = None
 
     @property
     def reason(self) -> str:
+        if self.detail_reason:
+            return self.detail_reason
         if self.rolled_back and self.exit_code is ExitCode.MIGRATION_FAILED:
             return "RolledBack"
         return self.exit_code.reason
@@ -218,6 +222,8 @@ class Result:
             "target", "error", "startedAt", "finishedAt", "engineVersion", "runner",
             "planHash", "plan", "rolledBack", "dryRun", "details",
         }  # fmt: skip
+        reason = data.get("reason")
+        default = cls(command="", exit_code=code, rolled_back=bool(data.get("rolledBack"))).reason
         details = dict(data.get("details") or {})
         details.update({k: v for k, v in data.items() if k not in known})
         return cls(
@@ -238,6 +244,7 @@ class Result:
             engine_version=data.get("engineVersion"),
             runner=data.get("runner"),
             details=details,
+            detail_reason=reason if isinstance(reason, str) and reason != default else None,
         )
 
     def with_error(self, error: str | None) -> Result:

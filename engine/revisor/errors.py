@@ -16,17 +16,24 @@ class RevisorError(Exception):
 
     exit_code: ExitCode = ExitCode.BAD_INPUT
 
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
+    def __init__(self, message: str, *, hint: str | None = None, reason: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+        #: A finer condition reason than the exit code's (e.g. InvalidTarget).
+        self.reason = reason
 
     def __str__(self) -> str:
         return self.message if not self.hint else f"{self.message}\nhint: {self.hint}"
 
 
 class BadInput(RevisorError):
-    """Arguments, URL, target or scripts are wrong; nothing was done."""
+    """Arguments, URL, target or scripts are wrong; nothing was done.
+
+    ``reason`` says which, for the operator's conditions: ``InvalidTarget``,
+    ``InvalidScripts``, ``NotReversible``, ``PlanChanged`` (default
+    ``InvalidInput``).
+    """
 
     exit_code = ExitCode.BAD_INPUT
 

@@ -195,6 +195,7 @@ def _refuse_unsafe(
             f"the plan changed since it was approved: approved {options.expect_plan_hash[:12]}, "
             f"now {plan_hash[:12]} ({len(plan.steps)} step(s) from {_heads_text(plan.from_heads)})",
             hint="review the new plan and approve its hash",
+            reason="PlanChanged",
         )
     if plan.direction == "downgrade":
         problems = reversal_problems(scripts, plan.revisions)
@@ -202,6 +203,7 @@ def _refuse_unsafe(
             raise BadInput(
                 "cannot downgrade: " + "; ".join(problems),
                 hint="write the downgrade() of these revisions; nothing was run",
+                reason="NotReversible",
             )
     if options.on_failure == "rollback" and plan.direction == "upgrade":
         problems = reversal_problems(scripts, plan.revisions)
@@ -210,6 +212,7 @@ def _refuse_unsafe(
                 "--on-failure rollback needs every planned revision to be reversible: "
                 + "; ".join(problems),
                 hint="write their downgrade(), or run with --on-failure stop",
+                reason="NotReversible",
             )
     if options.dry_run:
         if not dialect.transactional_ddl:

@@ -46,8 +46,11 @@ class ScriptOptions:
 
 
 @contextlib.contextmanager
-def script_errors(dirs: Sequence[str] = ()) -> Iterator[None]:
-    """Turn errors raised by loading or walking scripts into :class:`BadInput`."""
+def script_errors(dirs: Sequence[str] = (), *, reason: str = "InvalidScripts") -> Iterator[None]:
+    """Turn errors raised by loading or walking scripts into :class:`BadInput`.
+
+    ``reason`` is ``InvalidTarget`` where the user's target is being resolved.
+    """
     try:
         yield
     except BadInput:
@@ -56,6 +59,7 @@ def script_errors(dirs: Sequence[str] = ()) -> Iterator[None]:
         raise BadInput(
             f"{exc.filename}:{exc.lineno}: syntax error in a revision script: {exc.msg}",
             hint="fix the script; nothing was run",
+            reason="InvalidScripts",
         ) from None
     except (CommandError, RevisionError) as exc:
         # Alembic rewraps some precise errors ("Multiple revisions start with
@@ -63,7 +67,7 @@ def script_errors(dirs: Sequence[str] = ()) -> Iterator[None]:
         message, cause = str(exc), exc.__cause__
         if isinstance(cause, RevisionError) and str(cause) not in message:
             message = f"{message}: {cause}"
-        raise BadInput(message) from None
+        raise BadInput(message, reason=reason) from None
     except AttributeError as exc:
         module = getattr(exc, "obj", None)
         where = getattr(module, "__file__", None)
@@ -71,16 +75,19 @@ def script_errors(dirs: Sequence[str] = ()) -> Iterator[None]:
             raise BadInput(
                 f"{where}: the revision script has no {exc.name}() function",
                 hint=f"add def {exc.name}() -> None to it; nothing was run",
+                reason="NotReversible" if exc.name == "downgrade" else "InvalidScripts",
             ) from None
         raise BadInput(
             f"{_script_frame(exc, dirs)}AttributeError while loading a revision script: {exc}",
             hint="fix the script; nothing was run",
+            reason="InvalidScripts",
         ) from None
     except Exception as exc:
         raise BadInput(
             f"{_script_frame(exc, dirs)}{type(exc).__name__} while loading a revision "
             f"script: {exc}",
             hint="fix the script; nothing was run",
+            reason="InvalidScripts",
         ) from None
 
 
@@ -218,13 +225,13 @@ def describe(script: Script) -> str:
 
 
 def plan_upgrade(scripts: Scripts, target: str, heads: Sequence[str]) -> Plan:
-    with script_errors(scripts.dirs):
+    with script_errors(scripts.dirs, reason="InvalidTarget"):
         steps = scripts.directory._upgrade_revs(target, tuple(heads))  # type: ignore[arg-type]
     return Plan("upgrade" if steps else "none", target, tuple(heads), tuple(steps))
 
 
 def plan_downgrade(scripts: Scripts, target: str, heads: Sequence[str]) -> Plan:
-    with script_errors(scripts.dirs):
+    with script_errors(scripts.dirs, reason="InvalidTarget"):
         steps = scripts.directory._downgrade_revs(target, tuple(heads))  # type: ignore[arg-type]
     return Plan("downgrade" if steps else "none", target, tuple(heads), tuple(steps))
 
@@ -243,7 +250,7 @@ def is_downgrade_target(scripts: Scripts, target: str, heads: Sequence[str]) -> 
         return bool(heads)
     if spec in ("head", "heads") or spec.startswith("+") or not heads:
         return False
-    with script_errors(scripts.dirs):
+    with script_errors(scripts.dirs, reason="InvalidTarget"):
         wanted = scripts.directory.revision_map.get_revisions(target)
         below = {
             s.revision

@@ -14,7 +14,6 @@ Pure.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -31,13 +30,6 @@ Phase = Literal[
 ]
 HISTORY_LIMIT = 10
 MESSAGE_LIMIT = 1024
-
-# Exit code 2 covers any bad input; these words mean the *target* was the problem.
-_TARGET_WORDS = re.compile(
-    r"locate revision|revision identified|target|ambiguous|relative|multiple heads|"
-    r"no such revision|not a valid downgrade",
-    re.IGNORECASE,
-)
 
 
 @dataclass(frozen=True)
@@ -92,9 +84,9 @@ def finished_verdict(run: Run, *, lock_timeout_seconds: int | None = None) -> Ve
         return _verdict_without_result(run)
     if result.exit_code is ExitCode.OK:
         return _success(run, result)
+    # The engine names the finer reason itself (InvalidTarget, NotReversible,
+    # PlanChanged, ...), so exit code 2 needs no guessing from words here.
     reason = result.reason
-    if result.exit_code is ExitCode.BAD_INPUT and _TARGET_WORDS.search(result.error or ""):
-        reason = "InvalidTarget"
     message = _failure_message(run, result, reason, lock_timeout_seconds)
     phase: Phase = "RolledBack" if reason == "RolledBack" else "Failed"
     return Verdict(phase=phase, reason=reason, message=_clean(message), failed=True)
@@ -201,6 +193,11 @@ def _failure_message(
         "DatabaseUnreachable": f"Cannot connect to the database: {error}. Check the Secret's "
         "URL, the network and the credentials",
         "InvalidTarget": f"The engine rejected target {run.target!r}: {error}",
+        "InvalidScripts": f"The revision scripts cannot be loaded: {error}. Fix them in "
+        "the ConfigMap or image",
+        "NotReversible": f"Cannot move to {run.target}: {error}",
+        "PlanChanged": f"The approved plan no longer matches: {error}. Approve the new plan "
+        "hash in spec.approval.planHash",
     }
     return messages.get(reason, f"{reason}: {error}")
 

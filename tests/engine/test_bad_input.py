@@ -20,7 +20,7 @@ def test_unknown_revision_is_exit_2_with_alembics_message(revisor, db_url, tmp_p
     run = revisor(*project.args(), "--database-url", db_url, "--output", "json", "upgrade", "ffff")
     assert run.code == 2
     assert "Can't locate revision identified by 'ffff'" in run.err
-    assert run.result["reason"] == "InvalidInput"
+    assert run.result["reason"] == "InvalidTarget"
     assert untouched(db_url)
 
 
@@ -213,3 +213,15 @@ def test_url_from_environment(revisor, db_url, tmp_path: Path, monkeypatch) -> N
     assert revisor(*project.args(), "upgrade").code == 0
     assert version(db_url) == {"0001t0000000"}
     assert os.environ["REVISOR_DATABASE_URL"] == db_url
+
+
+def test_bad_input_results_say_which_input_was_bad(revisor, db_url, tmp_path: Path) -> None:
+    """The operator turns these into condition reasons without reading the words."""
+    project = make_project(tmp_path, chain(2))
+    args = (*project.args(), "--database-url", db_url, "--output", "json")
+    assert revisor(*args, "upgrade", "ffff").result["reason"] == "InvalidTarget"
+    assert (
+        revisor(*args, "upgrade", "--expect-plan-hash", "0" * 64).result["reason"] == "PlanChanged"
+    )
+    (project.versions / "broken.py").write_text("def upgrade(:\n")
+    assert revisor(*args, "upgrade").result["reason"] == "InvalidScripts"

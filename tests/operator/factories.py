@@ -141,6 +141,7 @@ def result(
     plan: tuple[str, ...] = (),
     plan_hash: str | None = None,
     dry_run: bool = False,
+    detail_reason: str | None = None,
 ) -> str:
     """An engine result document, as the termination message carries it."""
     return Result(
@@ -158,4 +159,5 @@ def result(
         dry_run=dry_run,
         started_at=NOW,
         finished_at=LATER,
+        detail_reason=detail_reason,
     ).to_json()

@@ -100,8 +100,8 @@ def test_nothing_to_do_is_still_ready() -> None:
             False,
             "Can't locate revision identified by 'ffff'",
             "Failed",
-            "InvalidTarget",
-            "rejected target",
+            "InvalidInput",
+            "Can't locate",
         ),
         (
             ExitCode.BAD_INPUT,
@@ -123,6 +123,25 @@ def test_each_exit_code_has_its_phase_reason_and_message(
     assert verdict.failed and not verdict.ready and not verdict.progressing
     assert words in verdict.message
     assert error in verdict.message
+
+
+@pytest.mark.parametrize(
+    ("engine_reason", "words"),
+    [
+        ("InvalidTarget", "rejected target"),
+        ("InvalidScripts", "cannot be loaded"),
+        ("NotReversible", "Cannot move to"),
+        ("PlanChanged", "spec.approval.planHash"),
+    ],
+)
+def test_the_engines_finer_reason_for_bad_input_becomes_the_condition_reason(
+    engine_reason: str, words: str
+) -> None:
+    """Exit code 2 says 'bad input'; the engine's result says which input, no guessing."""
+    document = result(ExitCode.BAD_INPUT, error="details", applied=(), detail_reason=engine_reason)
+    _, verdict = finished(2, document)
+    assert verdict.reason == engine_reason
+    assert words in verdict.message and "details" in verdict.message
 
 
 def test_password_in_an_engine_error_is_masked_everywhere() -> None:
