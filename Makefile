@@ -48,12 +48,16 @@ check: $(STAMP) ## Lint, format check, mypy strict, import contracts
 kube-binaries: ## Build (once, cached outside the repo) or find the Kubernetes binaries
 	scripts/kube-binaries.sh
 
+.PHONY: postgres
+postgres: ## Make sure PostgreSQL's server binaries exist (the suite starts its own cluster)
+	scripts/ensure-postgres.sh
+
 .PHONY: test
-test: check kube-binaries ## Everything CI runs: checks, then the whole test suite
+test: check postgres kube-binaries ## Everything CI runs: checks, then the whole test suite
 	$(PY) -m pytest
 
 .PHONY: test-fast
-test-fast: $(STAMP) ## Tests that need no control plane
+test-fast: $(STAMP) postgres ## Tests that need no control plane
 	$(PY) -m pytest -m "not cluster"
 
 .PHONY: cluster-up
