@@ -58,9 +58,9 @@ if [[ -z "$(missing_in "$bin_dir")" ]]; then
     exit 0
 fi
 
-GO="${GO:-$(command -v go || true)}"
-[[ -n "$GO" ]] || { [[ -x /usr/local/go/bin/go ]] && GO=/usr/local/go/bin/go; }
-[[ -n "$GO" ]] || die "no Kubernetes binaries in $bin_dir and no Go toolchain to build them.
+# $GO overrides; otherwise go on PATH, otherwise the usual tarball location.
+GO="${GO:-$(command -v go || echo /usr/local/go/bin/go)}"
+[[ -x "$GO" ]] || die "no Kubernetes binaries in $bin_dir and no Go toolchain to build them.
   Either install Go (>= 1.24) and rerun, or point KUBEBUILDER_ASSETS at a
   directory holding: ${BINARIES[*]} (Kubernetes $KUBE_VERSION)"
 

@@ -22,6 +22,7 @@ from kubernetes import client, config
 
 from tests.support.kube import wait_for
 
+PROCESS_KUBELET_LABEL = "localkube.dev/process-kubelet"
 _TOOLS = Path(__file__).resolve().parents[2] / "tools"
 if str(_TOOLS) not in sys.path:
     sys.path.insert(0, str(_TOOLS))  # the Makefile exports this; bare `pytest` does not
@@ -55,7 +56,12 @@ def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kube]:
     existing = _existing_kubeconfig()
     if existing is not None:
         api = config.new_client_from_config(config_file=str(existing))
-        yield Kube(kubeconfig=existing, api=api, process_kubelet=False, startup_seconds=0.0)
+        # A cluster from `make cluster-up` runs pods on this machine too: all tests apply.
+        nodes = client.CoreV1Api(api).list_node().items
+        local = bool(nodes) and all(
+            (node.metadata.labels or {}).get(PROCESS_KUBELET_LABEL) == "true" for node in nodes
+        )
+        yield Kube(kubeconfig=existing, api=api, process_kubelet=local, startup_seconds=0.0)
         api.close()
         return
     from localkube import LocalCluster
