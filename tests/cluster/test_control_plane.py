@@ -135,6 +135,9 @@ def test_job_completes_and_pod_reports_termination_message(
     assert terminated.reason == "Completed"
     assert terminated.message == "42"
     assert pod.status.pod_ip == "127.0.0.1"
+    # `kubectl logs` path: API server -> the process-kubelet's log server.
+    core = client.CoreV1Api(process_kubelet.api)
+    assert core.read_namespaced_pod_log(pod.metadata.name, namespace) == "42\n"
 
 
 def test_failing_job_fails_after_backoff_limit_with_log_as_message(

@@ -89,6 +89,8 @@ class LocalCluster:
             "--kubeconfig", str(self.kubeconfig),
             "--root", str(self.state_dir / "kubelet"),
             "--node-name", self.node_name,
+            "--tls-cert", str(self.control_plane.pki_dir / "kubelet.crt"),
+            "--tls-key", str(self.control_plane.pki_dir / "kubelet.key"),
         ]  # fmt: skip
         log = self.control_plane.logs / "kubelet.log"
         process = processes.spawn(argv, log=log, env=env, cwd=self.state_dir)

@@ -105,6 +105,10 @@ class ControlPlane:
         return f"https://127.0.0.1:{self.api_port}"
 
     @property
+    def pki_dir(self) -> Path:
+        return self.state_dir / "pki"
+
+    @property
     def logs(self) -> Path:
         return self.state_dir / "logs"
 
@@ -112,7 +116,7 @@ class ControlPlane:
         """Start everything; return once the API is ready and the default ServiceAccount exists."""
         deadline = time.monotonic() + timeout
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        pki = make_pki(self.state_dir / "pki")
+        pki = make_pki(self.pki_dir)
         etcd_port, peer_port, self.api_port = free_port(), free_port(), free_port()
         write_kubeconfig(self.kubeconfig, server=self.server, pki=pki)
         etcd_url = f"http://127.0.0.1:{etcd_port}"
@@ -151,6 +155,11 @@ class ControlPlane:
                 f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
                 # The "kubernetes" Endpoints may not point at loopback: keep the Service, skip them.
                 "--endpoint-reconciler-type=none",
+                # `kubectl logs` goes through the API server to the process-kubelet's log server.
+                f"--kubelet-client-certificate={pki.admin_cert}",
+                f"--kubelet-client-key={pki.admin_key}",
+                f"--kubelet-certificate-authority={pki.ca_cert}",
+                "--kubelet-preferred-address-types=InternalIP",
                 "--allow-privileged=true",
                 "--profiling=false",
                 "--v=1",
@@ -209,9 +218,9 @@ class ControlPlane:
         return Api(
             Credentials(
                 server=self.server,
-                ca_file=self.state_dir / "pki" / "ca.crt",
-                cert_file=self.state_dir / "pki" / "admin.crt",
-                key_file=self.state_dir / "pki" / "admin.key",
+                ca_file=self.pki_dir / "ca.crt",
+                cert_file=self.pki_dir / "admin.crt",
+                key_file=self.pki_dir / "admin.key",
             ),
             timeout=5.0,
         )

@@ -3,10 +3,9 @@
 It registers a Ready node, keeps its Lease, and watches the pods the real
 scheduler binds to it (``spec.nodeName``), handing each to a ``PodWorker``.
 Terminal pods that get deleted are removed at once (zero-grace delete), as a
-kubelet does. Processes run as the kubelet's own user; ``kubectl logs`` and
-``exec`` do not work (no kubelet API): logs are files under
-``<root>/pods/<namespace>_<name>_<uid>/logs/``, and the termination message
-carries what a container writes to its termination path.
+kubelet does. Processes run as the kubelet's own user. Logs are files under
+``<root>/pods/<namespace>_<name>_<uid>/logs/``, served to ``kubectl logs``
+by ``logserver``; ``exec``, ``attach`` and ``port-forward`` do not work.
 """
 
 from __future__ import annotations
@@ -22,6 +21,7 @@ from urllib.parse import urlparse
 import urllib3
 
 from localkube.api import Api, ApiError
+from localkube.logserver import LogServer
 from localkube.node import NodeAgent
 from localkube.podworker import Host, PodWorker
 from localkube.sources import ApiSources, Pod
@@ -61,7 +61,15 @@ def inherited_env(environ: Mapping[str, str], *, python_bin: str) -> dict[str, s
 class Kubelet:
     """Runs until ``stop`` is set, then kills every container it started."""
 
-    def __init__(self, api: Api, *, root: Path, node_name: str = DEFAULT_NODE_NAME) -> None:
+    def __init__(
+        self,
+        api: Api,
+        *,
+        root: Path,
+        node_name: str = DEFAULT_NODE_NAME,
+        tls: tuple[Path, Path] | None = None,
+    ) -> None:
+        """``tls`` (certificate, key) enables the log server behind ``kubectl logs``."""
         self.api = api
         self.node_name = node_name
         self.root = root
@@ -72,13 +80,21 @@ class Kubelet:
             base_env=inherited_env(os.environ, python_bin=str(Path(sys.executable).parent)),
             service_env=service_env(api.credentials.server),
         )
-        self.node = NodeAgent(api, node_name=node_name)
+        self.log_server = (
+            LogServer(root=root, cert_file=tls[0], key_file=tls[1], is_running=self._is_running)
+            if tls
+            else None
+        )
+        port = self.log_server.port if self.log_server else 0
+        self.node = NodeAgent(api, node_name=node_name, kubelet_port=port)
         self._workers: dict[str, PodWorker] = {}
         self._finished: set[str] = set()
         self._lock = threading.Lock()
 
     def run(self, stop: threading.Event) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
+        if self.log_server is not None:
+            self.log_server.start()
         self.node.register()
         heartbeat = threading.Thread(
             target=self.node.heartbeat, args=(stop,), name="heartbeat", daemon=True
@@ -103,6 +119,10 @@ class Kubelet:
             worker.remove()
         for worker in workers:
             worker.join(timeout=30)
+
+    def _is_running(self, namespace: str, name: str) -> bool:
+        with self._lock:
+            return any(w.key == f"{namespace}/{name}" for w in self._workers.values())
 
     def _list_and_watch(self, stop: threading.Event) -> None:
         selector = f"spec.nodeName={self.node_name}"
