@@ -228,3 +228,23 @@ def test_deleting_pod_stops_process_gracefully_and_removes_object(
     # SIGTERM ignored: killed once its 1 s grace period ran out.
     assert time.monotonic() - started >= 1
     assert not (tmp_path / "stubborn" / "stopped").exists()
+
+
+def test_missing_command_fails_pod_with_start_error(process_kubelet: Kube, namespace: str) -> None:
+    pod = _pod(
+        "nocommand",
+        [{"name": "main", "image": "x", "command": ["/nonexistent/revisor"]}],
+        restartPolicy="Never",
+    )
+    apply(process_kubelet.api, pod, namespace=namespace)
+    failed = wait_for(
+        lambda: _read(process_kubelet, namespace, "nocommand"),
+        lambda pod: pod.status.phase in {"Succeeded", "Failed"},
+        timeout=30,
+        what="pod nocommand to fail",
+    )
+    assert failed.status.phase == "Failed"
+    terminated = failed.status.container_statuses[0].state.terminated
+    assert terminated.exit_code == 128
+    assert terminated.reason == "StartError"
+    assert "/nonexistent/revisor" in terminated.message

@@ -39,6 +39,13 @@ def _openssl(*args: str, cwd: Path) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
 
 
+def _new_key(path: Path, folder: Path) -> None:
+    # P-256 keys take milliseconds where RSA-2048 takes a quarter second each;
+    # Go's TLS, Python's ssl and the service-account signer (ES256) all accept them.
+    _openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
+             "-out", str(path), cwd=folder)  # fmt: skip
+
+
 def _signed(
     folder: Path, name: str, *, subject: str, extensions: str, ca_cert: Path, ca_key: Path
 ) -> tuple[Path, Path]:
@@ -46,7 +53,7 @@ def _signed(
         folder / f"{name}{suffix}" for suffix in (".key", ".csr", ".crt", ".ext")
     )
     ext.write_text(extensions)
-    _openssl("genrsa", "-out", str(key), "2048", cwd=folder)
+    _new_key(key, folder)
     _openssl("req", "-new", "-key", str(key), "-subj", subject, "-out", str(csr), cwd=folder)
     _openssl(
         "x509", "-req", "-in", str(csr), "-CA", str(ca_cert), "-CAkey", str(ca_key),
@@ -59,11 +66,11 @@ def _signed(
 
 
 def make_pki(folder: Path) -> Pki:
-    """Create a fresh PKI in ``folder`` (about a second: five RSA keys)."""
+    """Create a fresh PKI in ``folder`` (P-256 keys: a fraction of a second)."""
     folder.mkdir(parents=True, exist_ok=True)
     folder.chmod(0o700)
     ca_key, ca_cert = folder / "ca.key", folder / "ca.crt"
-    _openssl("genrsa", "-out", str(ca_key), "2048", cwd=folder)
+    _new_key(ca_key, folder)
     _openssl(
         "req", "-x509", "-new", "-key", str(ca_key), "-subj", "/CN=localkube-ca",
         "-days", VALID_DAYS, "-sha256", "-out", str(ca_cert),
@@ -77,7 +84,7 @@ def make_pki(folder: Path) -> Pki:
         subject="/CN=kube-apiserver",
         extensions=(
             "basicConstraints=CA:FALSE\n"
-            "keyUsage=critical,digitalSignature,keyEncipherment\n"
+            "keyUsage=critical,digitalSignature\n"
             "extendedKeyUsage=serverAuth\n"
             "subjectAltName=IP:127.0.0.1,IP:::1,DNS:localhost,"
             f"IP:{KUBERNETES_SERVICE_IP},DNS:kubernetes,DNS:kubernetes.default,"
@@ -92,7 +99,7 @@ def make_pki(folder: Path) -> Pki:
         subject="/O=system:masters/CN=localkube-admin",
         extensions=(
             "basicConstraints=CA:FALSE\n"
-            "keyUsage=critical,digitalSignature,keyEncipherment\n"
+            "keyUsage=critical,digitalSignature\n"
             "extendedKeyUsage=clientAuth\n"
         ),
         ca_cert=ca_cert,
@@ -105,7 +112,7 @@ def make_pki(folder: Path) -> Pki:
         subject="/O=system:nodes/CN=system:node:localkube",
         extensions=(
             "basicConstraints=CA:FALSE\n"
-            "keyUsage=critical,digitalSignature,keyEncipherment\n"
+            "keyUsage=critical,digitalSignature\n"
             "extendedKeyUsage=serverAuth\n"
             "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
         ),
@@ -113,8 +120,8 @@ def make_pki(folder: Path) -> Pki:
         ca_key=ca_key,
     )
     sa_key, sa_pub = folder / "sa.key", folder / "sa.pub"
-    _openssl("genrsa", "-out", str(sa_key), "2048", cwd=folder)
-    _openssl("rsa", "-in", str(sa_key), "-pubout", "-out", str(sa_pub), cwd=folder)
+    _new_key(sa_key, folder)
+    _openssl("pkey", "-in", str(sa_key), "-pubout", "-out", str(sa_pub), cwd=folder)
     return Pki(
         ca_cert=ca_cert,
         ca_key=ca_key,

@@ -165,6 +165,8 @@ class ControlPlane:
                 "--v=1",
             ],
         )
+        # The controller-manager gives up if the API server is not healthy within
+        # about 10 s, which a cold start on a slow machine can exceed: start it after.
         self._wait_ready(deadline)
         component_kubeconfig = str(self.kubeconfig)
         self._spawn(
