@@ -1,0 +1,150 @@
+"""Resources the operator cannot act on yet, and what it tells the user to fix.
+
+A missing Secret or ConfigMap is a condition that names the object and how
+to create it, and no Job; creating the object later is enough for the
+resource to converge (the operator notices by itself: a ConfigMap watch, a
+periodic re-check for Secrets). A target the scripts do not know is only
+found out by the engine: its Job fails and the engine's own reason reaches
+the condition.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from kopf.testing import KopfRunner
+
+from tests.cluster.conftest import Kube
+from tests.cluster.test_operator_kit import (
+    HEAD,
+    REVS,
+    create,
+    create_config_map,
+    create_namespace,
+    create_secret,
+    db_version,
+    delete_namespace,
+    install_crd,
+    jobs_of,
+    listed,
+    migration,
+    patch_spec,
+    read,
+    ready,
+    reason_is,
+    running_operator,
+    settled,
+    termination_message,
+    unique_prefix,
+)
+from tests.support.kube import wait_for
+
+pytestmark = [pytest.mark.cluster, pytest.mark.postgres]
+
+PREFIX = unique_prefix("fail")
+
+
+@pytest.fixture(scope="module")
+def operator(kube: Kube) -> Iterator[KopfRunner]:
+    install_crd(kube)
+    with running_operator(kube, f"{PREFIX}-*") as runner:
+        yield runner
+    print(runner.output)
+
+
+@pytest.fixture
+def ns(
+    process_kubelet: Kube, operator: KopfRunner, request: pytest.FixtureRequest
+) -> Iterator[str]:
+    """A fresh namespace the module's operator watches."""
+    name = create_namespace(process_kubelet, PREFIX, request.node.name)
+    yield name
+    delete_namespace(process_kubelet, name)
+
+
+def _warning_reasons(kube: Kube, namespace: str) -> set[str]:
+    return {e["reason"] for e in listed(kube, "events", namespace) if e["type"] == "Warning"}
+
+
+def test_missing_secret_is_explained_and_converges_once_created(
+    kube: Kube, ns: str, pg_url: str
+) -> None:
+    """No Secret: SecretNotFound names it and its key, no Job; creating it is enough."""
+    create_config_map(kube, ns, REVS)
+    create(kube, ns, migration("app"))
+    waiting = wait_for(
+        lambda: read(kube, ns, "app"),
+        reason_is("SecretNotFound"),
+        what="a SecretNotFound condition",
+    )
+    assert waiting["status"]["phase"] == "Pending"
+    assert ready(waiting)["message"] == (
+        f"Secret {ns}/app-db not found: create it with key 'url' holding the database URL, "
+        "or fix spec.database"
+    )
+    assert jobs_of(kube, ns, "app") == []
+    assert "SecretNotFound" in _warning_reasons(kube, ns)
+
+    create_secret(kube, ns, pg_url)
+    done = settled(kube, ns, "app")
+    assert done["status"]["phase"] == "Succeeded", done["status"]
+    assert ready(done)["status"] == "True"
+    assert done["status"]["currentRevision"] == HEAD
+    assert db_version(pg_url) == {HEAD}
+
+
+def test_missing_config_map_is_explained_and_converges_once_created(
+    kube: Kube, ns: str, pg_url: str
+) -> None:
+    """No ConfigMap: ConfigMapNotFound says how to create it, no Job; creating it is enough."""
+    create_secret(kube, ns, pg_url)
+    create(kube, ns, migration("app"))
+    waiting = wait_for(
+        lambda: read(kube, ns, "app"),
+        reason_is("ConfigMapNotFound"),
+        what="a ConfigMapNotFound condition",
+    )
+    assert waiting["status"]["phase"] == "Pending"
+    message = ready(waiting)["message"]
+    assert message.startswith(f"ConfigMap {ns}/app-migrations not found: ")
+    assert f"kubectl -n {ns} create configmap app-migrations --from-file=versions/" in message
+    assert "spec.source.configMap.name" in message
+    assert jobs_of(kube, ns, "app") == []
+    assert "ConfigMapNotFound" in _warning_reasons(kube, ns)
+
+    create_config_map(kube, ns, REVS)
+    done = settled(kube, ns, "app")
+    assert done["status"]["phase"] == "Succeeded", done["status"]
+    assert done["status"]["currentRevision"] == HEAD
+    assert db_version(pg_url) == {HEAD}
+
+
+def test_unknown_target_fails_the_job_with_invalid_target(kube: Kube, ns: str, pg_url: str) -> None:
+    """target ffffffff passes the CRD but not the engine: InvalidTarget; fixing it converges."""
+    create_secret(kube, ns, pg_url)
+    create_config_map(kube, ns, REVS)
+    create(kube, ns, migration("app", target="ffffffff"))
+
+    failed = settled(kube, ns, "app")
+    status = failed["status"]
+    assert status["phase"] == "Failed", status
+    condition = ready(failed)
+    assert condition["status"] == "False"
+    assert condition["reason"] == "InvalidTarget"
+    assert condition["message"].startswith("The engine rejected target 'ffffffff': ")
+    assert "ffffffff" in condition["message"].split(": ", 1)[1]
+    assert status["lastRun"]["exitCode"] == 2
+    [job] = jobs_of(kube, ns, "app")
+    assert job["status"].get("failed")
+    result = termination_message(kube, ns, job["metadata"]["name"])
+    assert result["reason"] == "InvalidTarget"
+    assert result["exitCode"] == 2
+    assert "InvalidTarget" in _warning_reasons(kube, ns)
+    assert db_version(pg_url) == set()
+
+    patch_spec(kube, ns, "app", {"target": "head"})
+    fixed = settled(kube, ns, "app", generation=2, runs=2)
+    assert fixed["status"]["phase"] == "Succeeded", fixed["status"]
+    assert ready(fixed)["reason"] == "Migrated"
+    assert db_version(pg_url) == {HEAD}
