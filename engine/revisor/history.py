@@ -96,6 +96,7 @@ class History:
 
     def __init__(self, schema: str | None) -> None:
         self.table = history_table(schema)
+        self._insert = self.table.insert()
 
     def exists(self, conn: Connection) -> bool:
         return sa.inspect(conn).has_table(TABLE_NAME, schema=self.table.schema)
@@ -166,25 +167,29 @@ class History:
         error: str | None = None,
     ) -> None:
         finished = utcnow()
+        # One constant statement with a parameter dict: SQLAlchemy compiles it
+        # once. Building .values(...) per step cost 0.8 ms against 0.2 ms, a
+        # quarter of a trivial revision's time (bench/upgrade_vs_alembic.py).
         conn.execute(
-            self.table.insert().values(
-                run_id=run.run_id,
-                kind="step",
-                command=run.command,
-                direction=direction,
-                from_revision=from_revision,
-                to_revision=to_revision,
-                revision=revision,
-                description=description,
-                started_at=started_at,
-                finished_at=finished,
-                duration_seconds=(finished - started_at).total_seconds(),
-                status=status,
-                error=error,
-                checksum=checksum,
-                runner=run.runner,
-                engine_version=run.engine_version,
-            )
+            self._insert,
+            {
+                "run_id": run.run_id,
+                "kind": "step",
+                "command": run.command,
+                "direction": direction,
+                "from_revision": from_revision,
+                "to_revision": to_revision,
+                "revision": revision,
+                "description": description,
+                "started_at": started_at,
+                "finished_at": finished,
+                "duration_seconds": (finished - started_at).total_seconds(),
+                "status": status,
+                "error": error,
+                "checksum": checksum,
+                "runner": run.runner,
+                "engine_version": run.engine_version,
+            },
         )
 
     def applied_checksums(self, conn: Connection) -> dict[str, str]:

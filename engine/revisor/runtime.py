@@ -140,16 +140,17 @@ def migrate(session: Session, options: RunOptions, reporter: Reporter) -> contra
     started = utcnow()
 
     def work(conn: Connection, dialect: DialectSupport) -> contract.Result:
-        history = History(session.version_table_schema)
-        if history.exists(conn):
-            stale = history.mark_interrupted(conn)
-            conn.commit()
-            if stale:
-                reporter.info(f"marked {stale} run(s) left by a stopped runner as interrupted")
         heads = read_heads(conn, session)
         plan = make_plan(session.scripts, options.command, options.target, heads)
         plan_hash = plan.hash(session.scripts)
         _refuse_unsafe(session, options, plan, plan_hash, dialect)
+        # Only now, past every refusal, may the run write anything.
+        history = History(session.version_table_schema)
+        if not options.dry_run and history.exists(conn):
+            stale = history.mark_interrupted(conn)
+            conn.commit()
+            if stale:
+                reporter.info(f"marked {stale} run(s) left by a stopped runner as interrupted")
         base = contract.Result(
             command=options.command,
             exit_code=ExitCode.OK,

@@ -118,6 +118,10 @@ def test_runner_killed_mid_revision_leaves_last_commit_and_a_free_lock(
     assert version(db_url) == {"0001t0000000"}
     assert "t2" not in tables(db_url), "revision 2's uncommitted DDL is gone"
     flag.unlink()
+    refused = revisor_process(*project.args(), "--database-url", db_url, "upgrade", "ffff")
+    refused.communicate(timeout=60)
+    assert refused.returncode == 2
+    assert [r["status"] for r in history_rows(db_url)] == ["running"], "bad input writes nothing"
     rerun = revisor_process(
         *project.args(), "--database-url", db_url, "upgrade", "--lock-timeout", "20"
     )
