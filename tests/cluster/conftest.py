@@ -68,6 +68,7 @@ def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kube]:
 
     cluster = LocalCluster(tmp_path_factory.mktemp("localkube"))
     cluster.start()
+    _startup_seconds.append(cluster.startup_seconds)
     api = config.new_client_from_config(config_file=str(cluster.kubeconfig))
     try:
         yield Kube(
@@ -79,6 +80,15 @@ def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kube]:
     finally:
         api.close()
         cluster.stop()
+
+
+_startup_seconds: list[float] = []
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say how long the local cluster took to start: it is most of a short run."""
+    for seconds in _startup_seconds:
+        terminalreporter.write_line(f"localkube: control plane + node ready in {seconds:.1f} s")
 
 
 @pytest.fixture
