@@ -199,10 +199,10 @@ class PodWorker:
                 return
             meta = self.pod["metadata"]
             if meta.get("deletionTimestamp"):
-                grace = float(
-                    meta.get("deletionGracePeriodSeconds")
-                    or self.pod["spec"].get("terminationGracePeriodSeconds", 30)
-                )
+                grace_seconds = meta.get("deletionGracePeriodSeconds")
+                if grace_seconds is None:  # 0 is a forced delete, not a missing value
+                    grace_seconds = self.pod["spec"].get("terminationGracePeriodSeconds", 30)
+                grace = float(grace_seconds)
                 self._kill_all(grace=grace)
                 if self.phase not in {"Succeeded", "Failed"}:
                     self._finish(self._phase_after_kill(), "", "")
@@ -401,7 +401,10 @@ class PodWorker:
     def _kill_all(self, *, grace: float) -> None:
         runs = [c.run for c in self.init_containers + self.containers if c.run and c.run.running]
         for run in runs:
-            run.terminate() if grace > 0 else run.kill()
+            if grace > 0:
+                run.terminate()
+            else:
+                run.kill()
         deadline = time.monotonic() + grace
         for run in runs:
             if not run.wait(max(0.0, deadline - time.monotonic())):
@@ -409,7 +412,6 @@ class PodWorker:
                 run.wait(None)
         for container in self.init_containers + self.containers:
             container.waiting_reason = ""
-        for container in self.init_containers + self.containers:
             if container.run is not None and container.run.exit is not None:
                 container.done = True
 
