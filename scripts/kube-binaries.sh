@@ -76,6 +76,8 @@ if [[ -z "$(missing_in "$bin_dir")" ]]; then
     exit 0
 fi
 
+# Holding the lock, any earlier build directory is debris of an interrupted build.
+rm -rf "$cache_root/kube/.build-$KUBE_VERSION".*
 work="$(mktemp -d "$cache_root/kube/.build-$KUBE_VERSION.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
 
