@@ -90,9 +90,10 @@ def test_init_containers_run_in_order_before_containers(
     assert _condition(done, "Initialized") == "True"
 
 
-def test_readiness_follows_the_probe(process_kubelet: Kube, namespace: str) -> None:
-    ready_after = time.time() + 3
-    passes_later = [PYTHON, "-c", f"import sys, time; sys.exit(time.time() < {ready_after})"]
+def test_readiness_follows_the_probe(process_kubelet: Kube, namespace: str, tmp_path: Path) -> None:
+    flag = tmp_path / "ready"
+    # hostPath means this machine's path: the test decides when the probe starts passing.
+    passes_once_flagged = ["test", "-f", "/gate/ready"]
 
     def server(probe_command: list[str]) -> dict[str, Any]:
         return {
@@ -100,13 +101,15 @@ def test_readiness_follows_the_probe(process_kubelet: Kube, namespace: str) -> N
             "image": "x",
             "command": ["sleep", "300"],
             "readinessProbe": {"exec": {"command": probe_command}, "periodSeconds": 1},
+            "volumeMounts": [{"name": "gate", "mountPath": "/gate"}],
         }
 
+    volumes = [{"name": "gate", "hostPath": {"path": str(tmp_path)}}]
     apply(
         process_kubelet.api,
         [
-            _pod("later", [server(passes_later)], terminationGracePeriodSeconds=1),
-            _pod("sick", [server(["false"])], terminationGracePeriodSeconds=1),
+            _pod("later", [server(passes_once_flagged)], volumes=volumes),
+            _pod("sick", [server(["false"])], volumes=volumes),
         ],
         namespace=namespace,
     )
@@ -116,18 +119,19 @@ def test_readiness_follows_the_probe(process_kubelet: Kube, namespace: str) -> N
         timeout=30,
         what="pod later to run",
     )
-    assert time.time() < ready_after, "too slow to observe the unready phase"
     assert running.status.container_statuses[0].ready is False
+    assert _condition(running, "Ready") == "False"
 
+    flag.write_text("go")
     ready = wait_for(
         lambda: _read(process_kubelet, namespace, "later"),
         lambda pod: _condition(pod, "Ready") == "True",
         timeout=30,
         what="pod later to become Ready once its probe passes",
     )
-    assert time.time() >= ready_after
     assert ready.status.container_statuses[0].ready is True
 
+    # "sick" was probed all along, with the same period, and never passed.
     sick = _read(process_kubelet, namespace, "sick")
     assert sick.status.phase == "Running"
     assert sick.status.container_statuses[0].state.running is not None
