@@ -7,6 +7,7 @@ signals the process and removes the API object.
 
 from __future__ import annotations
 
+import socket
 import sys
 import textwrap
 import time
@@ -252,3 +253,59 @@ def test_missing_command_fails_pod_with_start_error(process_kubelet: Kube, names
     assert terminated.exit_code == 128
     assert terminated.reason == "StartError"
     assert "/nonexistent/revisor" in terminated.message
+
+
+def test_http_readiness_probe_checks_the_local_port(process_kubelet: Kube, namespace: str) -> None:
+    with socket.socket() as probe_socket:
+        probe_socket.bind(("127.0.0.1", 0))
+        port = probe_socket.getsockname()[1]
+
+    def server(name: str, path: str) -> dict[str, Any]:
+        return _pod(
+            name,
+            [
+                {
+                    "name": "web",
+                    "image": "x",
+                    "command": [PYTHON, "-m", "http.server", "--bind", "127.0.0.1", str(port)],
+                    "ports": [{"name": "http", "containerPort": port}],
+                    "readinessProbe": {
+                        "httpGet": {"path": path, "port": "http"},
+                        "periodSeconds": 1,
+                    },
+                }
+            ],
+            terminationGracePeriodSeconds=1,
+        )
+
+    apply(process_kubelet.api, server("web", "/"), namespace=namespace)
+    wait_for(
+        lambda: _read(process_kubelet, namespace, "web"),
+        lambda pod: _condition(pod, "Ready") == "True",
+        timeout=30,
+        what="pod web to become Ready through its HTTP probe",
+    )
+    client.CoreV1Api(process_kubelet.api).delete_namespaced_pod("web", namespace)
+    wait_for(
+        lambda: [
+            p.metadata.name
+            for p in client.CoreV1Api(process_kubelet.api).list_namespaced_pod(namespace).items
+        ],
+        lambda names: "web" not in names,
+        timeout=15,
+        what="pod web to go away",
+    )
+    # Same server, but the probed path answers 404: running, never Ready.
+    apply(process_kubelet.api, server("web404", "/missing"), namespace=namespace)
+    running = wait_for(
+        lambda: _read(process_kubelet, namespace, "web404"),
+        lambda pod: pod.status.phase == "Running",
+        timeout=30,
+        what="pod web404 to run",
+    )
+    # Proving a negative: there is no event to wait for, so give the probe two
+    # periods in which it would have passed if 404 counted as success.
+    time.sleep(2.5)
+    running = _read(process_kubelet, namespace, "web404")
+    assert running.status.container_statuses[0].state.running is not None
+    assert _condition(running, "Ready") == "False"
