@@ -70,13 +70,24 @@ trap 'rm -rf "$work"' EXIT
 # Never let the go command fetch another toolchain: that is a prebuilt download.
 export GOTOOLCHAIN=local GOWORK=off CGO_ENABLED=0
 
-say "building Helm $HELM_VERSION with $("$GO" version) (first time: a few minutes on 2 cores)"
+say "building Helm $HELM_VERSION with $("$GO" version) (first time: 2-3 min on 2 cores)"
 started=$SECONDS
-# Helm's own Makefile stamps the version through ldflags; without it
-# `helm version` says v3.x-dev... and charts' kubeVersion checks misbehave.
-GOBIN="$work" "$GO" install -trimpath \
-    -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION \
--X helm.sh/helm/v3/internal/version.gitTreeState=clean" \
+"$GO" mod download "helm.sh/helm/v3@$HELM_VERSION" >&2
+helm_mod="$("$GO" env GOMODCACHE)/cache/download/helm.sh/helm/v3/@v/$HELM_VERSION.mod"
+[[ -f "$helm_mod" ]] || die "missing $helm_mod after go mod download"
+# Stamp what Helm's own Makefile stamps through ldflags. Without it `helm
+# version` says v3.x-dev, and the Kubernetes version `helm template` and
+# `helm lint` assume (Capabilities.KubeVersion, kubeVersion checks) falls
+# back to v1.20. Helm derives it from its client-go: v0.X.Y -> 1.X.
+client_go="$(awk '$1 == "k8s.io/client-go" {print $2; exit}' "$helm_mod")"
+[[ "$client_go" =~ ^v0\.([0-9]+)\. ]] || die "cannot find k8s.io/client-go in $helm_mod"
+kube_minor="${BASH_REMATCH[1]}"
+ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+ldflags+=" -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
+    ldflags+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$kube_minor"
+done
+GOBIN="$work" "$GO" install -trimpath -ldflags "$ldflags" \
     "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" >&2
 [[ -x "$work/helm" ]] || die "go install finished without a helm binary"
 found="$(version_of "$work/helm")"
