@@ -38,11 +38,25 @@ fmt: $(STAMP) ## Format and autofix
 	$(VENV)/bin/ruff check --fix .
 
 .PHONY: check
-check: $(STAMP) ## Lint, format check, mypy strict, import contracts
+check: $(STAMP) ## Lint, format check, mypy strict, import contracts, chart lint, manifests up to date
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
+	scripts/render-manifests.sh --check
+	"$$(scripts/helm.sh)" lint --strict --quiet charts/revisor
+
+.PHONY: helm
+helm: ## Build (once, cached outside the repo) or find the pinned Helm
+	scripts/helm.sh
+
+.PHONY: manifests
+manifests: ## Render manifests/ from charts/revisor (the single source of truth)
+	scripts/render-manifests.sh
+
+.PHONY: manifests-check
+manifests-check: ## Fail when manifests/ is out of date with charts/revisor
+	scripts/render-manifests.sh --check
 
 .PHONY: kube-binaries
 kube-binaries: ## Build (once, cached outside the repo) or find the Kubernetes binaries
