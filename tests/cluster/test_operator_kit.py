@@ -38,7 +38,9 @@ from tests.support.projects import Rev, chain
 CRD = Path(__file__).parents[2] / "manifests" / "crd" / "revisor.dev_databasemigrations.yaml"
 GROUP, VERSION, PLURAL = "revisor.dev", "v1alpha1", "databasemigrations"
 MIGRATION_LABEL = "revisor.dev/migration"
-RESYNC_SECONDS = 2.0
+#: Short enough for a Secret created later to be noticed within a test, long enough that a
+#: test can tell a reaction to an event from a reaction to the next tick.
+RESYNC_SECONDS = 10.0
 #: Phases after which nothing happens until someone changes something.
 SETTLED = ("Succeeded", "Failed", "RolledBack", "AwaitingApproval")
 REVS = chain(3)

@@ -19,7 +19,6 @@ import pytest
 from tests.cluster.conftest import Kube
 from tests.cluster.test_operator_kit import (
     HEAD,
-    RESYNC_SECONDS,
     REVS,
     create,
     create_config_map,
@@ -39,6 +38,8 @@ from tests.cluster.test_operator_kit import (
 from tests.support.kube import wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.postgres]
+
+ADOPTION_WINDOW_SECONDS = 3.0
 
 
 @pytest.fixture
@@ -85,9 +86,9 @@ def test_restarted_operator_adopts_the_running_job(
         assert not _finished(job), "the Job must still run while no operator does"
 
         with running_operator(kube, ns):
-            # Its resume handler and a resync tick both see the running Job.
+            # Its resume handler sees the running Job within this window.
             _holds_for(
-                1.5 * RESYNC_SECONDS,
+                ADOPTION_WINDOW_SECONDS,
                 lambda: (
                     [j["metadata"]["uid"] for j in jobs_of(kube, ns, "app")]
                     == [job["metadata"]["uid"]]
