@@ -49,6 +49,8 @@ log = structlog.get_logger("revisor_operator")
 FINALIZER = f"{GROUP}/finalizer"
 RESYNC_SECONDS = float(os.environ.get("REVISOR_RESYNC_SECONDS") or 30.0)
 DELETE_POLL_SECONDS = 10.0
+#: Passes of one reconcile: record a finished run, then start what was queued behind it.
+MAX_PASSES = 3
 
 
 @dataclass(frozen=True)
@@ -158,7 +160,22 @@ def on_config_map_event(
 
 
 def reconcile(runtime: Runtime, *, namespace: str, name: str) -> Decision | None:
-    """Observe, decide, act. Returns what was decided (None if the resource is gone)."""
+    """Observe, decide, act. Returns the last decision (None if the resource is gone).
+
+    Recording a finished run is followed at once by another pass: what was
+    queued behind that run (a spec changed while it ran, scripts edited
+    meanwhile) starts now rather than at the next resync tick, since no
+    other event is due to wake us (status writes do not trigger handlers).
+    """
+    decision = None
+    for _ in range(MAX_PASSES):
+        decision = _reconcile_once(runtime, namespace=namespace, name=name)
+        if decision is None or decision.action != "record":
+            break
+    return decision
+
+
+def _reconcile_once(runtime: Runtime, *, namespace: str, name: str) -> Decision | None:
     kube = runtime.kube
     migration = kube.get_migration(namespace=namespace, name=name)
     if migration is None:

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ from kopf.testing import KopfRunner
 from tests.cluster.conftest import Kube
 from tests.cluster.test_operator_kit import (
     HEAD,
+    RESYNC_SECONDS,
     REVS,
     create,
     create_config_map,
@@ -114,6 +116,50 @@ FAILING = Rev(
     upgrade="op.create_table('t4', sa.Column('id', sa.Integer))\nraise RuntimeError('boom in 0004')",
     downgrade="op.drop_table('t4')",
 )
+
+
+def _timestamp(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def test_spec_change_during_a_run_is_applied_right_after_it(
+    kube: Kube, ns: str, pg_url: str, tmp_path: Path
+) -> None:
+    """A target changed while a Job runs is queued, then run as soon as that Job is recorded."""
+    flag = tmp_path / "hold"
+    flag.touch()
+    revs = [REVS[0], slow(REVS[1], flag), REVS[2]]
+    create_secret(kube, ns, pg_url)
+    create_config_map(kube, ns, revs)
+    create(kube, ns, migration("app"))
+    try:
+        wait_for(lambda: db_version(pg_url), lambda v: v == {REVS[0].id}, timeout=60)
+        patch_spec(kube, ns, "app", {"target": REVS[0].id})
+        queued = wait_for(
+            lambda: read(kube, ns, "app"),
+            lambda obj: "generation 2 will be applied after it" in str(obj.get("status")),
+            what="the running verdict to mention the queued generation",
+        )
+        assert queued["status"]["phase"] == "Running"
+        assert len(jobs_of(kube, ns, "app")) == 1
+    finally:
+        flag.unlink()
+
+    done = settled(kube, ns, "app", generation=2, runs=2)
+    status = done["status"]
+    assert status["phase"] == "Succeeded", status
+    assert status["currentRevision"] == REVS[0].id
+    assert [(h["generation"], h["direction"]) for h in status["history"]] == [
+        (2, "downgrade"),
+        (1, "upgrade"),
+    ]
+    jobs = {
+        j["metadata"]["annotations"]["revisor.dev/generation"]: j for j in jobs_of(kube, ns, "app")
+    }
+    # Started by recording the first run, not by the next resync tick.
+    finished = _timestamp(jobs["1"]["status"]["completionTime"])
+    started = _timestamp(jobs["2"]["metadata"]["creationTimestamp"])
+    assert (started - finished).total_seconds() < RESYNC_SECONDS / 2
 
 
 @dataclass(frozen=True)
