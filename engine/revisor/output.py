@@ -50,7 +50,8 @@ class ConsoleReporter:
             self._open = False
 
     def planned(self, steps: Sequence[contract.Step], *, dry_run: bool) -> None:
-        what = "dry run of" if dry_run else "applying"
+        verb = "downgrading" if steps and steps[0].direction == "downgrade" else "upgrading"
+        what = f"dry run: {verb}" if dry_run else verb
         self._write(f"{what} {len(steps)} step(s)\n")
 
     def step_started(self, index: int, total: int, step: contract.Step) -> None:
