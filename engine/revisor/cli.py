@@ -206,6 +206,11 @@ def build_parser() -> argparse.ArgumentParser:
             default=None,
             help="refuse unless the plan has this hash (approval)",
         )
+        p.add_argument(
+            "--require-reversible",
+            action="store_true",
+            help="refuse an upgrade whose revisions could not be downgraded again",
+        )
 
     p = command("plan", "show the steps to TARGET without running them")
     p.add_argument("target", nargs="?", default="head", help=COMMANDS_WITH_TARGET["plan"][1])
@@ -261,6 +266,7 @@ def dispatch(args: argparse.Namespace, reporter: Reporter) -> commands.Outcome:
             on_failure=args.on_failure,
             dry_run=args.dry_run,
             expect_plan_hash=args.expect_plan_hash,
+            require_reversible=args.require_reversible,
         )
         return commands.run(target, options, reporter)
     handlers: dict[str, Any] = {

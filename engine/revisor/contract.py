@@ -286,6 +286,8 @@ class RunRequest:
     single_transaction: bool = False
     #: Refuse to run unless the plan computed at run time has this hash (approval).
     expect_plan_hash: str | None = None
+    #: Refuse an upgrade any of whose revisions could not be downgraded again.
+    require_reversible: bool = False
     result_file: str | None = None
     output: Literal["text", "json"] | None = None
     log_format: Literal["console", "json"] | None = None
@@ -318,6 +320,8 @@ class RunRequest:
                 argv.append("--dry-run")
             if self.single_transaction:
                 argv.append("--single-transaction")
+            if self.require_reversible:
+                argv.append("--require-reversible")
         elif self.command == "stamp":
             argv += _options(run_options[:1])
         argv += list(self.extra)

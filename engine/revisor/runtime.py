@@ -91,6 +91,7 @@ class RunOptions:
     on_failure: Literal["stop", "rollback"] = "stop"
     dry_run: bool = False
     expect_plan_hash: str | None = None
+    require_reversible: bool = False
 
 
 def read_heads(conn: Connection, session: Session) -> tuple[str, ...]:
@@ -206,13 +207,16 @@ def _refuse_unsafe(
                 hint="write the downgrade() of these revisions; nothing was run",
                 reason="NotReversible",
             )
-    if options.on_failure == "rollback" and plan.direction == "upgrade":
+    if plan.direction == "upgrade" and (
+        options.on_failure == "rollback" or options.require_reversible
+    ):
         problems = reversal_problems(scripts, plan.revisions)
         if problems:
+            why = "--require-reversible" if options.require_reversible else "--on-failure rollback"
             raise BadInput(
-                "--on-failure rollback needs every planned revision to be reversible: "
-                + "; ".join(problems),
-                hint="write their downgrade(), or run with --on-failure stop",
+                f"{why} needs every planned revision to be reversible: " + "; ".join(problems),
+                hint="write their downgrade()"
+                + ("" if options.require_reversible else ", or run with --on-failure stop"),
                 reason="NotReversible",
             )
     if options.dry_run:

@@ -42,7 +42,13 @@ def test_rolled_back_failure_has_its_own_reason() -> None:
             version_table="v",
             version_table_schema="ops",
         ),
-        RunRequest(command="apply", target="-1", dry_run=True, expect_plan_hash="ab" * 32),
+        RunRequest(
+            command="apply",
+            target="-1",
+            dry_run=True,
+            expect_plan_hash="ab" * 32,
+            require_reversible=True,
+        ),
         RunRequest(command="plan", target="branch@+2", scripts="/s"),
         RunRequest(command="downgrade", target="base", single_transaction=True),
         RunRequest(command="stamp", target="head", lock_timeout=1.5),
@@ -62,6 +68,7 @@ def test_run_request_argv_is_accepted_by_the_engine_cli(request_: RunRequest) ->
     if request_.command == "apply":
         assert args.dry_run is request_.dry_run
         assert args.expect_plan_hash == request_.expect_plan_hash
+        assert args.require_reversible is request_.require_reversible
 
 
 def test_result_round_trips_through_json() -> None:

@@ -167,3 +167,20 @@ def test_dry_run_refuses_autocommit_scripts(revisor, db_url, tmp_path: Path) -> 
     assert run.code == 2
     assert "--dry-run cannot undo autocommit_block()" in run.err and "aaaa00000001" in run.err
     assert not tables(db_url)
+
+
+def test_require_reversible_refuses_an_upgrade_that_could_not_be_undone(
+    revisor, db_url, tmp_path: Path
+) -> None:
+    """What the operator asks when a failed deploy must be able to downgrade the schema."""
+    project = failing_project(tmp_path, downgrade_of_second="raise NotImplementedError()")
+    args = (*project.args(), "--database-url", db_url, "--output", "json")
+    run = revisor(*args, "upgrade", "0002", "--on-failure", "stop", "--require-reversible")
+    assert run.code == 2
+    assert run.result["reason"] == "NotReversible"
+    assert (
+        "--require-reversible needs every planned revision to be reversible" in run.result["error"]
+    )
+    assert "0002t0000000" in run.result["error"] and "raises" in run.result["error"]
+    assert not tables(db_url)
+    assert revisor(*args, "upgrade", "0001", "--require-reversible").code == 0
