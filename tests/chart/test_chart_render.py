@@ -1,0 +1,285 @@
+"""The chart without a cluster: lint, Kubernetes schemas, values schema, what it grants.
+
+What a user installs is decided here: which objects, which permissions,
+which pod security. The cluster tests (tests/cluster/test_chart.py) then
+prove that those permissions are enough for a real migration.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+
+from tests.chart.render import (
+    CHART,
+    REPO,
+    of_kind,
+    only,
+    rule_set,
+    run_helm,
+    template,
+)
+
+#: What the operator does in every namespace it serves (revisor_operator/kube.py + kopf).
+NAMESPACED_RULES = {
+    ("revisor.dev", "databasemigrations", "get"),
+    ("revisor.dev", "databasemigrations", "list"),
+    ("revisor.dev", "databasemigrations", "watch"),
+    ("revisor.dev", "databasemigrations", "patch"),
+    ("revisor.dev", "databasemigrations/status", "patch"),
+    ("revisor.dev", "databasemigrations/finalizers", "update"),
+    ("batch", "jobs", "list"),
+    ("batch", "jobs", "watch"),
+    ("batch", "jobs", "create"),
+    ("", "pods", "list"),
+    ("", "secrets", "get"),
+    ("", "configmaps", "get"),
+    ("", "configmaps", "list"),
+    ("", "configmaps", "watch"),
+    ("", "events", "create"),
+}
+CRD_READS = {
+    ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
+    ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
+}
+NAMESPACE_READS = {("", "namespaces", "list"), ("", "namespaces", "watch")}
+
+MODES: dict[str, dict[str, Any]] = {
+    "cluster-wide": {},
+    "namespaced": {"watchNamespaces": ["shop", "billing"]},
+    "everything-on": {
+        "watchNamespaces": ["shop"],
+        "metrics": {"serviceMonitor": {"enabled": True}},
+        "image": {"digest": "sha256:" + "a" * 64},
+        "runner": {"image": "registry.example/revisor:custom"},
+        "operator": {"verbose": True, "extraEnv": [{"name": "X", "value": "y"}]},
+    },
+}
+
+
+def kube_schema_version() -> str:
+    """The newest schema version kubernetes-validate ships not newer than the local cluster's."""
+    wanted = tuple(
+        int(p)
+        for p in (REPO / "tools/localkube/kube-version.txt").read_text().strip()[1:].split(".")
+    )
+    shipped = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema"
+    versions = sorted(
+        tuple(int(p) for p in m.group(1).split("."))
+        for d in shipped.iterdir()
+        if (m := re.fullmatch(r"v(\d+\.\d+\.\d+)-local", d.name))
+    )
+    best = max(v for v in versions if v[:2] <= wanted[:2])
+    return ".".join(map(str, best))
+
+
+@pytest.mark.parametrize("values", MODES.values(), ids=MODES.keys())
+def test_helm_lint_is_clean(values: dict[str, Any]) -> None:
+    """`helm lint --strict` finds nothing to warn about, in every mode."""
+    done = run_helm("lint", "--strict", str(CHART), values=values)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "[WARNING]" not in done.stdout
+    assert "[ERROR]" not in done.stdout
+
+
+@pytest.mark.parametrize("values", MODES.values(), ids=MODES.keys())
+def test_every_object_is_valid_kubernetes(values: dict[str, Any]) -> None:
+    """Each rendered object validates (strictly: no unknown fields) against the cluster's schemas."""
+    version = kube_schema_version()
+    assert version.startswith("1.34"), version  # tools/localkube/kube-version.txt says 1.34
+    objects = template(values)
+    checked = 0
+    for obj in objects:
+        if obj["apiVersion"].startswith("monitoring.coreos.com/"):
+            continue  # the Prometheus Operator's kind: not in Kubernetes' schemas
+        kubernetes_validate.validate(obj, version, strict=True)
+        checked += 1
+    assert checked >= 7
+    # The check can fail: strict validation refuses a misspelt field in that same Deployment.
+    deployment = only(objects, "Deployment")
+    deployment["spec"]["template"]["spec"]["containers"][0]["securityContxt"] = {}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, version, strict=True)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"operator": {"replicas": 2}}, "at '/operator/replicas': value must be one of 0, 1"),
+        ({"watchNamespaces": ["Shop_DB"]}, "at '/watchNamespaces/0': 'Shop_DB' does not match"),
+        ({"watchNamespaces": "shop"}, "at '/watchNamespaces': got string, want array"),
+        ({"image": {"pullPolicy": "Sometimes"}}, "at '/image/pullPolicy': value must be one of"),
+        ({"operator": {"logFormat": "xml"}}, "at '/operator/logFormat': value must be one of"),
+        ({"operatr": {"replicas": 1}}, "additional properties 'operatr' not allowed"),
+        ({"metrics": {"port": 70000}}, "at '/metrics/port': maximum"),
+        ({"serviceAccount": {"create": False}}, "at '/serviceAccount/name': minLength"),
+    ],
+)
+def test_bad_values_are_refused_with_the_offending_path(
+    values: dict[str, Any], message: str
+) -> None:
+    """values.schema.json stops a typo or a wrong type before anything reaches the cluster."""
+    for command in (["template", "x", str(CHART)], ["lint", "--strict", str(CHART)]):
+        done = run_helm(*command, values=values)
+        assert done.returncode != 0, done.stdout
+        assert message in done.stdout + done.stderr
+
+
+def test_cluster_wide_mode_grants_exactly_the_operators_calls() -> None:
+    """By default: one ClusterRole with the operator's calls and kopf's CRD watch, nothing else."""
+    objects = template()
+    assert of_kind(objects, "Role") == []
+    role = only(objects, "ClusterRole")
+    assert rule_set(role["rules"]) == NAMESPACED_RULES | CRD_READS
+    binding = only(objects, "ClusterRoleBinding")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "revisor", "namespace": "revisor-system"}
+    ]
+    args = only(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--all-namespaces" in args
+    assert not any(a.startswith("--namespace") for a in args)
+
+
+def test_namespaced_mode_grants_roles_only_in_the_watched_namespaces() -> None:
+    """watchNamespaces: a Role per namespace; cluster-wide only list/watch of namespaces and CRDs."""
+    objects = template({"watchNamespaces": ["shop", "billing"]})
+    roles = of_kind(objects, "Role")
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["billing", "shop"]
+    for role in roles:
+        assert rule_set(role["rules"]) == NAMESPACED_RULES
+    bindings = of_kind(objects, "RoleBinding")
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["billing", "shop"]
+    for binding in bindings:
+        assert binding["subjects"][0]["namespace"] == "revisor-system"
+    cluster_role = only(objects, "ClusterRole")
+    assert rule_set(cluster_role["rules"]) == CRD_READS | NAMESPACE_READS
+    args = only(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert [a for a in args if a.startswith("--namespace")] == [
+        "--namespace=shop",
+        "--namespace=billing",
+    ]
+    assert "--all-namespaces" not in args
+
+
+def test_no_rule_uses_wildcards_or_writes_what_the_operator_only_reads() -> None:
+    """No '*', no write verb on Secrets, ConfigMaps, pods or RBAC, no delete at all."""
+    for values in MODES.values():
+        for obj in template(values):
+            for rule in obj.get("rules") or []:
+                assert "*" not in str(rule), rule
+                triples = rule_set([rule])
+                assert not {t for t in triples if t[2] in ("delete", "deletecollection")}
+                assert not {t for t in triples if t[0] == "rbac.authorization.k8s.io"}
+                writes = {"create", "update", "patch"}
+                for group, resource, verb in triples:
+                    if resource in ("secrets", "configmaps", "pods", "namespaces"):
+                        assert verb not in writes, (group, resource, verb)
+
+
+def test_operator_pod_is_unprivileged_single_and_probed() -> None:
+    """One replica, Recreate, non-root, read-only root, no capabilities, probed on --liveness."""
+    deployment = only(template(), "Deployment")
+    spec = deployment["spec"]
+    assert spec["replicas"] == 1
+    assert spec["strategy"] == {"type": "Recreate"}
+    pod = spec["template"]["spec"]
+    assert pod["serviceAccountName"] == "revisor"
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 65532
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    (container,) = pod["containers"]
+    assert container["command"] == ["revisor-operator"]
+    security = container["securityContext"]
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    assert container["resources"]["requests"] and container["resources"]["limits"]
+    assert "--liveness=http://0.0.0.0:8080/healthz" in container["args"]
+    probe = container["livenessProbe"]["httpGet"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert probe["path"] == "/healthz"
+    assert ports[probe["port"]] == 8080
+    assert "--metrics-port=9090" in container["args"]
+    assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+
+
+def test_runner_image_defaults_to_the_operator_image() -> None:
+    """REVISOR_RUNNER_IMAGE is the operator's image unless runner.image says otherwise."""
+
+    def runner_image(values: dict[str, Any]) -> str:
+        container = only(template(values), "Deployment")["spec"]["template"]["spec"]["containers"][
+            0
+        ]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env["REVISOR_RUNNER_IMAGE"]
+        return str(env["REVISOR_RUNNER_IMAGE"])
+
+    assert runner_image({}) == "ghcr.io/revisor-dev/revisor:0.1.0"
+    assert runner_image({"image": {"tag": "0.2.0"}}) == "ghcr.io/revisor-dev/revisor:0.2.0"
+    digest = "sha256:" + "b" * 64
+    assert runner_image({"image": {"digest": digest}}) == f"ghcr.io/revisor-dev/revisor@{digest}"
+    assert runner_image({"runner": {"image": "mine:1"}}) == "mine:1"
+
+
+def test_runner_service_account_has_no_token_and_no_binding() -> None:
+    """The engine's ServiceAccount exists where Jobs run, mounts no token, is bound to nothing."""
+    objects = template({"watchNamespaces": ["shop"]})
+    runners = [
+        sa
+        for sa in of_kind(objects, "ServiceAccount")
+        if sa["metadata"]["name"] == "revisor-runner"
+    ]
+    assert sorted(sa["metadata"]["namespace"] for sa in runners) == ["revisor-system", "shop"]
+    assert all(sa["automountServiceAccountToken"] is False for sa in runners)
+    subjects = [
+        s["name"]
+        for b in of_kind(objects, "RoleBinding") + of_kind(objects, "ClusterRoleBinding")
+        for s in b["subjects"]
+    ]
+    assert "revisor-runner" not in subjects
+
+
+def test_crd_is_kept_on_uninstall_unless_asked() -> None:
+    """The CRD carries helm.sh/resource-policy: keep by default; crds.keep/enabled change that."""
+    crd = only(template(), "CustomResourceDefinition")
+    assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+    unkept = only(template({"crds": {"keep": False}}), "CustomResourceDefinition")
+    assert "helm.sh/resource-policy" not in (unkept["metadata"].get("annotations") or {})
+    assert of_kind(template({"crds": {"enabled": False}}), "CustomResourceDefinition") == []
+
+
+def test_metrics_service_reaches_the_operator_and_monitor_is_optional() -> None:
+    """The Service targets the container's metrics port; a ServiceMonitor only when enabled."""
+    objects = template()
+    service = only(objects, "Service")
+    deployment = only(objects, "Deployment")
+    assert service["spec"]["ports"][0]["targetPort"] == "metrics"
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    assert of_kind(objects, "ServiceMonitor") == []
+    monitored = template({"metrics": {"serviceMonitor": {"enabled": True}}})
+    monitor = only(monitored, "ServiceMonitor")
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    )
+    off = template({"metrics": {"enabled": False}})
+    assert of_kind(off, "Service") == []
+    args = only(off, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--metrics-port=0" in args
+
+
+def test_static_manifests_are_rendered_from_the_chart() -> None:
+    """manifests/ is exactly what scripts/render-manifests.sh makes of the chart today."""
+    done = subprocess.run(
+        [str(REPO / "scripts" / "render-manifests.sh"), "--check"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
