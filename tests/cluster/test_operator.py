@@ -20,6 +20,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from tests.cluster.conftest import Kube
+from tests.cluster.test_operator_kit import running_operator
 from tests.support.kube import apply, condition, wait_for
 
 pytestmark = pytest.mark.cluster
@@ -118,15 +119,8 @@ def test_apiserver_rejects_malformed_specs(
 
 
 @pytest.fixture
-def operator(kube: Kube, namespace: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[KopfRunner]:
-    monkeypatch.setenv("KUBECONFIG", str(kube.kubeconfig))
-    # kubernetes.config reads $KUBECONFIG at import time; kopf's login uses that default.
-    monkeypatch.setattr(
-        "kubernetes.config.kube_config.KUBE_CONFIG_DEFAULT_LOCATION", str(kube.kubeconfig)
-    )
-    monkeypatch.setenv("REVISOR_RUNNER_IMAGE", "revisor:dev")
-    args = ["run", "--standalone", "--namespace", namespace, "-m", "revisor_operator.handlers"]
-    with KopfRunner(args, timeout=120) as runner:
+def operator(kube: Kube, namespace: str) -> Iterator[KopfRunner]:
+    with running_operator(kube, namespace) as runner:
         yield runner
     # Shown by pytest when the test failed: what the operator said.
     print(runner.output)
