@@ -63,10 +63,15 @@ def _holds_for(seconds: float, check: Callable[[], bool], what: str) -> None:
         time.sleep(0.2)
 
 
+@pytest.mark.parametrize("finish_while_down", [False, True], ids=["runs-on", "finished-meanwhile"])
 def test_restarted_operator_adopts_the_running_job(
-    kube: Kube, ns: str, pg_url: str, tmp_path: Path
+    kube: Kube, ns: str, pg_url: str, tmp_path: Path, finish_while_down: bool
 ) -> None:
-    """Stop the operator mid-run, start another: one Job for the generation, then Succeeded."""
+    """Stop the operator mid-run, start another: one Job for the generation, then Succeeded.
+
+    Whether the Job still runs when the new operator starts or finished
+    while no operator ran, its result is recorded and no second Job made.
+    """
     flag = tmp_path / "hold"
     flag.touch()
     revs = [REVS[0], slow(REVS[1], flag), REVS[2]]
@@ -84,9 +89,17 @@ def test_restarted_operator_adopts_the_running_job(
             )
         [job] = jobs_of(kube, ns, "app")
         assert not _finished(job), "the Job must still run while no operator does"
+        if finish_while_down:
+            flag.unlink()
+            wait_for(
+                lambda: jobs_of(kube, ns, "app"),
+                lambda jobs: all(_finished(j) for j in jobs),
+                timeout=60,
+                what="the Job to finish with no operator running",
+            )
 
         with running_operator(kube, ns):
-            # Its resume handler sees the running Job within this window.
+            # Its resume handler sees the Job (running or finished) within this window.
             _holds_for(
                 ADOPTION_WINDOW_SECONDS,
                 lambda: (
@@ -95,7 +108,7 @@ def test_restarted_operator_adopts_the_running_job(
                 ),
                 "the restarted operator must not create a second Job",
             )
-            flag.unlink()
+            flag.unlink(missing_ok=True)
             done = settled(kube, ns, "app")
     finally:
         flag.unlink(missing_ok=True)
