@@ -23,6 +23,10 @@ from kubernetes import client, config
 from tests.support.kube import wait_for
 
 PROCESS_KUBELET_LABEL = "localkube.dev/process-kubelet"
+# kopf fixes a timer's interval when revisor_operator.handlers is first imported,
+# whichever test module does it: set it for the whole session, before any does.
+# test_operator_kit.RESYNC_SECONDS checks it is this value.
+os.environ["REVISOR_RESYNC_SECONDS"] = "10"
 _TOOLS = Path(__file__).resolve().parents[2] / "tools"
 if str(_TOOLS) not in sys.path:
     sys.path.insert(0, str(_TOOLS))  # the Makefile exports this; bare `pytest` does not
