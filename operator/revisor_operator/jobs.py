@@ -195,7 +195,8 @@ def _pod_spec(*, spec: MigrationSpec, request: RunRequest, defaults: JobDefaults
         container["resources"] = dict(runner.resources)
     pod: JsonDict = {
         "restartPolicy": "Never",
-        "automountServiceAccountToken": runner.service_account is not None,
+        # The engine never calls the Kubernetes API: no token, whatever the account.
+        "automountServiceAccountToken": False,
         "securityContext": {
             "runAsNonRoot": True,
             "runAsUser": RUN_AS_USER,

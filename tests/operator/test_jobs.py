@@ -48,6 +48,7 @@ def test_pod_runs_unprivileged_on_a_read_only_root() -> None:
     assert tmp == {"name": "tmp", "emptyDir": {}}
     assert {"name": "tmp", "mountPath": "/tmp"} in container(job)["volumeMounts"]
     assert pod["restartPolicy"] == "Never"
+    assert pod["automountServiceAccountToken"] is False
 
 
 def test_job_is_bounded_owned_and_labelled() -> None:
@@ -196,6 +197,7 @@ def test_runner_settings_reach_the_pod() -> None:
     assert container(job)["image"] == "mine:2"
     assert container(job)["resources"] == {"limits": {"memory": "256Mi"}}
     assert pod["serviceAccountName"] == "migrator"
+    assert pod["automountServiceAccountToken"] is False, "the engine never calls the API"
     assert pod["nodeSelector"] == {"pool": "batch"}
     assert pod["tolerations"] == [{"key": "batch", "operator": "Exists"}]
     assert job["spec"]["backoffLimit"] == 2
