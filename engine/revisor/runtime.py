@@ -24,7 +24,7 @@ import datetime as dt
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import sqlalchemy as sa
@@ -45,7 +45,6 @@ from revisor.history import (
     ROLLED_BACK,
     SUCCEEDED,
     History,
-    RunInfo,
     new_run,
     utcnow,
 )
@@ -629,8 +628,6 @@ def _finished(
     error: str | None = None,
     rolled_back: bool = False,
 ) -> contract.Result:
-    from dataclasses import replace
-
     return replace(
         base,
         exit_code=code,
@@ -684,4 +681,4 @@ def stamp(session: Session, target: str, reporter: Reporter) -> contract.Result:
     return result
 
 
-__all__ = ["RunInfo", "RunOptions", "Session", "migrate", "read_heads", "stamp", "with_lock"]
+__all__ = ["RunOptions", "Session", "migrate", "read_heads", "stamp", "with_lock"]
