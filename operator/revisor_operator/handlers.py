@@ -19,7 +19,15 @@ Triggers:
 * any change of a ConfigMap some ``DatabaseMigration`` refers to (an index
   maps ConfigMaps to the resources using them);
 * deletion: the finalizer ``revisor.dev/finalizer`` is held while a Job
-  runs, so deleting a resource never kills a migration halfway.
+  runs, so deleting a resource never kills a migration halfway;
+* while a rollback window is open (``status.rollout.state`` Watching), a
+  second timer (``REVISOR_ROLLOUT_POLL_SECONDS``, 5 s) reads the Deployment
+  named by ``spec.rollback.deploymentRef`` and judges its rollout.
+
+Following a rollout by polling one Deployment, rather than watching all of
+them, is deliberate: it costs nothing while no window is open, needs only
+``get`` on Deployments (not a cluster-wide watch of every Deployment), and
+a few seconds of latency are nothing against a progress deadline of minutes.
 """
 
 from __future__ import annotations
@@ -37,10 +45,11 @@ import structlog
 from . import GROUP, PLURAL, VERSION
 from .bodies import Job, Migration
 from .jobs import MANAGED_BY, MANAGER, MIGRATION_LABEL
-from .kube import Conflict, Kube, KubeError
+from .kube import Conflict, Forbidden, Kube, KubeError
 from .metrics import job_running, run_recorded
 from .observe import Run, observe_run
 from .reconcile import ConfigMapCheck, Decision, References, decide, references_needed
+from .rollout import DeploymentStatus, deployment_status
 from .settings import Settings
 from .spec import ConfigMapSource, InvalidSpec, parse_spec
 
@@ -48,6 +57,7 @@ log = structlog.get_logger("revisor_operator")
 
 FINALIZER = f"{GROUP}/finalizer"
 RESYNC_SECONDS = float(os.environ.get("REVISOR_RESYNC_SECONDS") or 30.0)
+ROLLOUT_POLL_SECONDS = float(os.environ.get("REVISOR_ROLLOUT_POLL_SECONDS") or 5.0)
 DELETE_POLL_SECONDS = 10.0
 #: Passes of one reconcile: record a finished run, then start what was queued behind it.
 MAX_PASSES = 3
@@ -100,6 +110,16 @@ def on_change(*, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
 def resync(*, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+    _reconcile_or_retry(runtime_of(memo), namespace=namespace or "", name=name)
+
+
+def _watching_rollout(*, status: Mapping[str, Any], **_: Any) -> bool:
+    return bool((status.get("rollout") or {}).get("state") == "Watching")
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=ROLLOUT_POLL_SECONDS, when=_watching_rollout)
+def follow_rollout(*, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+    """Judge the Deployment's rollout while the rollback window is open."""
     _reconcile_or_retry(runtime_of(memo), namespace=namespace or "", name=name)
 
 
@@ -198,6 +218,7 @@ def _reconcile_once(runtime: Runtime, *, namespace: str, name: str) -> Decision 
         references=references,
         defaults=runtime.settings.job_defaults,
         now=_now(),
+        deployment=_deployment(kube, migration),
     )
     _act(kube, migration=migration, decision=decision)
     return decision
@@ -298,6 +319,33 @@ def _references(kube: Kube, migration: Migration) -> References | None:
     return References(
         secret=kube.check_secret(namespace=namespace, name=secret_name), config_map=config_map
     )
+
+
+def _deployment(kube: Kube, migration: Migration) -> DeploymentStatus | None:
+    """The Deployment of ``spec.rollback.deploymentRef`` (None: no such ref, or no such object).
+
+    Without RBAC to read it the window cannot be judged: say so in the log, and
+    treat it as absent, so a window expires rather than rolling back blindly.
+    """
+    try:
+        name = parse_spec(migration.get("spec") or {}).rollback.deployment
+    except InvalidSpec:
+        return None
+    if name is None:
+        return None
+    namespace = migration.get("metadata", {}).get("namespace", "")
+    try:
+        body = kube.get_deployment(namespace=namespace, name=name)
+    except Forbidden as exc:
+        log.warning(
+            "cannot read the Deployment of spec.rollback.deploymentRef; grant get on "
+            "deployments.apps",
+            namespace=namespace,
+            deployment=name,
+            error=str(exc),
+        )
+        return None
+    return deployment_status(body) if body is not None else None
 
 
 def _now() -> str:

@@ -41,6 +41,11 @@ MODE_ANNOTATION = "revisor.dev/mode"
 TARGET_ANNOTATION = "revisor.dev/target"
 APPROVAL_ANNOTATION = "revisor.dev/approval-required"
 FINGERPRINT_ANNOTATION = "revisor.dev/fingerprint"
+#: ``migrate`` (the spec's run) or ``rollback`` (back to the previous revision
+#: because the Deployment in ``spec.rollback.deploymentRef`` failed to roll out).
+PURPOSE_ANNOTATION = "revisor.dev/purpose"
+DEPLOYMENT_ANNOTATION = "revisor.dev/deployment"
+ROLLBACK_REASON_ANNOTATION = "revisor.dev/rollback-reason"
 
 #: Exit codes for which a retry cannot help (bad input, failed migration,
 #: failed rollback, mismatch): the Job fails at once whatever backoffLimit says.
@@ -94,6 +99,9 @@ def engine_request(spec: MigrationSpec) -> RunRequest:
         on_failure=spec.on_failure,
         dry_run=spec.mode == "DryRun",
         expect_plan_hash=approved,
+        # A deploy that may be rolled back must only apply revisions that can be undone:
+        # the engine refuses (NotReversible) before it changes anything.
+        require_reversible=spec.rollback.deployment is not None,
         **common,
     )
 
@@ -105,8 +113,12 @@ def build_job(
     name: str,
     fingerprint: str,
     defaults: JobDefaults,
+    annotations: Mapping[str, str] | None = None,
 ) -> Job:
-    """The Job manifest for one run of ``spec`` (not yet created)."""
+    """The Job manifest for one run of ``spec`` (not yet created).
+
+    ``annotations`` are added to the Job's own (a rollback says why it runs).
+    """
     request = engine_request(spec)
     labels = {MANAGED_BY: MANAGER, MIGRATION_LABEL: owner.name}
     metadata: ObjectMeta = {
@@ -120,6 +132,7 @@ def build_job(
             TARGET_ANNOTATION: spec.target,
             APPROVAL_ANNOTATION: "true" if spec.approval.required else "false",
             FINGERPRINT_ANNOTATION: fingerprint,
+            **(annotations or {}),
         },
         "ownerReferences": [
             {

@@ -130,6 +130,17 @@ class Kube:
             return False
         return True
 
+    # -- the application's rollout ---------------------------------------------------
+
+    def get_deployment(self, *, namespace: str, name: str) -> JsonDict | None:
+        """The Deployment named by ``spec.rollback.deploymentRef``; None if it does not exist."""
+        try:
+            return self._request(
+                "GET", f"/apis/apps/v1/namespaces/{_q(namespace)}/deployments/{_q(name)}"
+            )
+        except NotFound:
+            return None
+
     # -- references ------------------------------------------------------------------
 
     def check_secret(self, *, namespace: str, name: str) -> SecretCheck:

@@ -20,8 +20,11 @@ from .jobs import (
     APPROVAL_ANNOTATION,
     COMMAND_ANNOTATION,
     CONTAINER,
+    DEPLOYMENT_ANNOTATION,
     GENERATION_ANNOTATION,
     MODE_ANNOTATION,
+    PURPOSE_ANNOTATION,
+    ROLLBACK_REASON_ANNOTATION,
     TARGET_ANNOTATION,
     job_annotations,
 )
@@ -64,6 +67,15 @@ class Run:
     result: Result | None = None
     #: Why the termination message is not a result, when there is one but it is not.
     result_problem: str | None = None
+    #: ``migrate``, or ``rollback`` when a failed rollout sent the database back.
+    purpose: str = "migrate"
+    #: For a rollback: the Deployment whose rollout failed, and how it failed.
+    deployment: str | None = None
+    rollback_reason: str | None = None
+
+    @property
+    def is_rollback(self) -> bool:
+        return self.purpose == "rollback"
 
     @property
     def active(self) -> bool:
@@ -99,6 +111,9 @@ def observe_run(*, job: Job, pods: Sequence[Pod]) -> Run:
         container=container,
         result=result,
         result_problem=problem,
+        purpose=annotations.get(PURPOSE_ANNOTATION, "migrate"),
+        deployment=annotations.get(DEPLOYMENT_ANNOTATION),
+        rollback_reason=annotations.get(ROLLBACK_REASON_ANNOTATION),
     )
 
 

@@ -17,29 +17,51 @@ The rules, in order:
 3. A resource being deleted gets no new Job.
 4. A spec that does not validate, a missing ConfigMap or Secret (or Secret
    key): a condition that says what to fix, and no Job.
-5. The desired run's name (:func:`.naming.job_name`) already ran: nothing to
-   do (if a missing-reference condition was shown meanwhile, the last run's
-   verdict is restored).
+5. The desired run's name (:func:`.naming.job_name`) already ran: if it
+   opened a rollback window (``status.rollout`` Watching) the Deployment's
+   rollout is judged (:func:`.rollout.judge`) and a failure creates the
+   rollback Job; otherwise nothing to do (if a missing-reference condition
+   was shown meanwhile, the last run's verdict is restored).
 6. Otherwise: create the Job.
+
+Rollback windows: recording a successful upgrade of a spec with
+``rollback.deploymentRef`` opens one (:func:`.rollout.open_window`);
+recording any later run that changes the database replaces it. A rollback
+Job is an ordinary run (deterministic name, recorded once) whose verdict is
+``DeployFailedRolledBack`` or ``RollbackFailed``; the window then says
+RolledBack or Failed, is never Watching again, and so nothing retries until
+the spec changes.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from .bodies import Job, JsonDict, Migration
 from .conditions import READY, find
-from .jobs import JobDefaults, Owner, build_job
+from .jobs import (
+    DEPLOYMENT_ANNOTATION,
+    PURPOSE_ANNOTATION,
+    ROLLBACK_REASON_ANNOTATION,
+    JobDefaults,
+    Owner,
+    build_job,
+)
 from .naming import fingerprint_run, job_name
 from .observe import Run, newest
+from .rollout import DeploymentStatus, Judgement, Window, judge, open_window, parse_time
 from .spec import (
+    Approval,
     ConfigMapSource,
     ImageSource,
     InvalidSpec,
     MigrationSpec,
     PartsDatabase,
+    Rollback,
     UrlDatabase,
     parse_spec,
 )
@@ -53,7 +75,7 @@ from .status import (
     status_patch,
 )
 
-Action = Literal["create", "wait", "record", "report", "nothing"]
+Action = Literal["create", "wait", "record", "report", "follow", "nothing"]
 
 #: Annotation whose value takes part in the run's fingerprint: changing it
 #: re-runs the same spec (e.g. after fixing the database by hand).
@@ -111,8 +133,13 @@ def decide(
     references: References | None,
     defaults: JobDefaults,
     now: str,
+    deployment: DeploymentStatus | None = None,
 ) -> Decision:
-    """The next step for ``migration`` (see the module docstring for the rules)."""
+    """The next step for ``migration`` (see the module docstring for the rules).
+
+    ``deployment`` is the Deployment named by ``spec.rollback.deploymentRef``
+    as it is now (None when there is none, or it does not exist).
+    """
     meta = migration.get("metadata", {})
     status: Mapping[str, Any] = migration.get("status") or {}
     generation = int(meta.get("generation", 1))
@@ -132,6 +159,16 @@ def decide(
         lock = spec.lock_timeout_seconds if spec else None
         verdict = finished_verdict(latest, lock_timeout_seconds=lock)
         decision = _with_status("record", verdict, status, latest.generation, now, run=latest)
+        changes, window = _window_after(
+            run=latest,
+            verdict=verdict,
+            spec=spec,
+            status=status,
+            deployment=deployment,
+            now=now,
+        )
+        if decision.status is not None and changes:
+            decision = replace(decision, status={**decision.status, "rollout": window})
         kind: Literal["Normal", "Warning"] = "Warning" if verdict.failed else "Normal"
         return replace(decision, event=Event(kind, verdict.reason, verdict.message))
 
@@ -155,7 +192,31 @@ def decide(
         recorded=recorded,
         defaults=defaults,
         now=now,
+        deployment=deployment,
     )
+
+
+def desired_run(
+    migration: Migration, spec: MigrationSpec, references: References
+) -> tuple[str, str]:
+    """The name and fingerprint of the Job that brings ``migration`` to its desired state.
+
+    The same name for the same spec, scripts and retry annotation: a run is
+    identified by it (``status.lastRun.job``), which is also how
+    ``revisor-operator wait`` knows that the run it waits for is the current one.
+    """
+    meta = migration.get("metadata", {})
+    retry = (meta.get("annotations") or {}).get(RETRY_ANNOTATION, "")
+    fingerprint = fingerprint_run(
+        spec=migration.get("spec") or {},
+        scripts=f"{_scripts_fingerprint(spec, references)}\0{retry}",
+    )
+    name = job_name(
+        migration=meta.get("name", ""),
+        generation=int(meta.get("generation", 1)),
+        fingerprint=fingerprint,
+    )
+    return name, fingerprint
 
 
 def _next_run(
@@ -167,6 +228,7 @@ def _next_run(
     recorded: set[str],
     defaults: JobDefaults,
     now: str,
+    deployment: DeploymentStatus | None,
 ) -> Decision:
     """Rules 5 and 6: the desired run already happened, or its Job is created now."""
     meta = migration.get("metadata", {})
@@ -177,13 +239,24 @@ def _next_run(
         uid=meta.get("uid", ""),
         generation=int(meta.get("generation", 1)),
     )
-    retry = (meta.get("annotations") or {}).get(RETRY_ANNOTATION, "")
-    fingerprint = fingerprint_run(
-        spec=migration.get("spec") or {},
-        scripts=f"{_scripts_fingerprint(spec, references)}\0{retry}",
-    )
-    name = job_name(migration=owner.name, generation=owner.generation, fingerprint=fingerprint)
+    name, fingerprint = desired_run(migration, spec, references)
     if name in recorded or any(r.job == name for r in runs):
+        window = Window.from_status(status.get("rollout"))
+        if (
+            window is not None
+            and window.state == "Watching"
+            and window.job == name
+            and window.deployment == spec.rollback.deployment
+        ):
+            return _follow(
+                window=window,
+                deployment=deployment,
+                owner=owner,
+                spec=spec,
+                status=status,
+                defaults=defaults,
+                now=now,
+            )
         return _restore_last_verdict(status, now)
     job = build_job(owner=owner, spec=spec, name=name, fingerprint=fingerprint, defaults=defaults)
     verb = "plan" if spec.plans_only else "migrate"
@@ -195,6 +268,149 @@ def _next_run(
     )
     decision = _with_status("create", verdict, status, owner.generation, now, run=None)
     return replace(decision, job=job, event=Event("Normal", "Running", verdict.message))
+
+
+# -- rollback windows ------------------------------------------------------------------
+
+
+def _window_after(
+    *,
+    run: Run,
+    verdict: Verdict,
+    spec: MigrationSpec | None,
+    status: Mapping[str, Any],
+    deployment: DeploymentStatus | None,
+    now: str,
+) -> tuple[bool, JsonDict | None]:
+    """Whether recording ``run`` changes ``status.rollout``, and to what (None deletes it).
+
+    A successful upgrade opens a window; a rollback closes its window as
+    RolledBack or Failed; any other run that changes the database ends the
+    window it superseded; plans and dry runs leave it alone.
+    """
+    current = Window.from_status(status.get("rollout"))
+    if run.is_rollback:
+        if current is None:
+            return False, None
+        state: Literal["RolledBack", "Failed"] = (
+            "RolledBack" if verdict.phase == "RolledBack" else "Failed"
+        )
+        return True, replace(current, state=state, message=verdict.message).to_status()
+    result = run.result
+    if run.command == "plan" or result is None or result.dry_run or run.mode == "DryRun":
+        return False, None
+    target = spec.rollback.deployment if spec is not None else None
+    upgraded = (
+        verdict.phase == "Succeeded" and result.direction == "upgrade" and bool(result.applied)
+    )
+    if target is None or spec is None or not upgraded:
+        return current is not None, None
+    return True, open_window(
+        deployment_name=target,
+        deployment=deployment,
+        job=run.job,
+        generation=run.generation,
+        previous=",".join(result.from_revisions) or "base",
+        window_seconds=spec.rollback.window_seconds,
+        now=_moment(now),
+    ).to_status()
+
+
+def _follow(
+    *,
+    window: Window,
+    deployment: DeploymentStatus | None,
+    owner: Owner,
+    spec: MigrationSpec,
+    status: Mapping[str, Any],
+    defaults: JobDefaults,
+    now: str,
+) -> Decision:
+    """Judge the rollout in an open window: keep watching, close it, or roll back."""
+    judgement = judge(window, deployment, _moment(now))
+    if judgement.verdict == "Watching":
+        followed = replace(window, message=judgement.message).to_status()
+        if followed == status.get("rollout"):
+            return Decision(action="nothing")
+        return Decision(action="follow", status={"rollout": followed})
+    if judgement.verdict in ("Succeeded", "Expired"):
+        closed = replace(window, state=judgement.verdict, message=judgement.message)
+        reason = "RolloutSucceeded" if judgement.verdict == "Succeeded" else "RolloutNotFound"
+        return Decision(
+            action="follow",
+            status={"rollout": closed.to_status()},
+            event=Event("Normal", reason, judgement.message),
+        )
+    return _roll_back(
+        window=window,
+        judgement=judgement,
+        owner=owner,
+        spec=spec,
+        status=status,
+        defaults=defaults,
+        now=now,
+    )
+
+
+def _roll_back(
+    *,
+    window: Window,
+    judgement: Judgement,
+    owner: Owner,
+    spec: MigrationSpec,
+    status: Mapping[str, Any],
+    defaults: JobDefaults,
+    now: str,
+) -> Decision:
+    """The rollout failed: a Job that moves the database back to ``window.previous``."""
+    failed = replace(window, state="Failed", message=judgement.message)
+    if "," in window.previous:
+        verdict = problem_verdict(
+            reason="RollbackFailed",
+            message=f"{judgement.message}. The database was at several heads "
+            f"({window.previous}) before the upgrade; one target cannot express that, "
+            "so nothing was rolled back: a human needs to look",
+        )
+        decision = _with_status("report", verdict, status, owner.generation, now, run=None)
+        patch = {**(decision.status or {}), "rollout": failed.to_status()}
+        return replace(
+            decision,
+            status=patch,
+            event=Event("Warning", verdict.reason, verdict.message),
+        )
+    # The same spec, pointed back, as a plain Apply: no approval, no plan hash, no
+    # window of its own; Stop on failure, since undoing a failed undo guesses.
+    back = replace(
+        spec,
+        target=window.previous,
+        mode="Apply",
+        approval=Approval(),
+        on_failure="stop",
+        rollback=Rollback(),
+    )
+    digest = hashlib.sha256(f"rollback\0{window.job}\0{window.previous}".encode()).hexdigest()
+    name = job_name(migration=owner.name, generation=owner.generation, fingerprint=digest)
+    job = build_job(
+        owner=owner,
+        spec=back,
+        name=name,
+        fingerprint=digest,
+        defaults=defaults,
+        annotations={
+            PURPOSE_ANNOTATION: "rollback",
+            DEPLOYMENT_ANNOTATION: window.deployment,
+            ROLLBACK_REASON_ANNOTATION: judgement.message,
+        },
+    )
+    message = f"{judgement.message}; moving the database back to {window.previous} (Job {name})"
+    verdict = Verdict(phase="Running", reason="DeployFailed", message=message, progressing=True)
+    decision = _with_status("create", verdict, status, owner.generation, now, run=None)
+    patch = {**(decision.status or {}), "rollout": failed.to_status()}
+    return replace(decision, status=patch, job=job, event=Event("Warning", "DeployFailed", message))
+
+
+def _moment(now: str) -> datetime:
+    return parse_time(now) or datetime.now(UTC)
 
 
 def references_needed(spec: MigrationSpec) -> tuple[str, str | None]:

@@ -172,7 +172,10 @@ class VersionTable:
 
 @dataclass(frozen=True)
 class Rollback:
-    """Accepted and validated now; automatic rollback comes in a later release."""
+    """Follow ``deployment``'s rollout for ``window_seconds`` after an upgrade; undo it if it fails.
+
+    See :mod:`.rollout` for how a rollout is judged.
+    """
 
     deployment: str | None = None
     window_seconds: float = DEFAULT_ROLLBACK_WINDOW_SECONDS

@@ -62,6 +62,11 @@ def running_verdict(run: Run, *, queued_generation: int | None = None) -> Verdic
     """A Job exists and has not finished."""
     verb = "planning" if run.command == "plan" else "migrating"
     message = f"Job {run.job} is {verb} to {run.target}"
+    if run.is_rollback:
+        message = (
+            f"Job {run.job} is moving the database back to {run.target} because Deployment "
+            f"{run.deployment} failed to roll out: {run.rollback_reason or 'no detail'}"
+        )
     state = run.container
     if state and state.waiting_reason and state.waiting_reason != "ContainerCreating":
         message += f"; its pod is waiting: {state.waiting_reason}"
@@ -79,6 +84,8 @@ def running_verdict(run: Run, *, queued_generation: int | None = None) -> Verdic
 
 def finished_verdict(run: Run, *, lock_timeout_seconds: int | None = None) -> Verdict:
     """A Job that has finished, judged by the engine's result (or by its absence)."""
+    if run.is_rollback:
+        return _rollback_verdict(run)
     result = run.result
     if result is None:
         return _verdict_without_result(run)
@@ -90,6 +97,39 @@ def finished_verdict(run: Run, *, lock_timeout_seconds: int | None = None) -> Ve
     message = _failure_message(run, result, reason, lock_timeout_seconds)
     phase: Phase = "RolledBack" if reason == "RolledBack" else "Failed"
     return Verdict(phase=phase, reason=reason, message=_clean(message), failed=True)
+
+
+def _rollback_verdict(run: Run) -> Verdict:
+    """A finished rollback: ``DeployFailedRolledBack``, or ``RollbackFailed`` (terminal)."""
+    why = run.rollback_reason or f"Deployment {run.deployment} failed to roll out"
+    result = run.result
+    if result is not None and result.exit_code is ExitCode.OK:
+        moved = (
+            f"from {revisions(result.from_revisions)} to {revisions(result.to_revisions)}"
+            if result.applied
+            else f"it was already at {revisions(result.to_revisions)}"
+        )
+        return Verdict(
+            phase="RolledBack",
+            reason="DeployFailedRolledBack",
+            failed=True,
+            message=_clean(f"{why}. The database was moved back {moved}"),
+        )
+    if result is not None:
+        detail = f"the engine said {result.reason}: {result.error or 'no error message'}"
+        at = f"; the database is at {revisions(result.to_revisions or result.from_revisions)}"
+    else:
+        detail = _verdict_without_result(run).message
+        at = ""
+    return Verdict(
+        phase="Failed",
+        reason="RollbackFailed",
+        failed=True,
+        message=_clean(
+            f"{why}. Moving the database back to {run.target} failed ({detail}){at}. "
+            "Not retried: a human needs to look; change the spec to run again"
+        ),
+    )
 
 
 def status_patch(
