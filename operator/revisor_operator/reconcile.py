@@ -313,6 +313,7 @@ def _window_after(
         previous=",".join(result.from_revisions) or "base",
         window_seconds=spec.rollback.window_seconds,
         now=_moment(now),
+        migration_started=parse_time(run.created_at),
     ).to_status()
 
 

@@ -14,13 +14,17 @@ window opens (the moment the migration finished) the Deployment may be
 * fully rolled out at its old spec (``helm upgrade``: pre-upgrade hooks run
   before the new Deployment spec is applied) — success of *that* rollout
   says nothing about the new code;
+* fully rolled out *while the migration ran* (``kubectl apply`` of both at
+  once, pods that did not need the new schema to become ready): that is
+  this release's rollout, and it succeeded;
 * mid-rollout (``kubectl apply`` of both at once): that rollout is the one
   to follow, and it may already have hit its progress deadline while its
   pods waited for the schema.
 
 So the window remembers a *baseline*: the Deployment generation already
-known good before the migration (its current generation if it was complete,
-one less if it was rolling out, 0 if absent). A rollout counts as new when
+known good before the migration (its current generation if it was complete
+before the migration's Job was created, one less if it was rolling out or
+completed since, 0 if absent). A rollout counts as new when
 the Deployment's generation is above the baseline. A progress deadline that
 was already exceeded when the window opened gets the Deployment's own
 ``progressDeadlineSeconds`` again, counted from the window's start: pods
@@ -77,6 +81,8 @@ class DeploymentStatus:
     progressing_reason: str | None = None
     progressing_message: str | None = None
     progressing_since: datetime | None = None
+    #: When the Progressing condition last changed (for a complete rollout: when it completed).
+    progressing_updated: datetime | None = None
 
     @property
     def complete(self) -> bool:
@@ -122,6 +128,7 @@ def deployment_status(body: Mapping[str, Any]) -> DeploymentStatus:
         progressing_reason=progressing.get("reason"),
         progressing_message=progressing.get("message"),
         progressing_since=_parse_time(progressing.get("lastTransitionTime")),
+        progressing_updated=_parse_time(progressing.get("lastUpdateTime")),
     )
 
 
@@ -189,11 +196,20 @@ def open_window(
     previous: str,
     window_seconds: float,
     now: datetime,
+    migration_started: datetime | None = None,
 ) -> Window:
-    """The window a successful upgrade opens, with the baseline described in the module doc."""
+    """The window a successful upgrade opens, with the baseline described in the module doc.
+
+    ``migration_started`` is when the upgrade's Job was created: a rollout that
+    completed after it belongs to this release.
+    """
+    completed = deployment.progressing_updated if deployment is not None else None
+    during = (
+        migration_started is not None and completed is not None and completed >= migration_started
+    )
     if deployment is None:
         baseline = 0
-    elif deployment.complete:
+    elif deployment.complete and not during:
         baseline = deployment.generation
     else:
         baseline = deployment.generation - 1

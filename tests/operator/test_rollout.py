@@ -47,6 +47,7 @@ def deployment(
                     "reason": progressing[1],
                     "message": f'ReplicaSet "web-abc" {progressing[1]}',
                     "lastTransitionTime": format_time(since),
+                    "lastUpdateTime": format_time(since),
                 },
             ],
         },
@@ -158,6 +159,23 @@ def test_rollout_in_progress_when_migrated_is_the_one_followed() -> None:
     win = window(stuck(generation=1, progressing=("True", "ReplicaSetUpdated")))
     assert win.baseline == 0
     assert verdict(win, deployment(generation=1), after=10) == "Succeeded"
+
+
+def test_rollout_completed_while_migrating_is_this_releases_success() -> None:
+    """kubectl apply of both at once, pods ready before the Job ended: success at once."""
+    body = deployment(generation=1, since=T0 - timedelta(seconds=2))
+    win = open_window(
+        deployment_name="web",
+        deployment=deployment_status(body),
+        job="shop-g1-abcdef",
+        generation=1,
+        previous="base",
+        window_seconds=600,
+        now=T0,
+        migration_started=T0 - timedelta(seconds=10),
+    )
+    assert win.baseline == 0
+    assert verdict(win, body, after=1) == "Succeeded"
 
 
 def test_deadline_exceeded_before_the_migration_gets_a_fresh_deadline() -> None:
