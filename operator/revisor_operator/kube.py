@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, cast
 from urllib.parse import quote
 
@@ -35,6 +36,8 @@ from .redaction import redact, shorten
 
 REQUEST_TIMEOUT = 30.0
 MERGE_PATCH = "application/merge-patch+json"
+APPLY_PATCH = "application/apply-patch+yaml"
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
 class KubeError(Exception):
@@ -85,7 +88,45 @@ class Kube:
                 raise KubeError(f"no Kubernetes credentials: {exc}") from exc
         return cls(client.ApiClient(configuration))
 
+    @classmethod
+    def from_service_account(cls, directory: str) -> Kube:
+        """In-cluster credentials read from ``directory`` (``token`` and ``ca.crt``).
+
+        The client's own in-cluster loader only reads the fixed standard path;
+        taking the directory as an argument lets a caller (and the
+        process-kubelet of the tests, which maps mount paths it sees in argv)
+        point elsewhere.
+        """
+        configuration = client.Configuration()
+        loader = config.incluster_config.InClusterConfigLoader(  # type: ignore[no-untyped-call]
+            token_filename=str(Path(directory, "token")),
+            cert_filename=str(Path(directory, "ca.crt")),
+        )
+        try:
+            loader.load_and_set(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        except config.ConfigException as exc:
+            raise KubeError(f"no in-cluster credentials in {directory}: {exc}") from exc
+        return cls(client.ApiClient(configuration))
+
     # -- DatabaseMigrations ----------------------------------------------------------
+
+    def apply_migration(self, body: JsonDict, *, field_manager: str) -> Migration:
+        """Server-side apply ``body`` (created if absent), taking over conflicting fields."""
+        meta = body.get("metadata") or {}
+        path = _migration_path(meta.get("namespace", ""), meta.get("name", ""))
+        query = {"fieldManager": field_manager, "force": "true"}
+        return cast(
+            Migration,
+            # As text: JSON is YAML, and the client only serialises bodies for JSON types.
+            self._request(
+                "PATCH", path, query=query, body=json.dumps(body), content_type=APPLY_PATCH
+            ),
+        )
+
+    def patch_migration(self, *, namespace: str, name: str, patch: JsonDict) -> Migration:
+        """Merge ``patch`` into the resource (spec or metadata; status has its own call)."""
+        path = _migration_path(namespace, name)
+        return cast(Migration, self._request("PATCH", path, body=patch, content_type=MERGE_PATCH))
 
     def get_migration(self, *, namespace: str, name: str) -> Migration | None:
         try:

@@ -39,7 +39,8 @@ from .settings import Settings
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="revisor-operator",
-        description="Run Alembic migrations declared as DatabaseMigration resources as Jobs.",
+        description="Run Alembic migrations declared as DatabaseMigration resources as Jobs. "
+        "`revisor-operator wait dbm/NAME` waits for one to be Ready (see wait --help).",
         epilog="Environment: REVISOR_RUNNER_IMAGE, REVISOR_NAMESPACES, REVISOR_JOB_TTL_SECONDS, "
         "REVISOR_RESYNC_SECONDS, REVISOR_METRICS_PORT, REVISOR_LIVENESS, REVISOR_LOG_FORMAT.",
     )
@@ -96,6 +97,12 @@ def settings_from(args: argparse.Namespace, env: Settings) -> Settings:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["wait"]:
+        # A subcommand for deploy pipelines (Helm hooks): no kopf, no metrics server.
+        from . import wait_command
+
+        return wait_command.main(argv[1:])
     args = build_parser().parse_args(argv)
     settings = settings_from(args, Settings.from_env())
     # The runner image reaches the handlers through the environment too, for kopf run -m.

@@ -1,0 +1,272 @@
+"""``revisor-operator wait dbm/NAME``: block until a DatabaseMigration is done, or say why not.
+
+Made for deploy pipelines, first of all the Helm hooks of
+``charts/revisor-migration``:
+
+* ``--apply FILE`` first server-side applies the ``DatabaseMigration`` in
+  FILE (JSON or YAML), so a pre-install/pre-upgrade hook can set the desired
+  state and wait for it in one Job;
+* ``--rollback-to-release N`` first sets ``spec.target`` to the revision
+  recorded for Helm release revision N (a pre-rollback hook);
+* ``--record-release N``, once Ready, records the revision reached for
+  release N (an annotation on the resource), which is what a later
+  ``--rollback-to-release N`` reads.
+
+It exits 0 when the resource is Ready for its current generation *and*
+scripts (:mod:`.waiting`), 1 at once when that state failed — printing the
+resource's condition message, which Helm shows with
+``helm.sh/hook-output-log-policy: hook-failed`` — and 2 on timeout or on an
+API error. It polls (one GET a second): a hook needs nothing more, and
+``get`` is all its Role must grant besides ``patch`` for ``--apply``.
+
+Credentials: ``--kubeconfig`` (or ``$KUBECONFIG``) outside a cluster;
+inside one, the ServiceAccount token and CA from ``--service-account-dir``
+(default the standard mount path; see :meth:`.kube.Kube.from_service_account`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import yaml
+
+from . import API_VERSION, KIND
+from .bodies import JsonDict, Migration
+from .kube import SERVICE_ACCOUNT_DIR, Kube, KubeError
+from .reconcile import ConfigMapCheck, References, SecretCheck, desired_run
+from .spec import ConfigMapSource, InvalidSpec, parse_duration, parse_spec
+from .waiting import (
+    RELEASES_ANNOTATION,
+    Progress,
+    judge_wait,
+    recorded_releases,
+    with_release,
+)
+
+FIELD_MANAGER = "revisor-helm"
+POLL_SECONDS = 1.0
+EXIT_READY, EXIT_FAILED, EXIT_TIMEOUT = 0, 1, 2
+_KINDS = ("dbm", "databasemigration", "databasemigrations", "databasemigration.revisor.dev")
+
+
+class UsageError(Exception):
+    """Arguments that cannot be acted on."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="revisor-operator wait",
+        description="Wait until a DatabaseMigration is Ready for its current generation and "
+        "scripts; exit 1 with its message as soon as that fails, 2 on timeout.",
+    )
+    parser.add_argument("resource", help="dbm/NAME (or just NAME)")
+    parser.add_argument("-n", "--namespace", default=None, help="namespace (default: the pod's)")
+    parser.add_argument("--timeout", default="10m", help="give up after this long (10m)")
+    parser.add_argument("--kubeconfig", help="use this kubeconfig instead of in-cluster auth")
+    parser.add_argument(
+        "--service-account-dir",
+        default=os.environ.get("REVISOR_SERVICE_ACCOUNT_DIR", SERVICE_ACCOUNT_DIR),
+        help="directory holding the ServiceAccount token and ca.crt "
+        f"(REVISOR_SERVICE_ACCOUNT_DIR, default {SERVICE_ACCOUNT_DIR})",
+    )
+    parser.add_argument("--apply", metavar="FILE", help="server-side apply this manifest first")
+    parser.add_argument(
+        "--rollback-to-release",
+        type=int,
+        metavar="N",
+        help="first set spec.target to the revision recorded for Helm release N",
+    )
+    parser.add_argument(
+        "--record-release",
+        type=int,
+        metavar="N",
+        help="once Ready, record the revision reached for Helm release N",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    stream = out or sys.stdout
+    try:
+        name = _name(args.resource)
+        timeout = parse_duration(args.timeout)
+        kube = _kube(args)
+        namespace = args.namespace or _pod_namespace(args.service_account_dir)
+        return run(
+            kube,
+            namespace=namespace,
+            name=name,
+            timeout=timeout,
+            apply=Path(args.apply) if args.apply else None,
+            rollback_to=args.rollback_to_release,
+            record=args.record_release,
+            say=lambda line: print(line, file=stream, flush=True),
+        )
+    except (UsageError, ValueError) as exc:
+        print(f"revisor-operator wait: {exc}", file=sys.stderr)
+        return EXIT_TIMEOUT
+    except KubeError as exc:
+        print(f"revisor-operator wait: Kubernetes API: {exc}", file=sys.stderr)
+        return EXIT_TIMEOUT
+
+
+def run(
+    kube: Kube,
+    *,
+    namespace: str,
+    name: str,
+    timeout: float,
+    apply: Path | None = None,
+    rollback_to: int | None = None,
+    record: int | None = None,
+    say: Callable[[str], None],
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> int:
+    """Set the desired state if asked, then poll until Ready, Failed or the timeout."""
+    what = f"databasemigration/{name}"
+    if apply is not None:
+        body = _manifest(apply, namespace=namespace, name=name)
+        applied = kube.apply_migration(body, field_manager=FIELD_MANAGER)
+        generation = applied.get("metadata", {}).get("generation")
+        say(f"{what}: applied {apply.name} (generation {generation}, target {_target(applied)})")
+    if rollback_to is not None:
+        code = _roll_back_target(kube, namespace=namespace, name=name, release=rollback_to, say=say)
+        if code is not None:
+            return code
+    deadline = clock() + timeout
+    last = ""
+    while True:
+        migration = kube.get_migration(namespace=namespace, name=name)
+        progress = (
+            Progress("Waiting", "not found")
+            if migration is None
+            else judge_wait(migration, expected_job=_expected_job(kube, migration))
+        )
+        if progress.message != last:
+            say(f"{what}: {progress.message}")
+            last = progress.message
+        if progress.outcome == "Ready" and migration is not None:
+            if record is not None:
+                _record(kube, migration, release=record, say=say)
+            return EXIT_READY
+        if progress.outcome == "Failed":
+            print(f"{what} failed: {progress.message}", file=sys.stderr, flush=True)
+            return EXIT_FAILED
+        if clock() >= deadline:
+            print(f"{what}: timed out; last seen: {progress.message}", file=sys.stderr)
+            return EXIT_TIMEOUT
+        sleep(POLL_SECONDS)
+
+
+def _roll_back_target(
+    kube: Kube, *, namespace: str, name: str, release: int, say: Callable[[str], None]
+) -> int | None:
+    migration = kube.get_migration(namespace=namespace, name=name)
+    if migration is None:
+        print(f"databasemigration/{name} not found: nothing to roll back", file=sys.stderr)
+        return EXIT_FAILED
+    revision = recorded_releases(migration).get(str(release))
+    if revision is None:
+        print(
+            f"databasemigration/{name}: no database revision was recorded for Helm release "
+            f"{release} (did its migration succeed?); set spec.target by hand",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    # "base" is recorded as such; several heads are comma-separated and cannot be a target.
+    if "," in revision:
+        print(
+            f"databasemigration/{name}: release {release} left the database at several heads "
+            f"({revision}); set spec.target by hand",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    kube.patch_migration(namespace=namespace, name=name, patch={"spec": {"target": revision}})
+    say(f"databasemigration/{name}: target set to {revision}, as recorded for release {release}")
+    return None
+
+
+def _record(kube: Kube, migration: Migration, *, release: int, say: Callable[[str], None]) -> None:
+    meta = migration.get("metadata", {})
+    revision = str((migration.get("status") or {}).get("currentRevision") or "base")
+    records = with_release(recorded_releases(migration), release, revision)
+    kube.patch_migration(
+        namespace=meta.get("namespace", ""),
+        name=meta.get("name", ""),
+        patch={"metadata": {"annotations": {RELEASES_ANNOTATION: json.dumps(records)}}},
+    )
+    say(f"databasemigration/{meta.get('name')}: recorded {revision} for release {release}")
+
+
+def _expected_job(kube: Kube, migration: Migration) -> str | None:
+    """The Job the operator runs for the current spec and scripts (None: cannot tell yet)."""
+    try:
+        spec = parse_spec(migration.get("spec") or {})
+    except InvalidSpec:
+        return None
+    config_map: ConfigMapCheck | None = None
+    if isinstance(spec.source, ConfigMapSource):
+        namespace = migration.get("metadata", {}).get("namespace", "")
+        config_map = kube.check_config_map(namespace=namespace, name=spec.source.name)
+        if not config_map.exists:
+            return None
+    # Only the scripts take part in the name; the Secret is the operator's business.
+    references = References(secret=SecretCheck(name="", exists=True), config_map=config_map)
+    return desired_run(migration, spec, references)[0]
+
+
+def _manifest(path: Path, *, namespace: str, name: str) -> JsonDict:
+    try:
+        loaded: Any = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise UsageError(f"cannot read {path}: {exc}") from exc
+    if not isinstance(loaded, dict) or loaded.get("kind") != KIND:
+        raise UsageError(f"{path} is not a {KIND} manifest")
+    body: JsonDict = dict(loaded)
+    body.setdefault("apiVersion", API_VERSION)
+    meta = dict(body.get("metadata") or {})
+    if meta.get("name", name) != name:
+        raise UsageError(f"{path} describes {meta.get('name')}, not {name}")
+    meta.update({"name": name, "namespace": namespace})
+    body["metadata"] = meta
+    return body
+
+
+def _target(migration: Migration) -> str:
+    return str((migration.get("spec") or {}).get("target", "head"))
+
+
+def _name(resource: str) -> str:
+    kind, slash, name = resource.partition("/")
+    if not slash:
+        return resource
+    if kind.lower() not in _KINDS:
+        raise UsageError(f"{resource!r}: only dbm/NAME (DatabaseMigration) can be waited for")
+    if not name:
+        raise UsageError(f"{resource!r}: no name")
+    return name
+
+
+def _kube(args: argparse.Namespace) -> Kube:
+    if args.kubeconfig:
+        os.environ["KUBECONFIG"] = args.kubeconfig
+        return Kube.from_environment()
+    if Path(args.service_account_dir, "token").exists():
+        return Kube.from_service_account(args.service_account_dir)
+    return Kube.from_environment()
+
+
+def _pod_namespace(directory: str) -> str:
+    try:
+        return Path(directory, "namespace").read_text().strip() or "default"
+    except OSError:
+        return "default"

@@ -1,0 +1,115 @@
+"""When is a ``DatabaseMigration`` done? The judgement behind ``revisor-operator wait``.
+
+A deploy pipeline (a Helm hook, a CI step) must not go on before the
+database is at the *new* desired state, and must stop at once, with the
+resource's own words, when that state failed. ``Ready=True`` alone is not
+enough: right after ``kubectl apply`` the status still describes the
+previous generation, and a change of the scripts alone (a ConfigMap edited,
+same spec) changes no generation at all. So the resource is done only when
+
+* ``status.observedGeneration`` equals ``metadata.generation``, and
+* ``status.lastRun.job`` is the Job the operator would run for the current
+  spec and scripts (:func:`.reconcile.desired_run`: the same deterministic
+  name), and that run succeeded (phase Succeeded, Ready=True).
+
+It has failed when that run failed (phase Failed or RolledBack), when its
+rollout was rolled back (``status.rollout`` of that run RolledBack or
+Failed), or when the spec itself is unusable (InvalidSpec, InvalidTarget:
+nothing will run until someone edits it). Anything else — a Job running, a
+Secret not created yet — is still in progress, until the caller's timeout.
+
+Pure.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from .bodies import Migration
+from .conditions import READY, find
+
+#: Reasons that no run can change: the spec must be edited first.
+SPEC_PROBLEMS = frozenset({"InvalidSpec", "InvalidTarget"})
+
+Outcome = Literal["Waiting", "Ready", "Failed"]
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where the resource stands, and the sentence to print about it."""
+
+    outcome: Outcome
+    message: str
+
+
+def judge_wait(migration: Migration, *, expected_job: str | None) -> Progress:
+    """Done, failed, or not yet — for the current generation and scripts (see the module doc).
+
+    ``expected_job`` is the name of the run the current desired state needs
+    (None when it cannot be computed, e.g. the ConfigMap does not exist yet).
+    """
+    meta = migration.get("metadata", {})
+    status: Mapping[str, Any] = migration.get("status") or {}
+    generation = int(meta.get("generation") or 1)
+    phase = str(status.get("phase") or "Pending")
+    ready = find(status.get("conditions") or [], READY) or {}
+    said = f"{phase}: {ready.get('reason', 'no condition yet')}: {ready.get('message', '')}"
+    said = said.rstrip(": ")
+    if status.get("observedGeneration") != generation:
+        return Progress(
+            "Waiting", f"the operator has not observed generation {generation} yet ({said})"
+        )
+    if ready.get("reason") in SPEC_PROBLEMS:
+        return Progress("Failed", said)
+    return _judge_runs(status, phase=phase, ready=ready, said=said, expected_job=expected_job)
+
+
+def _judge_runs(
+    status: Mapping[str, Any],
+    *,
+    phase: str,
+    ready: Mapping[str, Any],
+    said: str,
+    expected_job: str | None,
+) -> Progress:
+    last = status.get("lastRun") or {}
+    rollout = status.get("rollout") or {}
+    failed = phase in ("Failed", "RolledBack")
+    rolled_back = rollout.get("state") in ("RolledBack", "Failed")
+    if expected_job is not None and rollout.get("job") == expected_job and rolled_back and failed:
+        return Progress("Failed", said)
+    if expected_job is None or last.get("job") != expected_job:
+        return Progress("Waiting", said)
+    if phase == "Succeeded" and ready.get("status") == "True":
+        return Progress("Ready", said)
+    return Progress("Failed" if failed else "Waiting", said)
+
+
+#: The annotation where ``wait --record-release`` keeps, per Helm release
+#: revision, the database revision that release reached.
+RELEASES_ANNOTATION = "revisor.dev/helm-release-revisions"
+RELEASES_KEPT = 20
+
+
+def recorded_releases(migration: Migration) -> dict[str, str]:
+    """Helm release revision -> database revision, as recorded on the resource."""
+    raw = (migration.get("metadata", {}).get("annotations") or {}).get(RELEASES_ANNOTATION)
+    if not raw:
+        return {}
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {str(k): str(v) for k, v in data.items() if isinstance(v, str)}
+
+
+def with_release(records: Mapping[str, str], release: int, revision: str) -> dict[str, str]:
+    """``records`` plus ``release -> revision``, keeping the newest :data:`RELEASES_KEPT`."""
+    merged = {**records, str(release): revision}
+    newest = sorted(merged, key=lambda k: int(k) if k.isdigit() else -1)[-RELEASES_KEPT:]
+    return {k: merged[k] for k in newest}
