@@ -36,6 +36,7 @@ NAMESPACED_RULES = {
     ("batch", "jobs", "list"),
     ("batch", "jobs", "watch"),
     ("batch", "jobs", "create"),
+    ("apps", "deployments", "get"),
     ("", "pods", "list"),
     ("", "secrets", "get"),
     ("", "configmaps", "get"),
