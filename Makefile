@@ -44,7 +44,7 @@ check: $(STAMP) ## Lint, format check, mypy strict, import contracts, chart lint
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 	scripts/render-manifests.sh --check
-	"$$(scripts/helm.sh)" lint --strict --quiet charts/revisor
+	"$$(scripts/helm.sh)" lint --strict --quiet charts/revisor charts/revisor-migration
 
 .PHONY: helm
 helm: ## Build (once, cached outside the repo) or find the pinned Helm
