@@ -10,17 +10,16 @@ whole session. To run the same tests against an existing cluster (kind, k3d,
 from __future__ import annotations
 
 import os
-import re
 import sys
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from kopf.testing import KopfRunner
 from kubernetes import client, config
 
-from tests.support.kube import wait_for
+from tests.support.kube import create_namespace, delete_namespace
 
 PROCESS_KUBELET_LABEL = "localkube.dev/process-kubelet"
 # kopf fixes a timer's interval when revisor_operator.handlers is first imported,
@@ -106,19 +105,35 @@ def process_kubelet(kube: Kube) -> Kube:
 @pytest.fixture
 def namespace(kube: Kube, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace with its default ServiceAccount, deleted after the test."""
-    slug = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
-    name = f"t-{slug}-{uuid.uuid4().hex[:5]}"
-    core = client.CoreV1Api(kube.api)
-    core.create_namespace({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
-    # Pods are refused until the ServiceAccount controller has created "default".
-    wait_for(
-        lambda: core.list_namespaced_service_account(name).items,
-        lambda accounts: any(a.metadata.name == "default" for a in accounts),
-        timeout=30,
-        what=f"ServiceAccount {name}/default",
-    )
+    name = create_namespace(kube.api, "t", request.node.name)
     yield name
-    core.delete_namespace(name, propagation_policy="Background")
+    delete_namespace(kube.api, name)
+
+
+@pytest.fixture(scope="module")
+def operator(kube: Kube, request: pytest.FixtureRequest) -> Iterator[KopfRunner]:
+    """The operator, in this process, for the whole module.
+
+    It watches the namespaces named ``<module's PREFIX>-*``, which is what
+    the ``ns`` fixture creates, so each module's tests see only their operator.
+    """
+    from tests.cluster.test_operator_kit import install_crd, running_operator
+
+    install_crd(kube)
+    with running_operator(kube, f"{request.module.PREFIX}-*") as runner:
+        yield runner
+    print(runner.output)
+
+
+@pytest.fixture
+def ns(process_kubelet: Kube, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace ``<module's PREFIX>-<test>-<random>``, with the CRD installed."""
+    from tests.cluster.test_operator_kit import install_crd
+
+    install_crd(process_kubelet)
+    name = create_namespace(process_kubelet.api, request.module.PREFIX, request.node.name)
+    yield name
+    delete_namespace(process_kubelet.api, name)
 
 
 @pytest.hookimpl(tryfirst=True)

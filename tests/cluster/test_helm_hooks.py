@@ -28,9 +28,7 @@ from tests.cluster.test_operator_kit import (
     create_secret,
     db_version,
     delete_namespace,
-    install_crd,
     read,
-    running_operator,
     unique_prefix,
 )
 from tests.support.projects import Rev
@@ -49,14 +47,6 @@ BROKEN = Rev(
     upgrade="op.create_table('t4', sa.Column('id', sa.Integer))\nraise RuntimeError('boom in 0004')",
     downgrade="op.drop_table('t4')",
 )
-
-
-@pytest.fixture(scope="module")
-def operator(kube: Kube) -> Iterator[KopfRunner]:
-    install_crd(kube)
-    with running_operator(kube, f"{PREFIX}-*") as runner:
-        yield runner
-    print(runner.output)
 
 
 @dataclass

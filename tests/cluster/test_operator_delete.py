@@ -7,7 +7,6 @@ then does the resource go (and its Job with it, by garbage collection).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,12 +19,9 @@ from tests.cluster.test_operator_kit import (
     REVS,
     create,
     create_config_map,
-    create_namespace,
     create_secret,
     db_version,
-    delete_namespace,
     history_rows,
-    install_crd,
     jobs_of,
     migration,
     read,
@@ -37,12 +33,8 @@ from tests.support.kube import wait_for
 pytestmark = [pytest.mark.cluster, pytest.mark.postgres]
 
 
-@pytest.fixture
-def ns(process_kubelet: Kube, request: pytest.FixtureRequest) -> Iterator[str]:
-    install_crd(process_kubelet)
-    name = create_namespace(process_kubelet, "delete", request.node.name)
-    yield name
-    delete_namespace(process_kubelet, name)
+#: The ``ns`` fixture (tests/cluster/conftest.py) names namespaces after it.
+PREFIX = "delete"
 
 
 def _gone(kube: Kube, ns: str, name: str) -> bool:

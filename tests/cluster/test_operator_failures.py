@@ -10,10 +10,7 @@ the condition.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-from kopf.testing import KopfRunner
 
 from tests.cluster.conftest import Kube
 from tests.cluster.test_operator_kit import (
@@ -21,11 +18,8 @@ from tests.cluster.test_operator_kit import (
     REVS,
     create,
     create_config_map,
-    create_namespace,
     create_secret,
     db_version,
-    delete_namespace,
-    install_crd,
     jobs_of,
     listed,
     migration,
@@ -33,34 +27,15 @@ from tests.cluster.test_operator_kit import (
     read,
     ready,
     reason_is,
-    running_operator,
     settled,
     termination_message,
     unique_prefix,
 )
 from tests.support.kube import wait_for
 
-pytestmark = [pytest.mark.cluster, pytest.mark.postgres]
+pytestmark = [pytest.mark.cluster, pytest.mark.postgres, pytest.mark.usefixtures("operator")]
 
 PREFIX = unique_prefix("fail")
-
-
-@pytest.fixture(scope="module")
-def operator(kube: Kube) -> Iterator[KopfRunner]:
-    install_crd(kube)
-    with running_operator(kube, f"{PREFIX}-*") as runner:
-        yield runner
-    print(runner.output)
-
-
-@pytest.fixture
-def ns(
-    process_kubelet: Kube, operator: KopfRunner, request: pytest.FixtureRequest
-) -> Iterator[str]:
-    """A fresh namespace the module's operator watches."""
-    name = create_namespace(process_kubelet, PREFIX, request.node.name)
-    yield name
-    delete_namespace(process_kubelet, name)
 
 
 def _warning_reasons(kube: Kube, namespace: str) -> set[str]:

@@ -18,7 +18,6 @@ import base64
 import contextlib
 import importlib
 import json
-import re
 import subprocess
 import sys
 import uuid
@@ -32,6 +31,7 @@ from kopf.testing import KopfRunner
 from kubernetes import client
 
 from tests.cluster.conftest import Kube
+from tests.support import kube as support_kube
 from tests.support.kube import apply, wait_for
 from tests.support.projects import Rev, chain
 
@@ -269,21 +269,11 @@ def unique_prefix(what: str) -> str:
 
 def create_namespace(kube: Kube, prefix: str, test: str) -> str:
     """A fresh namespace ``<prefix>-<test>-<random>`` with its default ServiceAccount."""
-    slug = re.sub(r"[^a-z0-9-]+", "-", test.lower()).strip("-")[:36].strip("-")
-    name = f"{prefix}-{slug}-{uuid.uuid4().hex[:4]}"
-    core = client.CoreV1Api(kube.api)
-    core.create_namespace({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
-    wait_for(
-        lambda: core.list_namespaced_service_account(name).items,
-        lambda accounts: any(a.metadata.name == "default" for a in accounts),
-        timeout=30,
-        what=f"ServiceAccount {name}/default",
-    )
-    return name
+    return support_kube.create_namespace(kube.api, prefix, test)
 
 
 def delete_namespace(kube: Kube, name: str) -> None:
-    client.CoreV1Api(kube.api).delete_namespace(name, propagation_policy="Background")
+    support_kube.delete_namespace(kube.api, name)
 
 
 @contextlib.contextmanager

@@ -10,7 +10,7 @@ finishes.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +22,9 @@ from tests.cluster.test_operator_kit import (
     REVS,
     create,
     create_config_map,
-    create_namespace,
     create_secret,
     db_version,
-    delete_namespace,
     history_rows,
-    install_crd,
     jobs_of,
     migration,
     read,
@@ -42,12 +39,8 @@ pytestmark = [pytest.mark.cluster, pytest.mark.postgres]
 ADOPTION_WINDOW_SECONDS = 3.0
 
 
-@pytest.fixture
-def ns(process_kubelet: Kube, request: pytest.FixtureRequest) -> Iterator[str]:
-    install_crd(process_kubelet)
-    name = create_namespace(process_kubelet, "restart", request.node.name)
-    yield name
-    delete_namespace(process_kubelet, name)
+#: The ``ns`` fixture (tests/cluster/conftest.py) names namespaces after it.
+PREFIX = "restart"
 
 
 def _finished(job: dict[str, Any]) -> bool:

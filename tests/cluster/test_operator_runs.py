@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from kopf.testing import KopfRunner
 
 from tests.cluster.conftest import Kube
 from tests.cluster.test_operator_kit import (
@@ -27,21 +25,17 @@ from tests.cluster.test_operator_kit import (
     REVS,
     create,
     create_config_map,
-    create_namespace,
     create_secret,
     db_tables,
     db_version,
-    delete_namespace,
     engine_upgrade,
     history_rows,
-    install_crd,
     jobs_of,
     migration,
     patch_spec,
     read,
     ready,
     replace_config_map,
-    running_operator,
     settled,
     slow,
     unique_prefix,
@@ -49,27 +43,9 @@ from tests.cluster.test_operator_kit import (
 from tests.support.kube import wait_for
 from tests.support.projects import Rev
 
-pytestmark = [pytest.mark.cluster, pytest.mark.postgres]
+pytestmark = [pytest.mark.cluster, pytest.mark.postgres, pytest.mark.usefixtures("operator")]
 
 PREFIX = unique_prefix("runs")
-
-
-@pytest.fixture(scope="module")
-def operator(kube: Kube) -> Iterator[KopfRunner]:
-    install_crd(kube)
-    with running_operator(kube, f"{PREFIX}-*") as runner:
-        yield runner
-    print(runner.output)
-
-
-@pytest.fixture
-def ns(
-    process_kubelet: Kube, operator: KopfRunner, request: pytest.FixtureRequest
-) -> Iterator[str]:
-    """A fresh namespace the module's operator watches."""
-    name = create_namespace(process_kubelet, PREFIX, request.node.name)
-    yield name
-    delete_namespace(process_kubelet, name)
 
 
 def test_target_change_downgrades_in_a_new_job(kube: Kube, ns: str, pg_url: str) -> None:

@@ -31,10 +31,7 @@ from tests.cluster.test_operator_kit import (
     REVS,
     create,
     create_config_map,
-    create_namespace,
     create_secret,
-    delete_namespace,
-    install_crd,
     listed,
     migration,
     read,
@@ -62,12 +59,8 @@ def canary_url(postgres_server: PostgresServer) -> Iterator[tuple[str, str]]:
         conn.execute(f"DROP ROLE IF EXISTS {role}")
 
 
-@pytest.fixture
-def ns(process_kubelet: Kube, request: pytest.FixtureRequest) -> Iterator[str]:
-    install_crd(process_kubelet)
-    name = create_namespace(process_kubelet, "canary", request.node.name)
-    yield name
-    delete_namespace(process_kubelet, name)
+#: The ``ns`` fixture (tests/cluster/conftest.py) names namespaces after it.
+PREFIX = "canary"
 
 
 @contextlib.contextmanager

@@ -9,12 +9,10 @@ database is a real PostgreSQL that the engine's Jobs move up and back down.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from kopf.testing import KopfRunner
 
 from tests.cluster.conftest import Kube
 from tests.cluster.test_operator_kit import (
@@ -22,43 +20,22 @@ from tests.cluster.test_operator_kit import (
     REVS,
     create,
     create_config_map,
-    create_namespace,
     create_secret,
     db_version,
-    delete_namespace,
     engine_upgrade,
-    install_crd,
     listed,
     migration,
     read,
     ready,
-    running_operator,
     settled,
     unique_prefix,
 )
 from tests.support.kube import apply, wait_for
 
-pytestmark = [pytest.mark.cluster, pytest.mark.postgres]
+pytestmark = [pytest.mark.cluster, pytest.mark.postgres, pytest.mark.usefixtures("operator")]
 
 PREFIX = unique_prefix("rollback")
 START = REVS[0].id
-
-
-@pytest.fixture(scope="module")
-def operator(kube: Kube) -> Iterator[KopfRunner]:
-    install_crd(kube)
-    with running_operator(kube, f"{PREFIX}-*") as runner:
-        yield runner
-    print(runner.output)
-
-
-@pytest.fixture
-def ns(
-    process_kubelet: Kube, operator: KopfRunner, request: pytest.FixtureRequest
-) -> Iterator[str]:
-    name = create_namespace(process_kubelet, PREFIX, request.node.name)
-    yield name
-    delete_namespace(process_kubelet, name)
 
 
 def web(*, ready_command: str) -> dict[str, Any]:

@@ -9,7 +9,9 @@ object is the diagnosis.
 
 from __future__ import annotations
 
+import re
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
@@ -139,3 +141,25 @@ def _plain(value: Any) -> Any:
     if isinstance(value, str | int | float | bool) or value is None:
         return value
     return str(value)
+
+
+def create_namespace(api: client.ApiClient, prefix: str, test: str) -> str:
+    """A fresh namespace ``<prefix>-<test>-<random>``, once its default ServiceAccount exists.
+
+    Pods are refused until the ServiceAccount controller has created "default".
+    """
+    slug = re.sub(r"[^a-z0-9-]+", "-", test.lower()).strip("-")[:36].strip("-")
+    name = f"{prefix}-{slug}-{uuid.uuid4().hex[:4]}"
+    core = client.CoreV1Api(api)
+    core.create_namespace({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    wait_for(
+        lambda: core.list_namespaced_service_account(name).items,
+        lambda accounts: any(a.metadata.name == "default" for a in accounts),
+        timeout=30,
+        what=f"ServiceAccount {name}/default",
+    )
+    return name
+
+
+def delete_namespace(api: client.ApiClient, name: str) -> None:
+    client.CoreV1Api(api).delete_namespace(name, propagation_policy="Background")
