@@ -20,13 +20,11 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from tests.cluster.conftest import Kube
-from tests.cluster.test_operator_kit import running_operator
-from tests.support.kube import apply, condition, wait_for
+from tests.cluster.test_operator_kit import create, install_crd, migration, read, running_operator
+from tests.support.kube import condition, wait_for
 
 pytestmark = pytest.mark.cluster
 
-CRD = Path(__file__).parents[2] / "manifests" / "crd" / "revisor.dev_databasemigrations.yaml"
-GROUP, VERSION, PLURAL = "revisor.dev", "v1alpha1", "databasemigrations"
 REVISION = "a1b2c3d4e5f6"
 SCRIPT = textwrap.dedent(
     f'''\
@@ -52,37 +50,7 @@ SCRIPT = textwrap.dedent(
 
 @pytest.fixture(scope="module")
 def crd(kube: Kube) -> None:
-    apply(kube.api, CRD.read_text())
-
-
-def migration(name: str, **spec: Any) -> dict[str, Any]:
-    body = {
-        "database": {"urlSecretRef": {"name": "app-db"}},
-        "source": {"configMap": {"name": "app-migrations"}},
-    }
-    body.update(spec)
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "DatabaseMigration",
-        "metadata": {"name": name},
-        "spec": body,
-    }
-
-
-def create(kube: Kube, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
-    api = client.CustomObjectsApi(kube.api)
-    created: dict[str, Any] = api.create_namespaced_custom_object(
-        GROUP, VERSION, namespace, PLURAL, body
-    )
-    return created
-
-
-def read(kube: Kube, namespace: str, name: str) -> dict[str, Any]:
-    api = client.CustomObjectsApi(kube.api)
-    found: dict[str, Any] = api.get_namespaced_custom_object(
-        GROUP, VERSION, namespace, PLURAL, name
-    )
-    return found
+    install_crd(kube)
 
 
 @pytest.mark.usefixtures("crd")
