@@ -59,7 +59,9 @@ k -n "$namespace" create configmap shop-migrations \
   --from-file=examples/shop/migrations/versions/ --dry-run=client -o yaml | k apply -f - >/dev/null
 k -n "$namespace" create secret generic shop-db \
   --from-literal=url="sqlite:///$work/shop.db" --dry-run=client -o yaml | k apply -f - >/dev/null
-k -n "$namespace" apply -f examples/shop/databasemigration.yaml
+# REVISOR_DEMO_TARGET shows another target (e.g. 9d2e7a11c0f3, or a bad one to see a failure).
+sed "s/^  target: head$/  target: ${REVISOR_DEMO_TARGET:-head}/" examples/shop/databasemigration.yaml \
+  | k -n "$namespace" apply -f -
 
 echo "==> watching dbm/shop converge"
 columns='NAME:.metadata.name,TARGET:.spec.target,CURRENT:.status.currentRevision,READY:.status.conditions[?(@.type=="Ready")].status,PHASE:.status.phase,MESSAGE:.status.conditions[?(@.type=="Ready")].message'
