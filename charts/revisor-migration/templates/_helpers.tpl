@@ -94,11 +94,12 @@ template:
     {{- end }}
 {{- end -}}
 
-{{/* A Go duration (10m, 90s, 1h) as whole seconds, for activeDeadlineSeconds. */}}
+{{/* A duration of hours, minutes and seconds (10m, 90s, 1h30m: what values.schema.json
+admits for hook.timeout) as whole seconds, for activeDeadlineSeconds. */}}
 {{- define "revisor-migration.seconds" -}}
 {{- $text := toString . -}}
-{{- if hasSuffix "h" $text -}}{{ mul (trimSuffix "h" $text | atoi) 3600 }}
-{{- else if hasSuffix "m" $text -}}{{ mul (trimSuffix "m" $text | atoi) 60 }}
-{{- else -}}{{ trimSuffix "s" $text | atoi }}
-{{- end -}}
+{{- $h := regexFind "[0-9]+h" $text | trimSuffix "h" | atoi -}}
+{{- $m := regexFind "[0-9]+m" $text | trimSuffix "m" | atoi -}}
+{{- $s := regexFind "[0-9]+s" $text | trimSuffix "s" | atoi -}}
+{{- add (mul $h 3600) (mul $m 60) $s -}}
 {{- end -}}
