@@ -15,7 +15,7 @@ from __future__ import annotations
 import enum
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 RESULT_SCHEMA = "revisor.dev/result/v1"
@@ -246,9 +246,6 @@ class Result:
             details=details,
             detail_reason=reason if isinstance(reason, str) and reason != default else None,
         )
-
-    def with_error(self, error: str | None) -> Result:
-        return replace(self, error=error)
 
 
 def _dumps(data: Mapping[str, Any]) -> str:
