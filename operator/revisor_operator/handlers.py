@@ -42,7 +42,7 @@ from typing import Any, cast
 import kopf
 import structlog
 
-from . import GROUP, PLURAL, VERSION
+from . import GROUP, PLURAL, VERSION, kopf_fixes
 from .bodies import Job, Migration
 from .jobs import MANAGED_BY, MANAGER, MIGRATION_LABEL
 from .kube import Conflict, Forbidden, Kube, KubeError
@@ -54,6 +54,8 @@ from .settings import Settings
 from .spec import ConfigMapSource, InvalidSpec, parse_spec
 
 log = structlog.get_logger("revisor_operator")
+# Before kopf starts observing namespaces: see kopf_fixes for the race this closes.
+kopf_fixes.serve_namespaces_listed_at_watch_start()
 
 FINALIZER = f"{GROUP}/finalizer"
 RESYNC_SECONDS = float(os.environ.get("REVISOR_RESYNC_SECONDS") or 30.0)
