@@ -29,6 +29,7 @@ RELEASE = "shop"
 NAMESPACE = "shop"
 KEY = "revisor-migration"  # the app chart's values key for its dependency
 MISSING_SOURCE = "revisor-migration: set source.configMap.name or source.image"
+MISSING_DATABASE = "revisor-migration: set database.urlSecretRef.name, the Secret holding"
 
 #: What `revisor-operator wait` calls (operator/revisor_operator/wait_command.py, kube.py):
 #: GET the resource once a second; server-side apply (a PATCH, a create when new) of the
@@ -401,3 +402,28 @@ def test_missing_source_fails_with_the_charts_message(
     alone = run_helm("template", RELEASE, str(HOOK_CHART))
     assert alone.returncode != 0, alone.stdout
     assert MISSING_SOURCE in alone.stderr
+
+
+@pytest.mark.parametrize(
+    "database",
+    [{"urlSecretRef": {"name": ""}}, {"urlSecretRef": None}],
+    ids=["empty-name", "null-without-secretRef"],
+)
+def test_missing_database_secret_fails_with_the_charts_message(
+    app: AppChart, database: dict[str, Any]
+) -> None:
+    """No Secret named for the database: rendering fails before anything reaches the cluster."""
+    done = app.refusal_or_render({"database": database})
+    assert done.returncode != 0, done.stdout
+    assert MISSING_DATABASE in done.stderr
+
+
+def test_database_parts_secret_needs_its_name_too(app: AppChart) -> None:
+    """secretRef instead of urlSecretRef: its name is required as well (by the schema)."""
+    parts = {"urlSecretRef": None, "secretRef": {"name": ""}}
+    done = app.refusal_or_render({"database": parts})
+    assert done.returncode != 0, done.stdout
+    assert "at '/database/secretRef/name'" in done.stderr
+    parts["secretRef"] = {"name": "pg"}
+    rendered = app.refusal_or_render({"database": parts})
+    assert rendered.returncode == 0, rendered.stderr
