@@ -33,7 +33,8 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 _MARK = "_revisor_serves_listed_namespaces"
-_EXPECTED_KEYWORDS = {"raw_event", "namespaces", "insights"}
+_PROCESSOR_KEYWORDS = {"raw_event", "namespaces", "insights"}
+_REVISER_KEYWORDS = {"raw_events", "namespaces", "insights"}
 
 
 def serve_namespaces_listed_at_watch_start() -> bool:
@@ -51,7 +52,12 @@ def serve_namespaces_listed_at_watch_start() -> bool:
     revise = getattr(observation, "revise_namespaces", None)
     if getattr(original, _MARK, False):
         return True
-    if original is None or revise is None or not _has_keywords(original, _EXPECTED_KEYWORDS):
+    if (
+        original is None
+        or revise is None
+        or not _has_keywords(original, _PROCESSOR_KEYWORDS)
+        or not _has_keywords(revise, _REVISER_KEYWORDS)
+    ):
         log.warning("kopf's namespace observer has changed shape; its startup race stays open")
         return False
     # setattr: the replacement is typed loosely on purpose (kopf's signature is private).

@@ -98,14 +98,32 @@ def test_installing_twice_wraps_once(unpatched: Any) -> None:
     assert observation.process_discovered_namespace_event is first
 
 
-def test_a_kopf_of_another_shape_is_left_alone_with_a_warning(
-    unpatched: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    async def renamed(*, event: Any, patterns: Any, state: Any) -> None:
-        return None
+async def _renamed_processor(*, event: Any, patterns: Any, state: Any) -> None:
+    return None
 
-    monkeypatch.setattr(observation, "process_discovered_namespace_event", renamed)
+
+def _renamed_reviser(*, events: Any, patterns: Any, state: Any) -> None:
+    return None
+
+
+@pytest.mark.parametrize(
+    ("attribute", "replacement"),
+    [
+        ("process_discovered_namespace_event", _renamed_processor),
+        ("revise_namespaces", _renamed_reviser),
+        ("revise_namespaces", None),
+    ],
+    ids=["processor-renamed-keywords", "reviser-renamed-keywords", "reviser-gone"],
+)
+def test_a_kopf_of_another_shape_is_left_alone_with_a_warning(
+    unpatched: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    attribute: str,
+    replacement: Any,
+) -> None:
+    monkeypatch.setattr(observation, attribute, replacement)
     with caplog.at_level(logging.WARNING, logger="revisor_operator.kopf_fixes"):
         assert not kopf_fixes.serve_namespaces_listed_at_watch_start()
-    assert observation.process_discovered_namespace_event is renamed
+    assert not getattr(observation.process_discovered_namespace_event, kopf_fixes._MARK, False)
     assert "startup race stays open" in caplog.text
