@@ -18,11 +18,12 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
 RUN python -m venv /opt/revisor
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY engine/ engine/
 COPY operator/ operator/
 # --no-compile, then compileall: one explicit place where bytecode is made.
-RUN /opt/revisor/bin/pip install --no-compile ".[operator,async]"
+# -c constraints.txt: the exact versions `make test` last passed with.
+RUN /opt/revisor/bin/pip install --no-compile -c constraints.txt ".[operator,async]"
 # unchecked-hash: the .pyc is used without comparing the source's mtime, which
 # COPY --from and image layering do not promise to keep.
 RUN /opt/revisor/bin/python -m compileall -q -j 0 --invalidation-mode unchecked-hash /opt/revisor

@@ -19,14 +19,25 @@ export PYTHONPATH := $(CURDIR)/tools$(if $(PYTHONPATH),:$(PYTHONPATH))
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	@touch $@
 
 .PHONY: install
 install: $(STAMP) ## Create .venv with the engine, the operator and the dev tools
+
+.PHONY: constraints
+constraints: ## Move constraints.txt to the newest releases pyproject.toml allows (then run make test)
+	rm -rf $(VENV).constraints
+	$(PYTHON) -m venv $(VENV).constraints
+	$(VENV).constraints/bin/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	{ sed -n '/^#/p' constraints.txt; \
+	  $(VENV).constraints/bin/pip freeze --exclude-editable --disable-pip-version-check \
+	    | grep -v '^revisor=='; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+	rm -rf $(VENV).constraints
 
 .PHONY: demo
 demo: $(STAMP) ## Run the main job: a migration applied by the operator on a local control plane

@@ -9,6 +9,7 @@ context holds what the build copies.
 
 from __future__ import annotations
 
+import importlib.metadata
 import re
 import shlex
 import subprocess
@@ -113,7 +114,9 @@ def test_base_is_slim_python_311_in_both_stages() -> None:
     assert "--from=build /opt/revisor /opt/revisor" in [a for k, a in final_stage() if k == "COPY"]
 
 
-@pytest.mark.parametrize("path", ["pyproject.toml", "README.md", "engine/", "operator/"])
+@pytest.mark.parametrize(
+    "path", ["pyproject.toml", "constraints.txt", "README.md", "engine/", "operator/"]
+)
 def test_build_context_holds_what_the_build_copies(path: str) -> None:
     """Each COPY source exists and .dockerignore lets it through."""
     copied = {
@@ -126,3 +129,41 @@ def test_build_context_holds_what_the_build_copies(path: str) -> None:
     assert (REPO / path).exists()
     ignore = (REPO / ".dockerignore").read_text().splitlines()
     assert f"!{path}" in ignore
+
+
+def _pins() -> dict[str, str]:
+    pins = {}
+    for line in (REPO / "constraints.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            assert version, f"constraints.txt: {line!r} is not an exact pin (name==version)"
+            pins[name.strip()] = version.strip()
+    return pins
+
+
+def test_image_installs_the_versions_the_suite_ran_with() -> None:
+    """The image's pip install is constrained by the same file as `make install`."""
+    installs = [a for k, a in instructions() if k == "RUN" and "pip install" in a]
+    assert installs and all("-c constraints.txt" in a for a in installs), installs
+
+
+def test_suite_runs_on_the_pinned_versions() -> None:
+    """What this suite imports is what constraints.txt pins (so the image gets what was tested)."""
+    pins = _pins()
+    for package in ("alembic", "SQLAlchemy", "psycopg", "kopf", "kubernetes", "structlog"):
+        assert package in pins, f"constraints.txt does not pin {package}"
+    drifted = {
+        name: (pinned, installed)
+        for name, pinned in pins.items()
+        if (installed := _installed(name)) is not None and installed != pinned
+    }
+    assert not drifted, (
+        f"installed versions differ from constraints.txt: {drifted}; run make install"
+    )
+
+
+def _installed(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
