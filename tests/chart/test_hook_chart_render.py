@@ -389,33 +389,28 @@ def test_bad_values_are_refused_with_the_offending_path(
 
 
 @pytest.mark.parametrize(
-    "source", [{"configMap": {"name": ""}}, {"configMap": None}], ids=["empty-name", "null"]
+    ("values", "message"),
+    [
+        ({"source": {"configMap": {"name": ""}}}, MISSING_SOURCE),
+        ({"source": {"configMap": None}}, MISSING_SOURCE),
+        ({"database": {"urlSecretRef": {"name": ""}}}, MISSING_DATABASE),
+        ({"database": {"urlSecretRef": None}}, MISSING_DATABASE),
+    ],
+    ids=["source-empty-name", "source-null", "database-empty-name", "database-null"],
 )
-def test_missing_source_fails_with_the_charts_message(
-    app: AppChart, source: dict[str, Any]
+def test_missing_reference_fails_with_the_charts_message(
+    app: AppChart, values: dict[str, Any], message: str
 ) -> None:
-    """Neither a ConfigMap name nor an image: rendering fails with the chart's own message."""
-    done = app.refusal_or_render({"source": source})
+    """No scripts or no database Secret named: rendering fails with the chart's own message."""
+    done = app.refusal_or_render(values)
     assert done.returncode != 0, done.stdout
-    assert MISSING_SOURCE in done.stderr
-    # The hook chart alone, with its defaults: the same message.
+    assert message in done.stderr
+
+
+def test_hook_chart_alone_with_its_defaults_asks_for_a_source() -> None:
     alone = run_helm("template", RELEASE, str(HOOK_CHART))
     assert alone.returncode != 0, alone.stdout
     assert MISSING_SOURCE in alone.stderr
-
-
-@pytest.mark.parametrize(
-    "database",
-    [{"urlSecretRef": {"name": ""}}, {"urlSecretRef": None}],
-    ids=["empty-name", "null-without-secretRef"],
-)
-def test_missing_database_secret_fails_with_the_charts_message(
-    app: AppChart, database: dict[str, Any]
-) -> None:
-    """No Secret named for the database: rendering fails before anything reaches the cluster."""
-    done = app.refusal_or_render({"database": database})
-    assert done.returncode != 0, done.stdout
-    assert MISSING_DATABASE in done.stderr
 
 
 def test_database_parts_secret_needs_its_name_too(app: AppChart) -> None:
