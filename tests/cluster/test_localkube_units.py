@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import socket
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 # tests/cluster/conftest.py puts tools/ on sys.path when the Makefile has not.
+from localkube.api import NO_ANSWER, Api, ApiError, Credentials
 from localkube.environment import container_argv, container_env, expand
 from localkube.sources import MissingSourceError
 from localkube.volumes import Mount, MountMap, container_mounts, materialise
@@ -204,3 +208,51 @@ def test_materialise_refuses_missing_secret_and_escaping_item(tmp_path: Path) ->
     }
     with pytest.raises(MissingSourceError, match="escapes"):
         materialise(escaping, tmp_path, FakeSources())
+
+
+# -- the HTTP client: no answer is an error answer -------------------------------------
+
+
+@pytest.fixture
+def hang_up_server() -> Iterator[str]:
+    """A TCP server that accepts each connection and closes it without a word."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    stop.set()
+    thread.join()
+    listener.close()
+
+
+def _refused_url() -> str:
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}"  # closed again: connections are refused
+
+
+@pytest.mark.parametrize("where", ["refused", "hung-up"])
+def test_a_dropped_or_refused_connection_is_an_api_error_callers_retry(
+    where: str, hang_up_server: str, tmp_path: Path
+) -> None:
+    """A pod worker retries on ApiError; a reset must not escape as something else and kill it."""
+    server = _refused_url() if where == "refused" else hang_up_server
+    ca = tmp_path / "ca.crt"
+    ca.write_text("")
+    api = Api(Credentials(server=server, ca_file=ca), timeout=2.0)
+    for call in (lambda: api.get("/api/v1/pods"), lambda: api.get_text("/readyz")):
+        with pytest.raises(ApiError) as raised:
+            call()
+        assert raised.value.status == NO_ANSWER
+        assert raised.value.path in {"/api/v1/pods", "/readyz"}

@@ -29,8 +29,18 @@ MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 
 
+#: ``ApiError.status`` when no answer came at all (reset, timeout, refused connection).
+NO_ANSWER = 0
+
+
 class ApiError(Exception):
-    """A non-2xx answer from the API server."""
+    """A non-2xx answer from the API server, or none (status ``NO_ANSWER``).
+
+    A dropped connection is one more reason to try again later, which is
+    what every caller already does with an error answer; mapping both to one
+    exception here keeps a transient reset on a loaded machine from crashing
+    a pod worker (and failing the pod) the way a real kubelet would not.
+    """
 
     def __init__(self, *, status: int, method: str, path: str, body: str) -> None:
         self.status = status
@@ -126,14 +136,17 @@ class Api:
         if body is not None:
             data = json.dumps(body).encode()
             headers["Content-Type"] = content_type
-        response = self._pool.request(
-            method,
-            url,
-            body=data,
-            headers=headers,
-            timeout=urllib3.Timeout(total=timeout or self._timeout),
-            retries=False,
-        )
+        try:
+            response = self._pool.request(
+                method,
+                url,
+                body=data,
+                headers=headers,
+                timeout=urllib3.Timeout(total=timeout or self._timeout),
+                retries=False,
+            )
+        except (urllib3.exceptions.HTTPError, OSError) as error:
+            raise ApiError(status=NO_ANSWER, method=method, path=path, body=repr(error)) from error
         text = response.data.decode(errors="replace")
         if response.status >= 300:
             raise ApiError(status=response.status, method=method, path=path, body=text)
@@ -141,13 +154,16 @@ class Api:
 
     def get_text(self, path: str) -> str:
         """GET a non-JSON endpoint such as ``/readyz``."""
-        response = self._pool.request(
-            "GET",
-            self._url(path, None),
-            headers=self._headers,
-            timeout=urllib3.Timeout(total=self._timeout),
-            retries=False,
-        )
+        try:
+            response = self._pool.request(
+                "GET",
+                self._url(path, None),
+                headers=self._headers,
+                timeout=urllib3.Timeout(total=self._timeout),
+                retries=False,
+            )
+        except (urllib3.exceptions.HTTPError, OSError) as error:
+            raise ApiError(status=NO_ANSWER, method="GET", path=path, body=repr(error)) from error
         text = response.data.decode(errors="replace")
         if response.status >= 300:
             raise ApiError(status=response.status, method="GET", path=path, body=text)
