@@ -241,7 +241,7 @@ subjects:
             return False
         return True
 
-    wait_for(allowed, bool, timeout=10, what="the RoleBinding to take effect")
+    wait_for(allowed, bool, timeout=60, what="the RoleBinding to take effect")
     with pytest.raises(ApiException) as still_denied:
         as_reader.list_namespaced_secret(namespace)
     assert still_denied.value.status == 403

@@ -20,8 +20,8 @@ from tests.cluster.test_operator_kit import (
     create_config_map,
     create_secret,
     db_version,
+    events_with,
     jobs_of,
-    listed,
     migration,
     patch_spec,
     read,
@@ -36,10 +36,6 @@ from tests.support.kube import wait_for
 pytestmark = [pytest.mark.cluster, pytest.mark.postgres, pytest.mark.usefixtures("operator")]
 
 PREFIX = unique_prefix("fail")
-
-
-def _warning_reasons(kube: Kube, namespace: str) -> set[str]:
-    return {e["reason"] for e in listed(kube, "events", namespace) if e["type"] == "Warning"}
 
 
 def test_missing_secret_is_explained_and_converges_once_created(
@@ -59,7 +55,7 @@ def test_missing_secret_is_explained_and_converges_once_created(
         "or fix spec.database"
     )
     assert jobs_of(kube, ns, "app") == []
-    assert "SecretNotFound" in _warning_reasons(kube, ns)
+    events_with(kube, ns, {"SecretNotFound"}, warnings_only=True)
 
     create_secret(kube, ns, pg_url)
     done = settled(kube, ns, "app")
@@ -86,7 +82,7 @@ def test_missing_config_map_is_explained_and_converges_once_created(
     assert f"kubectl -n {ns} create configmap app-migrations --from-file=versions/" in message
     assert "spec.source.configMap.name" in message
     assert jobs_of(kube, ns, "app") == []
-    assert "ConfigMapNotFound" in _warning_reasons(kube, ns)
+    events_with(kube, ns, {"ConfigMapNotFound"}, warnings_only=True)
 
     create_config_map(kube, ns, REVS)
     done = settled(kube, ns, "app")
@@ -115,7 +111,7 @@ def test_unknown_target_fails_the_job_with_invalid_target(kube: Kube, ns: str, p
     result = termination_message(kube, ns, job["metadata"]["name"])
     assert result["reason"] == "InvalidTarget"
     assert result["exitCode"] == 2
-    assert "InvalidTarget" in _warning_reasons(kube, ns)
+    events_with(kube, ns, {"InvalidTarget"}, warnings_only=True)
     assert db_version(pg_url) == set()
 
     patch_spec(kube, ns, "app", {"target": "head"})

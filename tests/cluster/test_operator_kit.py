@@ -173,6 +173,41 @@ def listed(kube: Kube, kind: str, namespace: str, selector: str = "") -> list[di
     return items
 
 
+def events_with(
+    kube: Kube,
+    namespace: str,
+    reasons: Iterable[str],
+    *,
+    warnings_only: bool = False,
+    involving: str | None = None,
+    timeout: float = 30,
+) -> list[dict[str, Any]]:
+    """The namespace's Events once every one of ``reasons`` is among them.
+
+    kopf posts Events from a background task after the handler has written the
+    status, so an Event may land a moment after the status a test waited for:
+    poll for it rather than list once.
+    """
+    wanted = set(reasons)
+
+    def fetch() -> list[dict[str, Any]]:
+        events = listed(kube, "events", namespace)
+        return [
+            e
+            for e in events
+            if (not warnings_only or e["type"] == "Warning")
+            and (involving is None or e["involvedObject"]["name"] == involving)
+        ]
+
+    return wait_for(
+        fetch,
+        lambda events: wanted <= {e["reason"] for e in events},
+        timeout=timeout,
+        interval=0.3,
+        what=f"Events {sorted(wanted)} in {namespace}",
+    )
+
+
 def jobs_of(kube: Kube, namespace: str, name: str) -> list[dict[str, Any]]:
     return listed(kube, "jobs", namespace, f"{MIGRATION_LABEL}={name}")
 

@@ -133,8 +133,12 @@ def test_readiness_follows_the_probe(process_kubelet: Kube, namespace: str, tmp_
     assert ready.status.container_statuses[0].ready is True
 
     # "sick" was probed all along, with the same period, and never passed.
-    sick = _read(process_kubelet, namespace, "sick")
-    assert sick.status.phase == "Running"
+    sick = wait_for(
+        lambda: _read(process_kubelet, namespace, "sick"),
+        lambda pod: pod.status.phase == "Running" and bool(pod.status.container_statuses),
+        timeout=30,
+        what="pod sick to run",
+    )
     assert sick.status.container_statuses[0].state.running is not None
     assert sick.status.container_statuses[0].ready is False
     assert _condition(sick, "Ready") == "False"
