@@ -43,7 +43,7 @@ from tests.cluster.test_operator_kit import (
     running_operator,
     settled,
 )
-from tests.support.kube import get, wait_for
+from tests.support.kube import condition, get, wait_for
 from tests.support.projects import chain
 
 pytestmark = pytest.mark.cluster
@@ -126,6 +126,13 @@ def release(kube: Kube, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Re
         env=helm_env(tmp_path_factory.mktemp("helm")),
     )
     helm_install(installed, "--set", f"watchNamespaces={{{installed.watched}}}")
+    # kopf serves only the CRDs its start-up scan finds: let the API serve this one first.
+    wait_for(
+        lambda: get(kube.api, "apiextensions.k8s.io/v1", "CustomResourceDefinition", CRD_NAME),
+        lambda crd: crd is not None and condition(crd, "Established") == "True",
+        timeout=30,
+        what=f"CRD {CRD_NAME} Established",
+    )
     _wait_for_rbac(installed, tmp_path_factory.mktemp("rbac") / "kubeconfig")
     yield installed
     subprocess.run(
