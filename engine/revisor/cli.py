@@ -8,6 +8,7 @@ of the Job contract. Global options may be given before or after the command.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import traceback
@@ -295,7 +296,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         outcome = dispatch(args, reporter)
         result, text = outcome.result, outcome.text
     except RevisorError as exc:
-        result = _error_result(args.command, exc.exit_code, str(exc), reason=exc.reason)
+        result = _error_result(
+            args.command, exc.exit_code, str(exc), reason=exc.reason, context=exc.context
+        )
     except sa.exc.DBAPIError as exc:
         # Outside any step: the connection went away, or a permission is missing.
         failure: RevisorError
@@ -327,8 +330,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _error_result(
-    command: str, code: ExitCode, message: str, *, reason: str | None = None
+    command: str,
+    code: ExitCode,
+    message: str,
+    *,
+    reason: str | None = None,
+    context: contract.Result | None = None,
 ) -> contract.Result:
+    """The result of a run that ended in ``message``; ``context`` adds what it knew."""
+    if context is not None:
+        return dataclasses.replace(
+            context, exit_code=code, error=scrub(message), detail_reason=reason
+        )
     return contract.Result(
         command=command,
         exit_code=code,

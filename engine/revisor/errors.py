@@ -8,7 +8,7 @@ talks to the foreign system, never further up.
 
 from __future__ import annotations
 
-from revisor.contract import ExitCode
+from revisor.contract import ExitCode, Result
 
 
 class RevisorError(Exception):
@@ -16,12 +16,23 @@ class RevisorError(Exception):
 
     exit_code: ExitCode = ExitCode.BAD_INPUT
 
-    def __init__(self, message: str, *, hint: str | None = None, reason: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        reason: str | None = None,
+        context: Result | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
         #: A finer condition reason than the exit code's (e.g. InvalidTarget).
         self.reason = reason
+        #: What the run had learned before it refused (revisions, the plan and
+        #: its hash), so the result can say it: a changed plan must reach the
+        #: operator whole, or nobody could approve it.
+        self.context = context
 
     def __str__(self) -> str:
         return self.message if not self.hint else f"{self.message}\nhint: {self.hint}"

@@ -124,15 +124,6 @@ def migrate(session: Session, options: RunOptions, reporter: Reporter) -> contra
     def work(conn: Connection, dialect: DialectSupport) -> contract.Result:
         heads = read_heads(conn, session)
         plan = make_plan(session.scripts, options.command, options.target, heads)
-        plan_hash = plan.hash(session.scripts)
-        _refuse_unsafe(session, options, plan, plan_hash, dialect)
-        # Only now, past every refusal, may the run write anything.
-        history = History(session.version_table_schema)
-        if not options.dry_run and history.exists(conn):
-            stale = history.mark_interrupted(conn)
-            conn.commit()
-            if stale:
-                reporter.info(f"marked {stale} run(s) left by a stopped runner as interrupted")
         base = contract.Result(
             command=options.command,
             exit_code=ExitCode.OK,
@@ -141,12 +132,20 @@ def migrate(session: Session, options: RunOptions, reporter: Reporter) -> contra
             from_revisions=heads,
             to_revisions=heads,
             plan=plan.contract_steps(),
-            plan_hash=plan_hash,
+            plan_hash=plan.hash(session.scripts),
             dry_run=options.dry_run,
             started_at=_iso(started),
             engine_version=__version__,
             runner=session.runner,
         )
+        _refuse_unsafe(session, options, plan, base, dialect)
+        # Only now, past every refusal, may the run write anything.
+        history = History(session.version_table_schema)
+        if not options.dry_run and history.exists(conn):
+            stale = history.mark_interrupted(conn)
+            conn.commit()
+            if stale:
+                reporter.info(f"marked {stale} run(s) left by a stopped runner as interrupted")
         if not plan.steps:
             reporter.info(f"already at {options.target} ({_heads_text(heads)}); nothing to do")
             return _finished(base)
@@ -169,16 +168,27 @@ def _refuse_unsafe(
     session: Session,
     options: RunOptions,
     plan: Plan,
-    plan_hash: str,
+    base: contract.Result,
     dialect: DialectSupport,
 ) -> None:
+    """Refuse, before anything is written, a run that must not start.
+
+    Every refusal carries ``base`` (the revisions and the plan with its hash)
+    so the result shows what would have run; for ``PlanChanged`` that is the
+    new plan a person has to review and approve.
+    """
     scripts = session.scripts
-    if options.expect_plan_hash is not None and options.expect_plan_hash != plan_hash:
+    plan_hash = base.plan_hash or ""
+    # An empty plan changes nothing, so it needs no approval: "already at the
+    # target" is the truth whatever hash was approved.
+    approved = options.expect_plan_hash
+    if approved is not None and approved != plan_hash and plan.steps:
         raise BadInput(
-            f"the plan changed since it was approved: approved {options.expect_plan_hash[:12]}, "
-            f"now {plan_hash[:12]} ({len(plan.steps)} step(s) from {_heads_text(plan.from_heads)})",
+            f"the plan changed since it was approved: approved {approved}, "
+            f"now {plan_hash} ({len(plan.steps)} step(s) from {_heads_text(plan.from_heads)})",
             hint="review the new plan and approve its hash",
             reason="PlanChanged",
+            context=base,
         )
     if plan.direction == "downgrade":
         problems = reversal_problems(scripts, plan.revisions)
@@ -187,6 +197,7 @@ def _refuse_unsafe(
                 "cannot downgrade: " + "; ".join(problems),
                 hint="write the downgrade() of these revisions; nothing was run",
                 reason="NotReversible",
+                context=base,
             )
     if plan.direction == "upgrade" and (
         options.on_failure == "rollback" or options.require_reversible
@@ -199,16 +210,21 @@ def _refuse_unsafe(
                 hint="write their downgrade()"
                 + ("" if options.require_reversible else ", or run with --on-failure stop"),
                 reason="NotReversible",
+                context=base,
             )
     if options.dry_run:
         if not dialect.transactional_ddl:
-            raise BadInput(f"--dry-run needs transactional DDL, which {session.db.backend} lacks")
+            raise BadInput(
+                f"--dry-run needs transactional DDL, which {session.db.backend} lacks",
+                context=base,
+            )
         autocommit = [s.revision.revision for s in plan.steps if uses_autocommit(s.revision)]
         if autocommit:
             raise BadInput(
                 "--dry-run cannot undo autocommit_block() (it commits on its own), used by: "
                 + ", ".join(autocommit),
                 hint="review those revisions by hand, or run revisor sql for their SQL",
+                context=base,
             )
 
 

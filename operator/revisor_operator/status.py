@@ -94,9 +94,30 @@ def finished_verdict(run: Run, *, lock_timeout_seconds: int | None = None) -> Ve
     # The engine names the finer reason itself (InvalidTarget, NotReversible,
     # PlanChanged, ...), so exit code 2 needs no guessing from words here.
     reason = result.reason
+    if reason == "PlanChanged" and result.plan_hash:
+        return _plan_changed(run, result)
     message = _failure_message(run, result, reason, lock_timeout_seconds)
     phase: Phase = "RolledBack" if reason == "RolledBack" else "Failed"
     return Verdict(phase=phase, reason=reason, message=_clean(message), failed=True)
+
+
+def _plan_changed(run: Run, result: Result) -> Verdict:
+    """The approved plan went stale (new scripts, or the database moved): approve again.
+
+    Nothing was changed, so this is not a failure: the engine planned again
+    and its result carries the new plan, which becomes ``status.plan``; the
+    resource waits for that hash exactly as it did for the first approval.
+    """
+    start = revisions(result.from_revisions)
+    return Verdict(
+        phase="AwaitingApproval",
+        reason="PlanChanged",
+        message=_clean(
+            f"The plan changed since it was approved: now {len(result.plan)} step(s) from "
+            f"{start} to {run.target}. Review status.plan, then set spec.approval.planHash "
+            f"to {result.plan_hash}"
+        ),
+    )
 
 
 def _rollback_verdict(run: Run) -> Verdict:

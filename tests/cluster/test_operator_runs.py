@@ -41,7 +41,7 @@ from tests.cluster.test_operator_kit import (
     unique_prefix,
 )
 from tests.support.kube import wait_for
-from tests.support.projects import Rev
+from tests.support.projects import Rev, chain
 
 pytestmark = [pytest.mark.cluster, pytest.mark.postgres, pytest.mark.usefixtures("operator")]
 
@@ -302,3 +302,21 @@ def test_approval_required_waits_for_the_plan_hash(kube: Kube, ns: str, pg_url: 
     assert status["phase"] == "Succeeded", status
     assert status["currentRevision"] == HEAD
     assert db_version(pg_url) == {HEAD}
+
+    # A new revision makes the approved hash stale: the engine refuses it and
+    # the resource asks for the new plan's approval, without touching the database.
+    revs = chain(4)
+    replace_config_map(kube, ns, revs)
+    stale = settled(kube, ns, "app", generation=2, runs=3)
+    status = stale["status"]
+    assert status["phase"] == "AwaitingApproval", status
+    assert ready(stale)["reason"] == "PlanChanged"
+    assert [s["revision"] for s in status["plan"]["steps"]] == [revs[3].id]
+    assert status["plan"]["hash"] in ready(stale)["message"]
+    assert db_version(pg_url) == {HEAD}
+
+    approval = {"required": True, "planHash": status["plan"]["hash"]}
+    patch_spec(kube, ns, "app", {"approval": approval})
+    final = settled(kube, ns, "app", generation=3, runs=4)
+    assert final["status"]["phase"] == "Succeeded", final["status"]
+    assert db_version(pg_url) == {revs[3].id}

@@ -239,3 +239,44 @@ def test_approval_flow_plans_then_waits_then_applies_the_approved_hash() -> None
     assert apply.action == "create" and apply.job is not None
     argv = apply.job["spec"]["template"]["spec"]["containers"][0]["command"]
     assert argv[argv.index("--expect-plan-hash") + 1] == "ab" * 16
+
+
+def test_a_stale_approval_waits_for_the_new_plan_to_be_approved() -> None:
+    """The engine refuses a changed plan and says the new one; the resource asks for it.
+
+    Nothing was changed, so the resource is not Failed: it awaits approval
+    again, with the new steps and full hash in ``status.plan``, and no Job
+    runs until ``spec.approval.planHash`` names that hash.
+    """
+    approved = raw_spec(approval={"required": True, "planHash": "ab" * 16})
+    apply = run_decide(migration(spec=approved, generation=2))
+    assert apply.job is not None
+    name = apply.job["metadata"]["name"]
+    refused = result(
+        ExitCode.BAD_INPUT,
+        applied=(),
+        start=("9d2e7a11c0f3",),
+        end=("9d2e7a11c0f3",),
+        plan=("3c9a1f0b2e44", "77aa"),
+        plan_hash="cd" * 16,
+        error="the plan changed since it was approved",
+        detail_reason="PlanChanged",
+    )
+    j = job_for(spec=approved, name=name, state="failed", generation=2)
+    run = observe_run(job=j, pods=[pod(job=name, exit_code=2, message=refused)])
+    stale = run_decide(migration(spec=approved, generation=2), runs=[run])
+    assert stale.status is not None
+    assert stale.status["phase"] == "AwaitingApproval"
+    assert stale.status["plan"]["hash"] == "cd" * 16
+    assert [s["revision"] for s in stale.status["plan"]["steps"]] == ["3c9a1f0b2e44", "77aa"]
+    conditions = {c["type"]: c for c in stale.status["conditions"]}
+    assert conditions["Ready"]["reason"] == "PlanChanged"
+    assert "spec.approval.planHash to " + "cd" * 16 in conditions["Ready"]["message"]
+    assert [conditions[t]["status"] for t in ("Ready", "Progressing", "Failed")] == ["False"] * 3
+    settled = migration(spec=approved, generation=2, status=stale.status)
+    assert run_decide(settled, runs=[run]).action == "nothing"
+    again = raw_spec(approval={"required": True, "planHash": "cd" * 16})
+    second = run_decide(migration(spec=again, generation=3, status=stale.status), runs=[run])
+    assert second.action == "create" and second.job is not None
+    argv = second.job["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert argv[argv.index("--expect-plan-hash") + 1] == "cd" * 16
