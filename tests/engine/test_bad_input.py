@@ -69,14 +69,37 @@ def test_script_import_error_names_file_and_line(revisor, db_url, tmp_path: Path
     assert untouched(db_url)
 
 
-def test_revision_cycle_is_exit_2(revisor, db_url, tmp_path: Path) -> None:
-    project = make_project(
-        tmp_path,
-        [table("a", "bbbb00000001", "aaaa00000001"), table("b", "aaaa00000001", "bbbb00000001")],
-    )
-    run = revisor(*project.args(), "--database-url", db_url, "upgrade")
+@pytest.mark.parametrize(
+    "revs",
+    [
+        pytest.param(
+            [
+                table("a", "bbbb00000001", "aaaa00000001"),
+                table("b", "aaaa00000001", "bbbb00000001"),
+            ],
+            id="no-base",
+        ),
+        pytest.param(
+            [
+                *chain(1),
+                table("a", ("0001t0000000", "bbbb00000001"), "aaaa00000001"),
+                table("b", "aaaa00000001", "bbbb00000001"),
+            ],
+            id="off-a-real-base",
+        ),
+    ],
+)
+def test_revision_cycle_is_exit_2_with_alembics_message(
+    revisor, db_url, tmp_path: Path, revs: list[Rev]
+) -> None:
+    """A cycle is refused before connecting, even when a real base leads into it."""
+    project = make_project(tmp_path, revs)
+    run = revisor(*project.args(), "--database-url", db_url, "--output", "json", "upgrade")
     assert run.code == 2
-    assert "cycle" in run.err.lower() or "no base" in run.err.lower() or "heads" in run.err.lower()
+    assert "Cycle is detected in revisions (" in run.err
+    named = run.err.split("Cycle is detected in revisions (", 1)[1].split(")", 1)[0]
+    assert {"aaaa00000001", "bbbb00000001"} <= set(named.split(", "))
+    assert run.result["reason"] == "InvalidScripts"
     assert untouched(db_url)
 
 
