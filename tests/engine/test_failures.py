@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.engine.conftest import history_rows, tables, version
-from tests.support.projects import Rev, chain, make_project
+from tests.support.projects import Rev, chain, make_project, revisor_process
 
 BOOM = "op.execute('SELECT * FROM no_such_table_anywhere')"
 
@@ -134,6 +136,52 @@ def test_statement_timeout_aborts_a_slow_statement(revisor, pg_url, tmp_path: Pa
     assert run.code == 4
     assert "statement timeout" in run.err
     assert version(pg_url) == set()
+
+
+@pytest.mark.postgres
+def test_ddl_lock_timeout_fails_a_revision_blocked_by_another_sessions_lock(
+    pg_url, tmp_path: Path
+) -> None:
+    """A table locked elsewhere fails the ALTER after --ddl-lock-timeout, not never.
+
+    The other session holds its lock for the whole test, so only the
+    engine's ``lock_timeout`` can end the wait; the steps before the blocked
+    one stay committed.
+    """
+    import psycopg
+
+    revs = [
+        *chain(2),
+        Rev(
+            id="0003a0000000",
+            down="0002t0000000",
+            message="alter t1",
+            upgrade="op.add_column('t1', sa.Column('note', sa.Text))",
+            downgrade="op.drop_column('t1', 'note')",
+        ),
+    ]
+    project = make_project(tmp_path, revs)
+    args = (*project.args(), "--database-url", pg_url, "--output", "json")
+    first = revisor_process(*args, "upgrade", "0001")
+    assert first.wait(timeout=120) == 0, first.communicate()
+    libpq = pg_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(libpq) as holder:
+        holder.execute("LOCK TABLE t1 IN ACCESS EXCLUSIVE MODE")
+        proc = revisor_process(*args, "upgrade", "--ddl-lock-timeout", "1s")
+        try:
+            out, err = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            pytest.fail("the run waited for the table lock past --ddl-lock-timeout")
+        holder.rollback()
+    assert proc.returncode == 4, err
+    result = json.loads(out)
+    assert "canceling statement due to lock timeout" in result["error"]
+    assert "upgrade 0003a0000000 (alter t1) failed" in result["error"]
+    assert "ALTER TABLE t1 ADD COLUMN note" in result["error"]
+    assert [s["revision"] for s in result["applied"]] == ["0002t0000000"]
+    assert version(pg_url) == {"0002t0000000"}, "the last committed revision"
+    assert history_rows(pg_url, "step")[-1]["status"] == "failed"
 
 
 def test_dry_run_runs_everything_and_leaves_no_trace(revisor, db_url, tmp_path: Path) -> None:
