@@ -26,8 +26,37 @@ version_file="$here/../tools/localkube/kube-version.txt"
 KUBE_VERSION="${REVISOR_KUBE_VERSION:-$(tr -d '[:space:]' <"$version_file")}"
 BINARIES=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl)
 
+# The oldest Go that builds KUBE_VERSION: the go directive of its go.mod (1.24.0 for
+# v1.34). Checked before anything is downloaded, then again against the real
+# directive once go.mod is at hand (REVISOR_KUBE_VERSION may name a newer release).
+GO_MIN=1.24
+
 say() { printf 'kube-binaries: %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
+
+# Is dotted version $1 >= $2? (1.24 == 1.24.0; `sort -V` says otherwise.)
+version_ge() {
+    local IFS=. i
+    local -a have=($1) need=($2)
+    for ((i = 0; i < 3; i++)); do
+        ((10#${have[i]:-0} > 10#${need[i]:-0})) && return 0
+        ((10#${have[i]:-0} < 10#${need[i]:-0})) && return 1
+    done
+    return 0
+}
+
+# Refuse a Go older than $1 now, with the fix, rather than fail in `go mod tidy` later.
+require_go() {
+    local need="$1" reported have
+    reported="$("$GO" version 2>&1 || true)"
+    have="$(grep -oE 'go[0-9]+(\.[0-9]+)+' <<<"$reported" | head -n1 || true)"
+    have="${have#go}"
+    [[ -n "$have" ]] || die "cannot tell which Go $GO is (\`$GO version\` said: $reported)"
+    version_ge "$have" "$need" || die "Go $have ($GO) is too old: Kubernetes $KUBE_VERSION needs Go >= $need.
+  Install Go >= $need and put it first on PATH (or set GO=/path/to/go), or point
+  KUBEBUILDER_ASSETS at a directory holding: ${BINARIES[*]} (Kubernetes $KUBE_VERSION).
+  (The build never downloads a toolchain itself: GOTOOLCHAIN=local.)"
+}
 
 missing_in() {
     local dir="$1" name missing=()
@@ -58,11 +87,13 @@ if [[ -z "$(missing_in "$bin_dir")" ]]; then
     exit 0
 fi
 
-# $GO overrides; otherwise go on PATH, otherwise the usual tarball location.
-GO="${GO:-$(command -v go || echo /usr/local/go/bin/go)}"
-[[ -x "$GO" ]] || die "no Kubernetes binaries in $bin_dir and no Go toolchain to build them.
-  Either install Go (>= 1.24) and rerun, or point KUBEBUILDER_ASSETS at a
-  directory holding: ${BINARIES[*]} (Kubernetes $KUBE_VERSION)"
+# $GO overrides; otherwise go on PATH, otherwise $GOROOT/bin/go (the tarball's /usr/local/go).
+GO="${GO:-$(command -v go || echo "${GOROOT:-/usr/local/go}/bin/go")}"
+[[ -x "$GO" ]] || die "no Kubernetes $KUBE_VERSION binaries in $bin_dir, and no Go toolchain to build them
+  (looked for \`go\` on PATH and for $GO). Either:
+  - install Go >= $GO_MIN and rerun (the first build takes about 6 min on 2 cores), or set GO=/path/to/go;
+  - or set KUBEBUILDER_ASSETS to a directory holding: ${BINARIES[*]} (Kubernetes $KUBE_VERSION)."
+require_go "$GO_MIN"
 
 mkdir -p "$cache_root/kube"
 # One build at a time per cache; a second caller waits, then finds the cache.
@@ -93,6 +124,7 @@ kube_mod="$("$GO" env GOMODCACHE)/cache/download/k8s.io/kubernetes/@v/$KUBE_VERS
 minor="${KUBE_VERSION#v1.}"        # 34.4
 staging_version="v0.$minor"         # v0.34.4
 go_directive="$(awk '$1 == "go" {print $2; exit}' "$kube_mod")"
+require_go "$go_directive"
 etcd_version="$(awk '$1 == "go.etcd.io/etcd/server/v3" {print $2; exit}' "$kube_mod")"
 [[ -n "$etcd_version" ]] || die "cannot find go.etcd.io/etcd/server/v3 in $kube_mod"
 # Staging modules are exactly the k8s.io/* modules required at v0.0.0.

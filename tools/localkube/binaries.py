@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,11 +80,34 @@ def find_binaries(*, build: bool = True) -> Binaries:
     cached = cache_dir()
     if _complete(cached):
         return Binaries(cached)
+    reason = ""
     if build and _SCRIPT.exists():
-        result = subprocess.run([str(_SCRIPT)], check=False, stdout=subprocess.PIPE, text=True)
-        if result.returncode == 0 and _complete(Path(result.stdout.strip())):
-            return Binaries(Path(result.stdout.strip()))
+        directory, reason = _run_script()
+        if directory is not None and _complete(directory):
+            return Binaries(directory)
     raise BinariesMissingError(
-        f"no Kubernetes {KUBE_VERSION} binaries in {cached}; run `make kube-binaries` "
-        "(needs Go) or set KUBEBUILDER_ASSETS to a directory holding " + ", ".join(NAMES)
+        reason
+        or f"no Kubernetes {KUBE_VERSION} binaries in {cached}; run `make kube-binaries` "
+        f"(needs Go) or set KUBEBUILDER_ASSETS to a directory holding {', '.join(NAMES)}"
     )
+
+
+def _run_script() -> tuple[Path | None, str]:
+    """Run the script, passing its progress on; return its directory, or why it failed.
+
+    Its stderr is forwarded line by line (a first build talks for minutes) and
+    its ``error:`` lines are kept, so the exception says what the script said.
+    """
+    with subprocess.Popen(
+        [str(_SCRIPT)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as script:
+        assert script.stdout is not None and script.stderr is not None
+        errors: list[str] = []
+        for line in script.stderr:
+            sys.stderr.write(line)
+            if errors or line.startswith("kube-binaries: error:"):
+                errors.append(line.rstrip("\n"))
+        out = script.stdout.read().strip()
+    if script.returncode == 0 and out:
+        return Path(out), ""
+    return None, "\n".join(errors) or f"{_SCRIPT} exited with {script.returncode}"
