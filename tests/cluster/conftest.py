@@ -19,7 +19,7 @@ import pytest
 from kopf.testing import KopfRunner
 from kubernetes import client, config
 
-from tests.support.kube import create_namespace, delete_namespace
+from tests.support.kube import create_namespace, delete_namespace, existing_kubeconfig
 
 PROCESS_KUBELET_LABEL = "localkube.dev/process-kubelet"
 # kopf fixes a timer's interval when revisor_operator.handlers is first imported,
@@ -43,20 +43,10 @@ class Kube:
     startup_seconds: float
 
 
-def _existing_kubeconfig() -> Path | None:
-    explicit = os.environ.get("REVISOR_TEST_KUBECONFIG")
-    if explicit:
-        return Path(explicit)
-    use_env = os.environ.get("REVISOR_TEST_USE_KUBECONFIG", "").lower() in {"1", "true", "yes"}
-    if use_env and os.environ.get("KUBECONFIG"):
-        return Path(os.environ["KUBECONFIG"].split(os.pathsep)[0])
-    return None
-
-
 @pytest.fixture(scope="session")
 def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kube]:
     """The cluster: a session-wide local one, or the one named by REVISOR_TEST_KUBECONFIG."""
-    existing = _existing_kubeconfig()
+    existing = existing_kubeconfig(os.environ)
     if existing is not None:
         api = config.new_client_from_config(config_file=str(existing))
         # A cluster from `make cluster-up` runs pods on this machine too: all tests apply.

@@ -44,6 +44,7 @@ from tests.cluster.test_operator_kit import (
     settled,
 )
 from tests.support.kube import condition, get, wait_for
+from tests.support.kube import kubectl as find_kubectl
 from tests.support.projects import chain
 
 pytestmark = pytest.mark.cluster
@@ -70,10 +71,7 @@ class Release:
 
 
 def kubectl() -> str:
-    bin_dir = subprocess.run(
-        [str(REPO / "scripts" / "kube-binaries.sh")], capture_output=True, text=True, check=True
-    ).stdout.strip()
-    return str(Path(bin_dir) / "kubectl")
+    return find_kubectl()
 
 
 def run(argv: list[str], *, env: dict[str, str] | None = None, stdin: str | None = None) -> str:

@@ -10,7 +10,6 @@ did to it.
 from __future__ import annotations
 
 import subprocess
-import sys
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -40,6 +39,7 @@ from tests.cluster.test_operator_kit import (
     slow,
     unique_prefix,
 )
+from tests.support.kube import kubectl as find_kubectl
 from tests.support.kube import wait_for
 from tests.support.projects import Rev, chain
 
@@ -249,16 +249,12 @@ def test_kubectl_wait_for_ready_returns_once_migrated(
 
 @pytest.fixture(scope="module")
 def kubectl() -> str:
-    found = subprocess.run(
-        [sys.executable, "-m", "localkube", "which", "kubectl"],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=Path(__file__).parents[2] / "tools",
-    )
-    if found.returncode != 0:
-        pytest.skip(f"no kubectl: {found.stderr.strip()}")
-    return found.stdout.strip()
+    from localkube import BinariesMissingError
+
+    try:
+        return find_kubectl()
+    except BinariesMissingError as error:
+        pytest.skip(f"no kubectl: {error}")
 
 
 def test_new_revision_in_config_map_runs_without_spec_change(

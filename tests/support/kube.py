@@ -9,10 +9,13 @@ object is the diagnosis.
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
@@ -163,3 +166,36 @@ def create_namespace(api: client.ApiClient, prefix: str, test: str) -> str:
 
 def delete_namespace(api: client.ApiClient, name: str) -> None:
     client.CoreV1Api(api).delete_namespace(name, propagation_policy="Background")
+
+
+def existing_kubeconfig(environ: Mapping[str, str]) -> Path | None:
+    """The kubeconfig of an existing cluster to test on instead of a local one, or None.
+
+    ``REVISOR_TEST_KUBECONFIG`` names it. ``KUBECONFIG`` counts only with
+    ``REVISOR_TEST_USE_KUBECONFIG=1``: the everyday kubeconfig of whoever runs
+    the suite must never become its target by accident. Of a ``KUBECONFIG``
+    list, the first file is taken (empty entries skipped, as kubectl does).
+    """
+    explicit = environ.get("REVISOR_TEST_KUBECONFIG", "").strip()
+    if explicit:
+        return Path(explicit).expanduser()
+    if environ.get("REVISOR_TEST_USE_KUBECONFIG", "").strip().lower() not in {"1", "true", "yes"}:
+        return None
+    listed = [entry for entry in environ.get("KUBECONFIG", "").split(os.pathsep) if entry.strip()]
+    return Path(listed[0]).expanduser() if listed else None
+
+
+def kubectl(environ: Mapping[str, str] = os.environ) -> str:
+    """A kubectl for the cluster under test.
+
+    On an existing cluster, the kubectl on PATH when there is one: that
+    machine need not have Go, and must not wait minutes for a build. Otherwise
+    the pinned one ``scripts/kube-binaries.sh`` provides (building it if needed).
+    """
+    if existing_kubeconfig(environ) is not None:
+        on_path = shutil.which("kubectl", path=environ.get("PATH"))
+        if on_path:
+            return on_path
+    from localkube.binaries import find_binaries  # tools/ is on sys.path (conftest)
+
+    return str(find_binaries().kubectl)
