@@ -192,11 +192,28 @@ def heads(target: Target) -> Outcome:
 
 
 def history(target: Target, rng: str | None) -> Outcome:
-    """Revisions in ``rng`` (``A:B``, default all), newest first."""
+    """Revisions in ``rng`` (``A:B``, ``A:``, ``:B``; default all), newest first.
+
+    ``current`` on either side is the database's revision(s), as in Alembic;
+    only then is a database needed.
+    """
     scripts = target.load()
-    lower, _, upper = (rng or "base:heads").rpartition(":")
-    with script_errors(scripts.dirs):
-        revisions = list(scripts.directory.walk_revisions(lower or "base", upper or "heads"))
+    start, end = _history_range(rng)
+    lower: str | tuple[str, ...] = start
+    upper: str | tuple[str, ...] = end
+    if "current" in (start, end):
+        session = target.session(scripts)
+        at = run_with_connection(session.db, lambda conn: read_heads(conn, session))
+        if end == "current" and not at:
+            # At base nothing is applied (Alembic would show every revision).
+            return Outcome(_result("history", plan=()), "")
+        if start == "current":
+            lower = at or "base"
+        if end == "current":
+            upper = at
+    with script_errors(scripts.dirs, reason="InvalidTarget"):
+        # walk_revisions takes several heads too, as Alembic's own history does.
+        revisions = list(scripts.directory.walk_revisions(lower, upper))  # type: ignore[arg-type]
     lines = [
         f"{','.join(r._format_down_revision().split(', ')) or '<base>'} -> {r.revision}"
         + (" (head)" if r.is_head else "")
@@ -210,6 +227,20 @@ def history(target: Target, rng: str | None) -> Outcome:
         for r in revisions
     )
     return Outcome(_result("history", plan=steps), "\n".join(lines))
+
+
+def _history_range(rng: str | None) -> tuple[str, str]:
+    """``A:B`` → (A, B) with Alembic's defaults, base and heads, for a missing side."""
+    if rng is None:
+        return "base", "heads"
+    if rng.count(":") != 1:
+        raise BadInput(
+            f"history {rng!r}: a range is [start]:[end], [start]: or :[end]",
+            hint="e.g. revisor history base:head, history 3c9a:, history :current",
+            reason="InvalidTarget",
+        )
+    lower, upper = (part.strip() for part in rng.split(":"))
+    return lower or "base", upper or "heads"
 
 
 def runs(target: Target, limit: int) -> Outcome:

@@ -1,9 +1,15 @@
-"""revisor_history records every run and step; verify compares them with the files."""
+"""History of the scripts and of the runs; verify compares what was applied with the files.
+
+``history RANGE`` walks the script graph (Alembic's syntax), ``history
+--runs`` reads ``revisor_history``, and ``verify`` checks the recorded
+checksums and the files of every applied revision.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from revisor import __version__
 
 from tests.engine.conftest import history_rows
@@ -88,3 +94,56 @@ def test_verify_counts_revisions_applied_outside_revisor(revisor, db_url, tmp_pa
     run = revisor(*args, "verify")
     assert run.code == 0
     assert run.result["details"]["unrecorded"] == 2
+
+
+def _listed(run) -> list[str]:
+    return [step["revision"] for step in run.result.get("plan", [])]
+
+
+def test_history_range_lists_the_revisions_between_its_ends_newest_first(
+    revisor, db_url, tmp_path: Path
+) -> None:
+    """``A:B``, ``A:``, ``:B`` and partial ids, as ``alembic history -r`` takes them."""
+    project = make_project(tmp_path, chain(3))
+    args = (*project.args(), "--database-url", db_url, "--output", "json")
+    first, second, third = "0001t0000000", "0002t0000000", "0003t0000000"
+    assert _listed(revisor(*args, "history")) == [third, second, first]
+    assert _listed(revisor(*args, "history", f"base:{second}")) == [second, first]
+    assert _listed(revisor(*args, "history", "0002:")) == [third, second]
+    assert _listed(revisor(*args, "history", ":0001")) == [first]
+    assert _listed(revisor(*args, "history", "0001:0002")) == [second, first]
+    text = revisor(*project.args(), "history", "0002:head")
+    assert text.code == 0
+    assert text.out.splitlines() == [
+        f"{second} -> {third} (head), create t3",
+        f"{first} -> {second}, create t2",
+    ]
+
+
+def test_history_range_with_current_reads_the_database(revisor, db_url, tmp_path: Path) -> None:
+    project = make_project(tmp_path, chain(3))
+    args = (*project.args(), "--database-url", db_url, "--output", "json")
+    assert _listed(revisor(*args, "history", ":current")) == [], "nothing applied at base"
+    assert revisor(*args, "upgrade", "0002").code == 0
+    assert _listed(revisor(*args, "history", ":current")) == ["0002t0000000", "0001t0000000"]
+    assert _listed(revisor(*args, "history", "current:")) == ["0003t0000000", "0002t0000000"]
+
+
+@pytest.mark.parametrize(
+    ("rng", "message"),
+    [
+        ("ffff:head", "Can't locate revision identified by 'ffff'"),
+        ("0003:0001", "Requested range 0003:0001 does not refer to ancestor/descendant"),
+        ("0002", "history '0002': a range is [start]:[end], [start]: or :[end]"),
+        ("base:0001:0002", "a range is [start]:[end]"),
+    ],
+)
+def test_bad_history_range_is_exit_2_with_one_clear_message(
+    revisor, tmp_path: Path, rng: str, message: str
+) -> None:
+    project = make_project(tmp_path, chain(3))
+    run = revisor(*project.args(), "--output", "json", "history", rng)
+    assert run.code == 2
+    assert message in run.err
+    assert run.err.count("error: ") == 1
+    assert run.result["reason"] == "InvalidTarget"
