@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from alembic.runtime.environment import EnvironmentContext
 from alembic.runtime.migration import MigrationContext
 from alembic.script.revision import ResolutionError
+from alembic.util import to_tuple
 from sqlalchemy.engine import Connection
 
 from revisor import __version__, contract
@@ -39,9 +40,11 @@ from revisor.runtime import (
     stamp,
 )
 from revisor.scripts import (
+    MissingRevisions,
     ScriptOptions,
     Scripts,
     describe,
+    file_checksum,
     is_downgrade_target,
     load_scripts,
     script_errors,
@@ -265,9 +268,19 @@ def runs(target: Target, limit: int) -> Outcome:
 
 
 def verify(target: Target) -> Outcome:
-    """Applied revisions against the files: edited after applying, or missing."""
-    session = target.session()
-    scripts = session.scripts
+    """Applied revisions against the files: edited after applying, or missing.
+
+    A file gone from the middle of the chain breaks Alembic's graph, but
+    verify still answers from the files that are there: applied revisions
+    whose file is gone are a mismatch (exit 7), named. A missing file that
+    was never applied is a broken script directory (exit 2), as for upgrade.
+    """
+    gaps: MissingRevisions | None = None
+    try:
+        scripts = target.load()
+    except MissingRevisions as exc:
+        scripts, gaps = exc.scripts, exc
+    session = target.session(scripts)
     table = History(session.version_table_schema)
 
     def work(conn: Connection) -> tuple[tuple[str, ...], dict[str, str]]:
@@ -277,30 +290,35 @@ def verify(target: Target) -> Outcome:
         return heads_now, recorded
 
     applied_heads, recorded = run_with_connection(session.db, work)
-    missing = [h for h in applied_heads if not _known(scripts, h)]
-    applied: list[str] = []
-    present = tuple(h for h in applied_heads if h not in missing)
-    if present:
-        with script_errors(scripts.dirs):
-            applied = [
-                s.revision
-                for s in scripts.directory.revision_map.iterate_revisions(
-                    present, "base", inclusive=True, assert_relative_length=False
-                )
-            ]
-    edited = [rev for rev in applied if rev in recorded and recorded[rev] != scripts.checksum(rev)]
-    unrecorded = [rev for rev in applied if rev not in recorded]
+    if gaps is None:
+        files, missing = _applied_files(scripts, applied_heads)
+    else:
+        files, missing = _applied_files_around_gaps(gaps, applied_heads)
+        if not missing:
+            raise gaps
+    edited = [
+        rev
+        for rev, path in files.items()
+        if rev in recorded and recorded[rev] != file_checksum(path)
+    ]
+    unrecorded = [rev for rev in files if rev not in recorded]
     details = {
-        "checked": len(applied),
+        "checked": len(files),
         "edited": edited,
         "missing": missing,
         "unrecorded": len(unrecorded),
     }
-    lines = [f"checked {len(applied)} applied revision(s) at {_heads(applied_heads)}"]
+    lines = [f"checked {len(files)} applied revision(s) at {_heads(applied_heads)}"]
+    lines += [f"edited after it was applied: {rev} ({files[rev]})" for rev in edited]
     lines += [
-        f"edited after it was applied: {rev} ({scripts.revision(rev).path})" for rev in edited
+        f"applied but its script is missing: {rev}"
+        + (f" (revised by {', '.join(gaps.missing[rev])})" if gaps and rev in gaps.missing else "")
+        for rev in missing
     ]
-    lines += [f"applied but its script is missing: {rev}" for rev in missing]
+    if gaps is not None:
+        lines.append(
+            "revisions below a missing file could not be followed: restore it to check them"
+        )
     if unrecorded:
         lines.append(
             f"{len(unrecorded)} applied revision(s) have no recorded checksum "
@@ -324,6 +342,47 @@ def verify(target: Target) -> Outcome:
         )
         result = replace(result, exit_code=ExitCode.MISMATCH, error=problem)
     return Outcome(result, "\n".join(lines))
+
+
+def _applied_files(
+    scripts: Scripts, applied_heads: Sequence[str]
+) -> tuple[dict[str, Path], list[str]]:
+    """Each applied revision's file, through Alembic's graph; heads with no file apart."""
+    missing = [h for h in applied_heads if not _known(scripts, h)]
+    present = tuple(h for h in applied_heads if h not in missing)
+    files: dict[str, Path] = {}
+    if present:
+        with script_errors(scripts.dirs):
+            for script in scripts.directory.revision_map.iterate_revisions(
+                present, "base", inclusive=True, assert_relative_length=False
+            ):
+                files[script.revision] = Path(scripts.revision(script.revision).path)
+    return files, missing
+
+
+def _applied_files_around_gaps(
+    gaps: MissingRevisions, applied_heads: Sequence[str]
+) -> tuple[dict[str, Path], list[str]]:
+    """Walk down from the applied heads over the files that loaded, noting the holes.
+
+    Alembic's graph could not be built, so this follows ``down_revision``
+    itself; what lies below a missing file is out of reach.
+    """
+    files: dict[str, Path] = {}
+    missing: list[str] = []
+    todo, seen = list(applied_heads), set()
+    while todo:
+        rev = todo.pop(0)
+        if rev in seen:
+            continue
+        seen.add(rev)
+        script = gaps.found.get(rev)
+        if script is None:
+            missing.append(rev)
+            continue
+        files[rev] = Path(script.path)
+        todo += to_tuple(script.down_revision, default=())
+    return files, missing
 
 
 def _known(scripts: Scripts, rev: str) -> bool:

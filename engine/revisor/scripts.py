@@ -16,7 +16,8 @@ import contextlib
 import hashlib
 import json
 import traceback
-from collections.abc import Iterator, Sequence
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -25,7 +26,7 @@ from alembic.config import Config
 from alembic.runtime.migration import RevisionStep
 from alembic.script import Script, ScriptDirectory
 from alembic.script.revision import RevisionError
-from alembic.util import CommandError
+from alembic.util import CommandError, to_tuple
 
 from revisor import contract
 from revisor.errors import BadInput
@@ -101,6 +102,52 @@ def _script_frame(exc: BaseException, dirs: Sequence[str]) -> str:
     return ""
 
 
+class MissingRevisions(BadInput):
+    """Revision files name a down revision whose file is not there.
+
+    Alembic cannot build its graph then (it warns, then fails with a bare
+    ``KeyError``). The error keeps the files that did load, so ``verify`` can
+    still say which *applied* revisions lost their file.
+    """
+
+    def __init__(
+        self, scripts: Scripts, *, found: Mapping[str, Script], missing: Mapping[str, list[str]]
+    ) -> None:
+        described = "; ".join(
+            ", ".join(f"{r} ({Path(found[r].path).name})" for r in sorted(by))
+            + f" revise{'s' if len(by) == 1 else ''} {rev}, which has no script file"
+            for rev, by in sorted(missing.items())
+        )
+        super().__init__(
+            described,
+            hint="restore the missing file(s), or name every version directory "
+            "(--version-locations); nothing was run",
+            reason="InvalidScripts",
+        )
+        self.scripts = scripts
+        self.found = dict(found)
+        self.missing = {rev: list(by) for rev, by in missing.items()}
+
+
+@contextlib.contextmanager
+def _missing_revisions_reported(scripts: Scripts) -> Iterator[None]:
+    """Turn Alembic's warning + ``KeyError`` for a missing down revision into one error."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Revision .+ referenced from .+ is not present")
+        try:
+            yield
+        except KeyError:
+            found = {script.revision: script for script in scripts.directory._load_revisions()}
+            missing: dict[str, list[str]] = {}
+            for script in found.values():
+                for down in to_tuple(script.down_revision, default=()):
+                    if down not in found:
+                        missing.setdefault(down, []).append(script.revision)
+            if not missing:
+                raise
+            raise MissingRevisions(scripts, found=found, missing=missing) from None
+
+
 class Scripts:
     """A loaded script directory with the few questions Revisor asks of it."""
 
@@ -136,9 +183,13 @@ class Scripts:
     def checksum(self, rev: str) -> str:
         """sha256 of the revision's file as it is now."""
         if rev not in self._checksums:
-            script = self.revision(rev)
-            self._checksums[rev] = hashlib.sha256(Path(script.path).read_bytes()).hexdigest()
+            self._checksums[rev] = file_checksum(self.revision(rev).path)
         return self._checksums[rev]
+
+
+def file_checksum(path: str | Path) -> str:
+    """sha256 of a revision file, as ``revisor_history`` records it."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def load_scripts(options: ScriptOptions) -> Scripts:
@@ -172,7 +223,7 @@ def load_scripts(options: ScriptOptions) -> Scripts:
     with script_errors():
         directory = ScriptDirectory.from_config(config)
     scripts = Scripts(config, directory)
-    with script_errors(scripts.dirs):
+    with script_errors(scripts.dirs), _missing_revisions_reported(scripts):
         # Loads and compiles every file; surfaces syntax errors and cycles now.
         directory.revision_map.heads  # noqa: B018
         for _ in directory.walk_revisions():

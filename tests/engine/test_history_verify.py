@@ -7,12 +7,13 @@ checksums and the files of every applied revision.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytest
 from revisor import __version__
 
-from tests.engine.conftest import history_rows
+from tests.engine.conftest import history_rows, version
 from tests.support.projects import chain, make_project
 
 
@@ -85,6 +86,47 @@ def test_verify_reports_an_applied_revision_whose_script_is_missing(
     run = revisor(*args, "verify")
     assert run.code == 7
     assert run.result["details"]["missing"] == ["0003t0000000"]
+
+
+def test_verify_names_an_applied_revision_missing_from_the_middle_of_the_chain(
+    revisor, db_url, tmp_path: Path
+) -> None:
+    """Alembic cannot load such a directory; verify still answers exit 7, and why."""
+    project = make_project(tmp_path, chain(3))
+    args = (*project.args(), "--database-url", db_url, "--output", "json")
+    assert revisor(*args, "upgrade").code == 0
+    next(project.versions.glob("0002*")).unlink()
+    top = next(project.versions.glob("0003*"))
+    top.write_text(top.read_text().replace("create t3", "create t3 (edited)"))
+    run = revisor(*args, "verify")
+    assert run.code == 7, run.err
+    assert run.result["reason"] == "Mismatch"
+    assert run.result["details"]["missing"] == ["0002t0000000"]
+    assert run.result["details"]["edited"] == ["0003t0000000"]
+    assert "1 applied revision(s) missing: 0002t0000000" in run.result["error"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        text = revisor(*project.args(), "--database-url", db_url, "verify")
+    assert "applied but its script is missing: 0002t0000000 (revised by 0003t0000000)" in text.out
+    assert not [w for w in caught if "is not present" in str(w.message)], (
+        "Alembic's raw warning is replaced by our message"
+    )
+
+
+def test_a_missing_middle_file_nobody_applied_is_bad_scripts_for_verify_and_upgrade(
+    revisor, db_url, tmp_path: Path
+) -> None:
+    project = make_project(tmp_path, chain(3))
+    args = (*project.args(), "--database-url", db_url, "--output", "json")
+    assert revisor(*args, "upgrade", "0001").code == 0
+    next(project.versions.glob("0002*")).unlink()
+    message = "0003t0000000 (0003t0000000_rev.py) revises 0002t0000000, which has no script file"
+    for command in ("verify", "upgrade"):
+        run = revisor(*args, command)
+        assert run.code == 2, (command, run.err)
+        assert message in run.err and run.result["reason"] == "InvalidScripts"
+        assert "KeyError" not in run.err
+    assert version(db_url) == {"0001t0000000"}
 
 
 def test_verify_counts_revisions_applied_outside_revisor(revisor, db_url, tmp_path: Path) -> None:
