@@ -67,7 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
         "scripts; exit 1 with its message as soon as that fails, 2 on timeout.",
     )
     parser.add_argument("resource", help="dbm/NAME (or just NAME)")
-    parser.add_argument("-n", "--namespace", default=None, help="namespace (default: the pod's)")
+    parser.add_argument(
+        "-n",
+        "--namespace",
+        default=None,
+        help="namespace (default: the --apply manifest's, else the pod's, else default)",
+    )
     parser.add_argument("--timeout", default="10m", help="give up after this long (10m)")
     parser.add_argument("--kubeconfig", help="use this kubeconfig instead of in-cluster auth")
     parser.add_argument(
@@ -98,14 +103,20 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
     try:
         name = _name(args.resource)
         timeout = parse_duration(args.timeout)
+        apply = Path(args.apply) if args.apply else None
+        # As kubectl: -n, else the manifest's own namespace, else the pod's.
+        namespace = (
+            args.namespace
+            or (_manifest_namespace(apply) if apply is not None else "")
+            or _pod_namespace(args.service_account_dir)
+        )
         kube = _kube(args)
-        namespace = args.namespace or _pod_namespace(args.service_account_dir)
         return run(
             kube,
             namespace=namespace,
             name=name,
             timeout=timeout,
-            apply=Path(args.apply) if args.apply else None,
+            apply=apply,
             rollback_to=args.rollback_to_release,
             record=args.record_release,
             say=lambda line: print(line, file=stream, flush=True),
@@ -224,18 +235,30 @@ def _expected_job(kube: Kube, migration: Migration) -> str | None:
     return desired_run(migration, spec, references)[0]
 
 
-def _manifest(path: Path, *, namespace: str, name: str) -> JsonDict:
+def _load(path: Path) -> JsonDict:
     try:
         loaded: Any = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
         raise UsageError(f"cannot read {path}: {exc}") from exc
     if not isinstance(loaded, dict) or loaded.get("kind") != KIND:
         raise UsageError(f"{path} is not a {KIND} manifest")
-    body: JsonDict = dict(loaded)
+    return dict(loaded)
+
+
+def _manifest_namespace(path: Path) -> str:
+    return str((_load(path).get("metadata") or {}).get("namespace") or "")
+
+
+def _manifest(path: Path, *, namespace: str, name: str) -> JsonDict:
+    body = _load(path)
     body.setdefault("apiVersion", API_VERSION)
     meta = dict(body.get("metadata") or {})
     if meta.get("name", name) != name:
         raise UsageError(f"{path} describes {meta.get('name')}, not {name}")
+    # Refused rather than overridden, as by `kubectl apply -n`: overriding would create a
+    # second resource in a namespace the manifest does not name, and wait for that one.
+    if (meta.get("namespace") or namespace) != namespace:
+        raise UsageError(f"{path} is for namespace {meta.get('namespace')}, not {namespace}")
     meta.update({"name": name, "namespace": namespace})
     body["metadata"] = meta
     return body
@@ -247,6 +270,8 @@ def _target(migration: Migration) -> str:
 
 def _name(resource: str) -> str:
     kind, slash, name = resource.partition("/")
+    if not resource:
+        raise UsageError("no resource named: dbm/NAME")
     if not slash:
         return resource
     if kind.lower() not in _KINDS:
