@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from revisor_operator.spec import (
     ConfigMapSource,
     ImageSource,
@@ -17,6 +19,10 @@ from revisor_operator.spec import (
 )
 
 from .factories import raw_spec
+
+REPO = Path(__file__).resolve().parents[2]
+CRD = REPO / "manifests" / "crd" / "revisor.dev_databasemigrations.yaml"
+HOOK_VALUES = REPO / "charts" / "revisor-migration" / "values.yaml"
 
 
 def problems(spec: dict[str, Any]) -> dict[str, str]:
@@ -82,6 +88,29 @@ def test_full_spec_is_read_into_data() -> None:
     assert spec.runner.service_account == "migrator"
     assert spec.rollback.deployment == "shop-web"
     assert spec.rollback.window_seconds == 900
+
+
+def test_rollback_window_defaults_to_ten_minutes_as_the_crd_says() -> None:
+    """A deploymentRef without a window: 10 minutes, the CRD's default for the field.
+
+    The API server fills the CRD default in before the operator sees the object; the
+    operator's own default covers an object stored before the field had one, and must
+    be the same number.
+    """
+    spec = parse_spec(raw_spec(rollback={"deploymentRef": {"name": "shop-web"}}))
+    assert spec.rollback.deployment == "shop-web"
+    assert spec.rollback.window_seconds == 600
+    crd = yaml.safe_load(CRD.read_text())
+    rollback = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"][
+        "properties"
+    ]["rollback"]
+    window = rollback["properties"]["window"]
+    assert window["default"] == "10m"
+    assert parse_duration(window["default"]) == spec.rollback.window_seconds
+    assert "Default 10m" in window["description"]
+    # The hook chart passes its own value through: the same default.
+    hook_values = yaml.safe_load(HOOK_VALUES.read_text())
+    assert parse_duration(hook_values["rollback"]["window"]) == 600
 
 
 @pytest.mark.parametrize(
