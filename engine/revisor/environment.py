@@ -6,10 +6,20 @@ its locked connection) and ``--env-py`` (the project's env.py runs and calls
 Revisor's options in after env.py's, so the lock, the transaction mode and
 the progress callbacks hold whichever way the run goes (FIELD-NOTES: env.py
 overwrites options passed to it).
+
+env.py is the project's code, so its mistakes are bad input (exit 2) until
+it reaches ``run_migrations()``; from there an exception is a revision's
+failure (exit 4), reported like any other step. Alembic's stock async
+env.py (``alembic init -t async``) calls ``asyncio.run()`` and opens its own
+connection; inside Revisor's event loop that cannot work, and the locked
+connection is the only one a migration may use, so it is refused with the
+change to make (the cookbook's "connection sharing with asyncio").
 """
 
 from __future__ import annotations
 
+import inspect
+import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +31,7 @@ from sqlalchemy.engine import Connection
 
 from revisor.connection import Database
 from revisor.dialects import support_for
-from revisor.errors import BadInput
+from revisor.errors import BadInput, RevisorError
 from revisor.redaction import scrub
 from revisor.scripts import Scripts, script_errors
 
@@ -80,14 +90,64 @@ def run_environment(
         if session.env_py:
             scripts.config.attributes["connection"] = conn
             try:
-                with script_errors(scripts.dirs):
-                    scripts.directory.run_env()
+                _run_env_py(session, env)
             finally:
                 scripts.config.attributes.pop("connection", None)
         else:
             env.configure(connection=conn)
             with env.begin_transaction():
                 env.run_migrations()
+
+
+def _run_env_py(session: Session, env: RevisorEnvironment) -> None:
+    """Run the project's env.py; its own errors become :class:`BadInput`."""
+    scripts = session.scripts
+    try:
+        scripts.directory.run_env()
+    except RevisorError:
+        raise
+    except Exception as exc:
+        if env.migrations_started:
+            raise  # a revision failed: the runtime reports the step
+        if session.db.is_async and _is_nested_event_loop(exc):
+            _close_unstarted_coroutines(exc)
+            raise BadInput(
+                f"env.py starts its own event loop ({exc}) and would open its own "
+                "connection, but migrations must run on Revisor's locked connection, "
+                "which lives in Revisor's event loop; nothing was run",
+                hint="in run_migrations_online(), use the connection Revisor hands over: "
+                "connection = config.attributes.get('connection'); if it is None, "
+                "asyncio.run(run_async_migrations()), else do_run_migrations(connection) "
+                "(Alembic cookbook: connection sharing with asyncio)",
+                reason="InvalidScripts",
+            ) from None
+        with script_errors(scripts.dirs, what="env.py"):
+            raise
+
+
+def _is_nested_event_loop(exc: BaseException) -> bool:
+    """asyncio's refusals to start a loop inside a running one."""
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and (
+        "running event loop" in text  # asyncio.run()
+        or "is already running" in text  # loop.run_until_complete()
+        or "another loop is running" in text  # a second loop in this thread
+    )
+
+
+def _close_unstarted_coroutines(exc: BaseException) -> None:
+    """Close the coroutine env.py handed to ``asyncio.run``: it never ran.
+
+    Left alone, Python warns "coroutine ... was never awaited" when it is
+    collected, noise after the one message that matters.
+    """
+    for frame, _line in traceback.walk_tb(exc.__traceback__):
+        for value in frame.f_locals.values():
+            if (
+                inspect.iscoroutine(value)
+                and inspect.getcoroutinestate(value) == inspect.CORO_CREATED
+            ):
+                value.close()
 
 
 class RevisorEnvironment(EnvironmentContext):
@@ -114,6 +174,12 @@ class RevisorEnvironment(EnvironmentContext):
         self._revisor_conn = revisor_conn
         self._enforced = enforced
         self._callbacks = tuple(callbacks)
+        #: env.py has handed over to Alembic's migration loop.
+        self.migrations_started = False
+
+    def run_migrations(self, **kw: Any) -> None:
+        self.migrations_started = True
+        super().run_migrations(**kw)
 
     def configure(self, connection: Connection | None = None, **kw: Any) -> None:  # type: ignore[override]
         session = self._revisor_session

@@ -281,6 +281,12 @@ class _Run:
             self._run_steps(list(self.plan.steps), progress, dry_run=self.options.dry_run)
         except StepFailed as failure:
             return self._failed(failure, progress)
+        except RevisorError as refused:
+            # env.py refused to run (its own error, a wrong database, offline
+            # mode): the run row must not stay "running" for the next runner
+            # to call interrupted.
+            self._refused(refused)
+            raise
         heads = read_heads(self.conn, self.session)
         if self.record:
             self.history.finish_run(self.conn, self.run, status=SUCCEEDED, to_heads=heads)
@@ -288,6 +294,20 @@ class _Run:
         if self.options.dry_run:
             self.reporter.info("dry run: every step ran and was rolled back")
         return _finished(self.base, applied=tuple(progress.applied), to=heads)
+
+    def _refused(self, refused: RevisorError) -> None:
+        if refused.context is None:
+            refused.context = self.base
+        if not self.record:
+            return
+        with suppress(sa.exc.DBAPIError):
+            if self.conn.in_transaction():
+                self.conn.rollback()
+            heads = read_heads(self.conn, self.session)
+            self.history.finish_run(
+                self.conn, self.run, status=FAILED, to_heads=heads, error=scrub(str(refused))
+            )
+            self.conn.commit()
 
     def _failed(self, failure: StepFailed, progress: _Progress) -> contract.Result:
         with suppress(sa.exc.DBAPIError):

@@ -47,10 +47,13 @@ class ScriptOptions:
 
 
 @contextlib.contextmanager
-def script_errors(dirs: Sequence[str] = (), *, reason: str = "InvalidScripts") -> Iterator[None]:
+def script_errors(
+    dirs: Sequence[str] = (), *, reason: str = "InvalidScripts", what: str = "a revision script"
+) -> Iterator[None]:
     """Turn errors raised by loading or walking scripts into :class:`BadInput`.
 
-    ``reason`` is ``InvalidTarget`` where the user's target is being resolved.
+    ``reason`` is ``InvalidTarget`` where the user's target is being resolved;
+    ``what`` names the code that was running (``env.py`` for the project's own).
     """
     try:
         yield
@@ -58,7 +61,7 @@ def script_errors(dirs: Sequence[str] = (), *, reason: str = "InvalidScripts") -
         raise
     except SyntaxError as exc:
         raise BadInput(
-            f"{exc.filename}:{exc.lineno}: syntax error in a revision script: {exc.msg}",
+            f"{exc.filename}:{exc.lineno}: syntax error in {what}: {exc.msg}",
             hint="fix the script; nothing was run",
             reason="InvalidScripts",
         ) from None
@@ -79,14 +82,13 @@ def script_errors(dirs: Sequence[str] = (), *, reason: str = "InvalidScripts") -
                 reason="NotReversible" if exc.name == "downgrade" else "InvalidScripts",
             ) from None
         raise BadInput(
-            f"{_script_frame(exc, dirs)}AttributeError while loading a revision script: {exc}",
+            f"{_script_frame(exc, dirs)}AttributeError while loading {what}: {exc}",
             hint="fix the script; nothing was run",
             reason="InvalidScripts",
         ) from None
     except Exception as exc:
         raise BadInput(
-            f"{_script_frame(exc, dirs)}{type(exc).__name__} while loading a revision "
-            f"script: {exc}",
+            f"{_script_frame(exc, dirs)}{type(exc).__name__} while loading {what}: {exc}",
             hint="fix the script; nothing was run",
             reason="InvalidScripts",
         ) from None

@@ -1,0 +1,194 @@
+"""``--env-py`` with the env.py files Alembic users really have, sync and async.
+
+The engine hands env.py its locked connection in
+``config.attributes["connection"]``. Alembic's cookbook env.py ("connection
+sharing", also with asyncio) uses it; Alembic's stock async template
+(``alembic init -t async``) ignores it and calls ``asyncio.run()``, which
+must be refused with the change to make, never run on a second, unlocked
+connection. Once env.py has started the migrations, a failing revision is a
+failed step (exit 4) like in hermetic mode, not bad input.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import alembic
+import pytest
+import sqlalchemy as sa
+
+from tests.engine.conftest import history_rows, tables, version
+from tests.support.projects import Project, Rev, chain, make_project, revisor_process
+
+STOCK_ASYNC_ENV_PY = (Path(alembic.__file__).parent / "templates" / "async" / "env.py").read_text()
+STOCK_RUN_ONLINE = "    asyncio.run(run_async_migrations())\n"
+# Alembic's cookbook, "Programmatic API use (connection sharing) With Asyncio".
+COOKBOOK_RUN_ONLINE = """    connectable = config.attributes.get("connection", None)
+    if connectable is None:
+        asyncio.run(run_async_migrations())
+    else:
+        do_run_migrations(connectable)
+"""
+# The ini `alembic init -t async` writes has logging sections; env.py reads them.
+LOGGING_INI = """
+[loggers]
+keys = root
+[handlers]
+keys = console
+[formatters]
+keys = generic
+[logger_root]
+level = WARNING
+handlers = console
+[handler_console]
+class = StreamHandler
+args = (sys.stderr,)
+formatter = generic
+[formatter_generic]
+format = %(levelname)-5.5s [%(name)s] %(message)s
+"""
+
+#: On PostgreSQL, records how many advisory locks the migration's own session holds.
+LOCK_PROOF = Rev(
+    id="0003p0000000",
+    down="0002t0000000",
+    message="prove the lock",
+    upgrade="""
+        if op.get_bind().dialect.name == "postgresql":
+            op.execute(
+                "CREATE TABLE lock_proof AS SELECT count(*) AS held FROM pg_locks "
+                "WHERE locktype = 'advisory' AND granted AND pid = pg_backend_pid()"
+            )
+    """,
+    downgrade="op.execute('DROP TABLE IF EXISTS lock_proof')",
+)
+
+ASYNC_URLS = [
+    pytest.param("sqlite+aiosqlite", id="aiosqlite"),
+    pytest.param("postgresql+asyncpg", id="asyncpg", marks=pytest.mark.postgres),
+]
+
+
+def async_url(driver: str, request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str]:
+    """(async URL for the run, sync URL for the test's own checks)."""
+    if driver.startswith("sqlite"):
+        path = tmp_path / "app.db"
+        return f"{driver}:///{path}", f"sqlite:///{path}"
+    sync: str = request.getfixturevalue("pg_url")
+    return sync.replace("postgresql+psycopg", driver), sync
+
+
+def async_project(tmp_path: Path, env_py: str, url: str) -> tuple[Project, Path]:
+    project = make_project(tmp_path, [*chain(2), LOCK_PROOF]).with_env_py(env_py)
+    return project, project.with_ini(url=url, extra=LOGGING_INI)
+
+
+def held_locks(sync_url: str) -> int | None:
+    if not sync_url.startswith("postgresql"):
+        return None
+    engine = sa.create_engine(sync_url, poolclass=sa.pool.NullPool)
+    with engine.connect() as conn:
+        held = int(conn.execute(sa.text("SELECT held FROM lock_proof")).scalar_one())
+    engine.dispose()
+    return held
+
+
+@pytest.mark.parametrize("driver", ASYNC_URLS)
+def test_cookbook_async_env_py_migrates_on_the_locked_connection(
+    driver: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """The cookbook's async env.py takes the handed connection: progress, history, lock."""
+    url, sync_url = async_url(driver, request, tmp_path)
+    assert STOCK_RUN_ONLINE in STOCK_ASYNC_ENV_PY
+    env_py = STOCK_ASYNC_ENV_PY.replace(STOCK_RUN_ONLINE, COOKBOOK_RUN_ONLINE)
+    _project, ini = async_project(tmp_path, env_py, url)
+    proc = revisor_process("--config", str(ini), "--env-py", "--output", "json", "upgrade")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    result = json.loads(out)
+    assert [s["revision"] for s in result["applied"]] == [
+        "0001t0000000",
+        "0002t0000000",
+        "0003p0000000",
+    ]
+    assert "[3/3] 0003p0000000 prove the lock" in err
+    assert version(sync_url) == {"0003p0000000"}
+    assert [r["status"] for r in history_rows(sync_url)] == ["succeeded"]
+    if sync_url.startswith("postgresql"):
+        assert held_locks(sync_url) == 1, "the revision ran on the session holding the lock"
+
+
+@pytest.mark.parametrize("driver", ASYNC_URLS)
+def test_stock_async_template_is_refused_with_the_change_to_make(
+    driver: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """``alembic init -t async``'s env.py would open its own connection: exit 2, nothing run."""
+    url, sync_url = async_url(driver, request, tmp_path)
+    _project, ini = async_project(tmp_path, STOCK_ASYNC_ENV_PY, url)
+    proc = revisor_process("--config", str(ini), "--env-py", "--output", "json", "upgrade")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2, err
+    result = json.loads(out)
+    assert result["reason"] == "InvalidScripts"
+    assert "env.py starts its own event loop" in result["error"]
+    assert "config.attributes.get('connection')" in result["error"]
+    assert err.count("error: ") == 1
+    assert "never awaited" not in err, "no stray warning after the one message"
+    assert version(sync_url) == set()
+    assert not {"t1", "t2", "lock_proof"} & tables(sync_url)
+    runs = history_rows(sync_url)
+    assert [r["status"] for r in runs] == ["failed"], "the run row is closed, not left running"
+    assert "env.py starts its own event loop" in runs[0]["error"]
+
+
+def test_cookbook_env_py_with_a_failing_revision_is_exit_4_at_the_last_commit(
+    revisor, db_url, tmp_path: Path
+) -> None:
+    """A revision failing under env.py is a failed step, as in hermetic mode."""
+    failing = Rev(
+        id="0003f0000000",
+        down="0002t0000000",
+        message="breaks",
+        upgrade="op.execute('SELECT * FROM no_such_table_anywhere')",
+    )
+    project = make_project(tmp_path, [*chain(2), failing]).with_env_py()
+    ini = project.with_ini(url=db_url)
+    run = revisor("--config", str(ini), "--env-py", "--output", "json", "upgrade")
+    assert run.code == 4, run.err
+    assert run.result["reason"] == "MigrationFailed"
+    assert "upgrade 0003f0000000 (breaks) failed" in run.result["error"]
+    assert "no_such_table_anywhere" in run.result["error"]
+    assert [s["revision"] for s in run.result["applied"]] == ["0001t0000000", "0002t0000000"]
+    assert version(db_url) == {"0002t0000000"}
+    assert history_rows(db_url)[-1]["status"] == "failed"
+    steps = history_rows(db_url, "step")
+    assert (steps[-1]["revision"], steps[-1]["status"]) == ("0003f0000000", "failed")
+
+
+def test_an_env_py_that_cannot_load_is_exit_2_naming_env_py(
+    revisor, db_url, tmp_path: Path
+) -> None:
+    project = make_project(tmp_path, chain(1)).with_env_py(
+        "import not_a_module_anywhere\nfrom alembic import context\n"
+    )
+    ini = project.with_ini(url=db_url)
+    run = revisor("--config", str(ini), "--env-py", "--output", "json", "upgrade")
+    assert run.code == 2
+    assert "env.py:1: ModuleNotFoundError while loading env.py" in run.err
+    assert version(db_url) == set()
+    assert [r["status"] for r in history_rows(db_url)] == ["failed"]
+
+
+@pytest.mark.postgres
+def test_env_py_opening_its_own_connection_still_migrates_on_the_locked_one(
+    revisor, pg_url, tmp_path: Path
+) -> None:
+    """Alembic's stock sync env.py connects by itself; its revisions run under the lock."""
+    from tests.engine.test_existing_projects import STANDARD_ENV_PY
+
+    project = make_project(tmp_path, [*chain(2), LOCK_PROOF])
+    project.with_env_py(STANDARD_ENV_PY.replace("{extra}", ""))
+    run = revisor("--config", str(project.with_ini(url=pg_url)), "--env-py", "upgrade")
+    assert run.code == 0, run.err
+    assert held_locks(pg_url) == 1
