@@ -15,6 +15,7 @@ rest of the engine only ever sees a synchronous ``Connection``.
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,13 @@ ASYNC_DRIVERS = frozenset({"asyncpg", "aiosqlite", "psycopg_async", "aiomysql", 
 # Bare "postgresql://" means psycopg2 to SQLAlchemy; Revisor ships psycopg 3.
 _DEFAULT_DRIVERS = {"postgresql": "psycopg", "postgres": "psycopg"}
 CONNECT_TIMEOUT_SECONDS = 10
+#: TCP keepalives, both ends: a dead peer is noticed after about a minute
+#: (30 s idle, then 3 probes 10 s apart) instead of the kernel's two hours.
+#: The server side (set per session in :mod:`revisor.dialects`) is what frees
+#: the advisory lock of a runner whose node vanished (FIELD-NOTES).
+KEEPALIVE_IDLE_SECONDS = 30
+KEEPALIVE_INTERVAL_SECONDS = 10
+KEEPALIVE_COUNT = 3
 
 
 @dataclass(frozen=True)
@@ -140,26 +148,57 @@ def _parse(raw: str, source: str) -> Database:
 
 def _engine_options(db: Database) -> dict[str, Any]:
     connect_args: dict[str, Any] = {}
-    if db.backend == "postgresql" and db.driver == "psycopg":
-        # Client-side keepalives notice a vanished server; the server-side ones
-        # set per session in revisor.dialects notice a vanished runner and free
-        # its advisory lock.
+    if db.backend == "postgresql" and db.driver in ("psycopg", "psycopg_async"):
+        # libpq's own keepalives notice a vanished server; the sync and async
+        # psycopg connections take the same libpq parameters.
         connect_args = {
             "connect_timeout": CONNECT_TIMEOUT_SECONDS,
             "keepalives": 1,
-            "keepalives_idle": 30,
-            "keepalives_interval": 10,
-            "keepalives_count": 3,
+            "keepalives_idle": KEEPALIVE_IDLE_SECONDS,
+            "keepalives_interval": KEEPALIVE_INTERVAL_SECONDS,
+            "keepalives_count": KEEPALIVE_COUNT,
             "application_name": "revisor",
         }
     elif db.driver == "asyncpg":
+        # asyncpg is not libpq: no keepalive parameters. The server-side ones
+        # go in the startup packet (and are SET again with the lock); the
+        # client side is set on the socket (_asyncpg_keepalives).
         connect_args = {
             "timeout": CONNECT_TIMEOUT_SECONDS,
-            "server_settings": {"application_name": "revisor"},
+            "server_settings": {
+                "application_name": "revisor",
+                "tcp_keepalives_idle": str(KEEPALIVE_IDLE_SECONDS),
+                "tcp_keepalives_interval": str(KEEPALIVE_INTERVAL_SECONDS),
+                "tcp_keepalives_count": str(KEEPALIVE_COUNT),
+            },
         }
     elif db.backend == "sqlite":
         connect_args = {"timeout": 30}
     return {"poolclass": NullPool, "connect_args": connect_args}
+
+
+def _asyncpg_keepalives(engine: Engine) -> None:
+    """Client-side TCP keepalives on asyncpg's socket, as libpq sets them for psycopg.
+
+    asyncpg exposes its transport only as ``_transport``; if that ever goes,
+    the socket is left as asyncpg made it (the server-side keepalives, which
+    free the lock, do not depend on this).
+    """
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        transport = getattr(dbapi_connection.driver_connection, "_transport", None)
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+            return
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for name, value in (
+            ("TCP_KEEPIDLE", KEEPALIVE_IDLE_SECONDS),
+            ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL_SECONDS),
+            ("TCP_KEEPCNT", KEEPALIVE_COUNT),
+        ):
+            if hasattr(socket, name):
+                sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
 
 
 def _sqlite_transactional_ddl(engine: Engine) -> None:
@@ -209,6 +248,8 @@ async def _run_async(db: Database, work: Callable[[Connection], T]) -> T:
         raise _unsupported(db, exc) from None
     if db.backend == "sqlite":
         _sqlite_transactional_ddl(engine.sync_engine)
+    if db.driver == "asyncpg":
+        _asyncpg_keepalives(engine.sync_engine)
     try:
         aconn = engine.connect()
         try:

@@ -25,7 +25,12 @@ from typing import IO, Protocol
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from revisor.connection import Database
+from revisor.connection import (
+    KEEPALIVE_COUNT,
+    KEEPALIVE_IDLE_SECONDS,
+    KEEPALIVE_INTERVAL_SECONDS,
+    Database,
+)
 from revisor.errors import BadInput, LockTimeout
 from revisor.redaction import scrub
 
@@ -140,9 +145,10 @@ class PostgresSupport:
             "lock_timeout": _ms(ddl_lock_timeout),
             # Server-side keepalives: a runner on a vanished node loses its
             # session (and so its lock) in about a minute, not two hours.
-            "tcp_keepalives_idle": "30",
-            "tcp_keepalives_interval": "10",
-            "tcp_keepalives_count": "3",
+            # Set here, on the locked connection, whatever the driver.
+            "tcp_keepalives_idle": str(KEEPALIVE_IDLE_SECONDS),
+            "tcp_keepalives_interval": str(KEEPALIVE_INTERVAL_SECONDS),
+            "tcp_keepalives_count": str(KEEPALIVE_COUNT),
         }
         for name, value in settings.items():
             conn.execute(sa.text("SELECT set_config(:n, :v, false)"), {"n": name, "v": value})

@@ -33,6 +33,70 @@ def test_aiosqlite_url_runs_through_the_async_engine(revisor, tmp_path: Path) ->
     assert version(f"sqlite:///{db}") == {"0002t0000000"}
 
 
+#: Records, from inside a revision, the keepalives of the migration's own connection.
+KEEPALIVE_PROBE = Rev(
+    id="aaaa00000001",
+    message="record keepalives",
+    upgrade="""
+        import os
+        import socket
+
+        op.execute(
+            "CREATE TABLE server_seen AS SELECT name, setting FROM pg_settings WHERE name IN "
+            "('tcp_keepalives_idle', 'tcp_keepalives_interval', 'tcp_keepalives_count', "
+            "'application_name')"
+        )
+        raw = op.get_bind().connection.driver_connection
+        transport = getattr(raw, "_transport", None)  # asyncpg; psycopg has fileno()
+        sock = (
+            transport.get_extra_info("socket")
+            if transport is not None
+            else socket.socket(fileno=os.dup(raw.fileno()))
+        )
+        values = [1 if sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) else 0] + [
+            sock.getsockopt(socket.IPPROTO_TCP, option)
+            for option in (socket.TCP_KEEPIDLE, socket.TCP_KEEPINTVL, socket.TCP_KEEPCNT)
+        ]
+        if transport is None:
+            sock.close()
+        op.execute(
+            "CREATE TABLE client_seen AS SELECT "
+            + ", ".join(f"{value} AS v{i}" for i, value in enumerate(values))
+        )
+    """,
+)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("driver", ["psycopg", "psycopg_async", "asyncpg"])
+def test_the_migration_connection_has_keepalives_on_both_ends(
+    revisor, pg_url, tmp_path: Path, driver: str
+) -> None:
+    """Server side frees the lock of a vanished runner; client side notices a vanished server.
+
+    Read from inside a revision, so it is the locked connection itself, for
+    every PostgreSQL driver (asyncpg is not libpq and gets them another way).
+    """
+    import sqlalchemy as sa
+
+    project = make_project(tmp_path, [KEEPALIVE_PROBE])
+    url = pg_url.replace("postgresql+psycopg", f"postgresql+{driver}")
+    run = revisor(*project.args(), "--database-url", url, "upgrade")
+    assert run.code == 0, run.err
+    engine = sa.create_engine(pg_url, poolclass=sa.pool.NullPool)
+    with engine.connect() as conn:
+        server = dict(conn.execute(sa.text("SELECT name, setting FROM server_seen")).all())
+        client = tuple(conn.execute(sa.text("SELECT * FROM client_seen")).one())
+    engine.dispose()
+    assert server == {
+        "application_name": "revisor",
+        "tcp_keepalives_idle": "30",
+        "tcp_keepalives_interval": "10",
+        "tcp_keepalives_count": "3",
+    }
+    assert client == (1, 30, 10, 3), "SO_KEEPALIVE, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT"
+
+
 def test_json_log_lines_on_stderr(revisor, tmp_path: Path) -> None:
     project = make_project(tmp_path, chain(2))
     run = revisor(
