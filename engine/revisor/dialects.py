@@ -18,6 +18,7 @@ import fcntl
 import hashlib
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Protocol
@@ -53,8 +54,20 @@ def lock_key(db: Database, *, schema: str | None, table: str) -> LockKey:
 class DialectSupport(Protocol):
     transactional_ddl: bool
 
-    def acquire_lock(self, conn: Connection, *, key: LockKey, timeout: float | None) -> None:
-        """Take the run's lock or raise :class:`LockTimeout`; ends the transaction."""
+    def acquire_lock(
+        self,
+        conn: Connection,
+        *,
+        key: LockKey,
+        timeout: float | None,
+        on_wait: Callable[[str], None] | None = None,
+    ) -> None:
+        """Take the run's lock or raise :class:`LockTimeout`; ends the transaction.
+
+        When another runner holds it, ``on_wait`` hears so once, before the
+        wait: a Job's log then says why it sits still (and tests can see that
+        a runner really waited).
+        """
 
     def release_lock(self, conn: Connection, *, key: LockKey) -> None:
         """Give the lock back (closing the connection would too)."""
@@ -87,14 +100,24 @@ class PostgresSupport:
 
     transactional_ddl = True
 
-    def acquire_lock(self, conn: Connection, *, key: LockKey, timeout: float | None) -> None:
-        if timeout == 0:
-            got = conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key.value})
-            acquired = bool(got.scalar())
-            conn.commit()
-            if not acquired:
-                raise self._timeout(conn, key, timeout)
+    def acquire_lock(
+        self,
+        conn: Connection,
+        *,
+        key: LockKey,
+        timeout: float | None,
+        on_wait: Callable[[str], None] | None = None,
+    ) -> None:
+        got = conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key.value})
+        acquired = bool(got.scalar())
+        conn.commit()
+        if acquired:
             return
+        if timeout == 0:
+            raise self._timeout(conn, key, timeout)
+        if on_wait is not None:
+            bound = "" if timeout is None else f" for up to {timeout:g}s"
+            on_wait(f"waiting{bound} for the lock {key.name}{self._holder(conn, key)}")
         conn.execute(sa.text("SELECT set_config('lock_timeout', :v, false)"), {"v": _ms(timeout)})
         try:
             conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": key.value})
@@ -106,8 +129,15 @@ class PostgresSupport:
         conn.commit()
 
     def _timeout(self, conn: Connection, key: LockKey, timeout: float | None) -> LockTimeout:
-        holder = ""
-        with contextlib.suppress(sa.exc.DBAPIError):
+        return LockTimeout(
+            f"another migration holds the lock {key.name}{self._holder(conn, key)}; "
+            f"gave up after {timeout:g}s",
+            hint="wait for it to finish, or raise --lock-timeout",
+        )
+
+    def _holder(self, conn: Connection, key: LockKey) -> str:
+        """Who holds the lock, as a phrase (empty if it cannot be told)."""
+        try:
             row = conn.execute(
                 sa.text(
                     "SELECT a.pid, a.application_name, a.client_addr, a.backend_start "
@@ -117,15 +147,16 @@ class PostgresSupport:
                 ),
                 {"k": key.value},
             ).first()
-            conn.rollback()
-            if row is not None:
-                holder = (
-                    f" (held by backend pid {row.pid}, application {row.application_name!r}, "
-                    f"client {row.client_addr or 'local'}, connected since {row.backend_start})"
-                )
-        return LockTimeout(
-            f"another migration holds the lock {key.name}{holder}; gave up after {timeout:g}s",
-            hint="wait for it to finish, or raise --lock-timeout",
+        except sa.exc.DBAPIError:
+            row = None
+        finally:
+            with contextlib.suppress(sa.exc.DBAPIError):
+                conn.rollback()
+        if row is None:
+            return ""
+        return (
+            f" (held by backend pid {row.pid}, application {row.application_name!r}, "
+            f"client {row.client_addr or 'local'}, connected since {row.backend_start})"
         )
 
     def release_lock(self, conn: Connection, *, key: LockKey) -> None:
@@ -170,7 +201,14 @@ class SqliteSupport:
         self.path = None if not path or path == ":memory:" else f"{path}.revisor-lock"
         self._handle: IO[str] | None = None
 
-    def acquire_lock(self, conn: Connection, *, key: LockKey, timeout: float | None) -> None:
+    def acquire_lock(
+        self,
+        conn: Connection,
+        *,
+        key: LockKey,
+        timeout: float | None,
+        on_wait: Callable[[str], None] | None = None,
+    ) -> None:
         if self.path is None:
             return
         try:
@@ -189,6 +227,10 @@ class SqliteSupport:
                 if exc.errno not in (errno.EAGAIN, errno.EACCES):
                     handle.close()
                     raise
+                if on_wait is not None:
+                    bound = "" if timeout is None else f" for up to {timeout:g}s"
+                    on_wait(f"waiting{bound} for the lock file {self.path}")
+                    on_wait = None
                 if deadline is not None and time.monotonic() >= deadline:
                     handle.close()
                     raise LockTimeout(

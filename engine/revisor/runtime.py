@@ -94,13 +94,25 @@ def make_plan(scripts: Scripts, command: RunCommand, target: str, heads: Sequenc
     return planner(scripts, target, heads)
 
 
-def with_lock(session: Session, work: Callable[[Connection, DialectSupport], Any]) -> Any:
-    """Open the connection, hold the advisory lock around ``work``, release it."""
+def with_lock(
+    session: Session,
+    work: Callable[[Connection, DialectSupport], Any],
+    reporter: Reporter | None = None,
+) -> Any:
+    """Open the connection, hold the advisory lock around ``work``, release it.
+
+    ``reporter`` hears it when the run has to wait for another runner's lock.
+    """
 
     def locked(conn: Connection) -> Any:
         dialect = support_for(session.db)
         key = lock_key(session.db, schema=session.version_table_schema, table=session.version_table)
-        dialect.acquire_lock(conn, key=key, timeout=session.lock_timeout)
+        dialect.acquire_lock(
+            conn,
+            key=key,
+            timeout=session.lock_timeout,
+            on_wait=reporter.info if reporter is not None else None,
+        )
         try:
             dialect.prepare_session(
                 conn,
@@ -160,7 +172,7 @@ def migrate(session: Session, options: RunOptions, reporter: Reporter) -> contra
             base=base,
         ).execute()
 
-    result: contract.Result = with_lock(session, work)
+    result: contract.Result = with_lock(session, work, reporter)
     return result
 
 
@@ -571,7 +583,7 @@ def stamp(session: Session, target: str, reporter: Reporter) -> contract.Result:
             runner=session.runner,
         )
 
-    result: contract.Result = with_lock(session, work)
+    result: contract.Result = with_lock(session, work, reporter)
     return result
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -34,21 +37,46 @@ def slow_chain(flag: Path) -> list[Rev]:
     return revs
 
 
-def test_concurrent_runners_exactly_one_applies_and_all_succeed(db_url, tmp_path: Path) -> None:
-    """N processes race on one database: one migrates, the others wait, find nothing, exit 0."""
+def test_concurrent_runners_exactly_one_applies_while_the_others_wait_for_its_lock(
+    db_url, tmp_path: Path
+) -> None:
+    """N processes race on one database: one migrates, the others wait, find nothing, exit 0.
+
+    The winner's second revision holds until the test removes a flag, and the
+    test removes it only once every other runner has logged that it is
+    waiting for the lock. So each of them provably started before the winner
+    finished, waited for it, and planned after its commit; no timing involved.
+    """
     flag = tmp_path / "hold"
     flag.touch()
     project = make_project(tmp_path, slow_chain(flag))
-    procs = [
-        revisor_process(*project.args(), "--database-url", db_url, "--output", "json", "upgrade")
-        for _ in range(5)
-    ]
-    time.sleep(1.0)  # let all five reach the lock while the first is inside revision 2
+    argv = [sys.executable, "-m", "revisor", *project.args(), "--database-url", db_url]
+    argv += ["--output", "json", "upgrade", "--lock-timeout", "600"]
+    logs = [tmp_path / f"runner-{i}.log" for i in range(5)]
+    procs = []
+    for log in logs:
+        with log.open("w") as stderr:
+            procs.append(subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=stderr, text=True))
+
+    def waiting() -> list[Path]:
+        return [log for log in logs if "for the lock" in log.read_text()]
+
+    deadline = time.monotonic() + 240  # a hang guard for a loaded machine, not a measurement
+    while len(waiting()) < 4:
+        assert time.monotonic() < deadline, [log.read_text() for log in logs]
+        assert all(p.poll() is None for p in procs), "a runner finished while the winner held"
+        time.sleep(0.1)
     flag.unlink()
-    outputs = [p.communicate(timeout=120) for p in procs]
-    assert [p.returncode for p in procs] == [0] * 5, [err for _, err in outputs]
-    applied_counts = sorted(len(__import__("json").loads(out)["applied"]) for out, _ in outputs)
-    assert applied_counts == [0, 0, 0, 0, 3]
+    results = [json.loads(p.communicate(timeout=240)[0]) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 5, [log.read_text() for log in logs]
+    winners = [i for i, r in enumerate(results) if r["applied"]]
+    assert len(winners) == 1 and len(results[winners[0]]["applied"]) == 3
+    assert waiting() == [log for i, log in enumerate(logs) if i not in winners]
+    for i, result in enumerate(results):
+        if i not in winners:
+            assert result["from"] == ["0003t0000000"], "planned only after the winner's commit"
+            assert "nothing to do" in logs[i].read_text()
+    assert results[winners[0]]["from"] == []
     assert version(db_url) == {"0003t0000000"}
     runs = history_rows(db_url)
     assert len(runs) == 1 and runs[0]["status"] == "succeeded"
