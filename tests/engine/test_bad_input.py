@@ -172,11 +172,13 @@ def test_unreachable_database_is_exit_6(revisor, tmp_path: Path) -> None:
     from tests.support.postgres import free_port
 
     project = make_project(tmp_path, chain(1))
-    url = f"postgresql+psycopg://app:pw@127.0.0.1:{free_port()}/app"
+    password = "Unreach-Pw-4b8e1d"
+    url = f"postgresql+psycopg://app:{password}@127.0.0.1:{free_port()}/app"
     run = revisor(*project.args(), "--database-url", url, "--output", "json", "upgrade")
     assert run.code == 6
-    assert "cannot connect to" in run.err
+    assert "cannot connect to postgresql+psycopg://app:***@127.0.0.1:" in run.err
     assert run.result["reason"] == "DatabaseUnreachable"
+    assert password not in run.err + run.out
 
 
 @pytest.mark.postgres

@@ -134,8 +134,16 @@ def test_result_file_gets_the_same_document(revisor, tmp_path: Path) -> None:
 
 @pytest.mark.postgres
 def test_canary_password_never_appears_in_any_output(postgres_server, tmp_path: Path) -> None:
-    """Success, failure, lock timeout, bad target and wrong password: the canary never shows."""
+    """Every command, success or failure, hermetic or env.py: the canary shows nowhere.
+
+    Not on stdout, stderr, the result file, nor in any column of any
+    ``revisor_history`` row, though the failing revision's own SQL contains
+    it (so the driver's error echoes it).
+    """
     import psycopg
+    import sqlalchemy as sa
+
+    from tests.support.postgres import free_port
 
     with psycopg.connect(postgres_server.libpq(), autocommit=True) as conn:
         conn.execute(f"CREATE ROLE canary LOGIN PASSWORD '{CANARY}' SUPERUSER")
@@ -144,37 +152,47 @@ def test_canary_password_never_appears_in_any_output(postgres_server, tmp_path: 
     failing = Rev(
         id="ffff00000001", down="0001t0000000", upgrade=f"op.execute(\"SELECT '{CANARY}'::int\")"
     )
-    project = make_project(tmp_path, [*chain(1), failing])
+    project = make_project(tmp_path, [*chain(1), failing]).with_env_py()
     result_file = tmp_path / "result.json"
     url_file = tmp_path / "url"
     url_file.write_text(url)
+    closed = url.replace(f":{postgres_server.port}/", f":{free_port()}/")
     invocations = [
-        ["--database-url", url, "upgrade", "0001"],
-        ["--database-url-file", str(url_file), "upgrade"],
-        ["--database-url", url, "--log-format", "json", "upgrade", "nope"],
-        ["--database-url", url.replace(CANARY, CANARY + "x"), "upgrade"],
-        ["--database-url", url.replace("127.0.0.1", "127.0.0.1:1"), "upgrade"],
-        ["--database-url", url, "current"],
-        ["--database-url", url, "history", "--runs"],
+        (0, ["--database-url", url, "upgrade", "0001"]),
+        (4, ["--database-url-file", str(url_file), "upgrade"]),
+        (2, ["--database-url", url, "--log-format", "json", "upgrade", "nope"]),
+        (6, ["--database-url", url.replace(CANARY, CANARY + "x"), "upgrade"]),
+        (2, ["--database-url", url.replace("127.0.0.1", "127.0.0.1:1"), "upgrade"]),
+        (6, ["--database-url", closed, "upgrade"]),
+        (6, ["--database-url", closed, "--log-format", "json", "plan"]),
+        (0, ["--database-url", url, "current"]),
+        (0, ["--database-url", url, "history", "--runs"]),
+        (0, ["--database-url", url, "plan"]),
+        (0, ["--database-url", url, "--log-format", "json", "plan", "base"]),
+        (0, ["--database-url", url, "verify"]),
+        (0, ["--database-url", url, "stamp", "0001"]),
+        (4, ["--database-url", url, "--env-py", "upgrade"]),
+        (0, ["--database-url", url, "--env-py", "--log-format", "json", "downgrade", "base"]),
+        (0, ["--database-url-file", str(url_file), "--env-py", "upgrade", "0001"]),
     ]
     seen = []
-    for extra in invocations:
+    for _expected, extra in invocations:
+        result_file.write_text("")
         proc = revisor_process(
             *project.args(), "--output", "json", "--result-file", str(result_file), *extra
         )
-        out, err = proc.communicate(timeout=60)
+        out, err = proc.communicate(timeout=120)
         seen.append((proc.returncode, out, err, result_file.read_text()))
-    codes = [s[0] for s in seen]
-    assert codes[:5] == [0, 4, 2, 6, 2], [s[2] for s in seen]
+    assert [s[0] for s in seen] == [code for code, _ in invocations], [s[2] for s in seen]
     for code, out, err, result in seen:
+        assert result, "every run wrote its result file"
         assert CANARY not in out + err + result, (code, out, err, result)
-    import sqlalchemy as sa
-
-    engine = sa.create_engine(postgres_server.url(name))
+    engine = sa.create_engine(postgres_server.url(name), poolclass=sa.pool.NullPool)
     with engine.connect() as conn:
-        stored = " ".join(
-            str(v) for row in conn.execute(sa.text("SELECT * FROM revisor_history")) for v in row
-        )
+        rows = [tuple(row) for row in conn.execute(sa.text("SELECT * FROM revisor_history"))]
     engine.dispose()
-    assert "invalid input syntax" in stored
     postgres_server.drop_database(name)
+    stored = [str(value) for row in rows for value in row]
+    assert len(rows) >= 8, "runs and steps were recorded"
+    assert sum("invalid input syntax" in value for value in stored) >= 2, "both failures stored"
+    assert not [value for value in stored if CANARY in value]
