@@ -1,22 +1,29 @@
 """One run of one container: a local process, its log and its termination message.
 
 The image is never pulled: ``command`` + ``args`` run from this machine's
-environment (the kubelet's PATH, so the project's virtualenv). A run ends
-when its process exits; a waiter thread reports that to the pod worker at
-once, so nothing polls for exits.
+environment (the kubelet's PATH, so the project's virtualenv). Each run is
+started under ``shim``, its supervisor, so nothing it forks outlives it or
+the kubelet. A run ends when its process exits; a waiter thread reports that
+to the pod worker at once (the shim says so on a pipe), so nothing polls.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import subprocess
+import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from localkube import processes
 from localkube.node import now
+
+SHIM = Path(__file__).resolve().with_name("shim.py")
 
 MAX_MESSAGE_BYTES = 4096
 FALLBACK_LOG_LINES = 80
@@ -46,6 +53,23 @@ class Exit:
         if self.signal is not None:
             state["signal"] = self.signal
         return state
+
+
+_lifeline_lock = threading.Lock()
+_lifeline: int | None = None
+
+
+def lifeline() -> int:
+    """The read end of this process's lifeline: EOF on it once this process has died.
+
+    The write end is never written, never closed and never inherited (pipes
+    are close-on-exec): only this process's death closes it.
+    """
+    global _lifeline
+    with _lifeline_lock:
+        if _lifeline is None:
+            _lifeline, _ = os.pipe()
+        return _lifeline
 
 
 def log_tail(log: Path, *, since: int) -> str:
@@ -86,42 +110,87 @@ class ContainerRun:
         self.started_at = now()
         self.exit: Exit | None = None
         self._exited = threading.Event()
-        self.process: subprocess.Popen[bytes] | None = None
-        try:
-            self.process = processes.spawn(argv, log=log, env=env, cwd=cwd)
-        except OSError as error:
-            # What a runtime reports for a missing or non-executable entrypoint.
-            self._ended(exit_code=128, reason="StartError", message=f"{argv[0]}: {error}")
+        #: The container's main process (its pid is also its process group).
+        self.pid: int | None = None
+        self._shim: subprocess.Popen[bytes] | None = None
+        started = self._start_shim(argv, env=env, cwd=cwd, log=log)
+        if started is None:
             return
-        threading.Thread(target=self._wait, name=f"wait-{self.process.pid}", daemon=True).start()
+        threading.Thread(
+            target=self._wait, args=(started,), name=f"wait-{self.pid}", daemon=True
+        ).start()
+
+    def _start_shim(
+        self, argv: Sequence[str], *, env: Mapping[str, str], cwd: Path, log: Path
+    ) -> IO[str] | None:
+        """Start the run under its shim; return the shim's status pipe once the run has begun."""
+        status_read, status_write = os.pipe()
+        fd = lifeline()
+        shim_argv = [sys.executable, "-I", "-S", str(SHIM), str(fd), str(status_write), "--"]
+        try:
+            # No death signal: the shim must outlive a SIGKILLed kubelet to clean up.
+            self._shim = processes.spawn(
+                [*shim_argv, *argv],
+                log=log,
+                env=env,
+                cwd=cwd,
+                pass_fds=(fd, status_write),
+                die_with_parent=False,
+            )
+        except OSError as error:
+            os.close(status_read)
+            self._ended(exit_code=128, reason="StartError", message=f"{argv[0]}: {error}")
+            return None
+        finally:
+            os.close(status_write)
+        status = os.fdopen(status_read, "r", errors="replace")
+        kind, _, detail = status.readline().strip().partition(" ")
+        if kind == "started":
+            self.pid = int(detail)
+            return status
+        status.close()
+        code = self._shim.wait()
+        # What a runtime reports for a missing or non-executable entrypoint.
+        message = detail if kind == "error" else f"container supervisor exited with {code}"
+        self._ended(exit_code=128, reason="StartError", message=message)
+        return None
 
     @property
     def running(self) -> bool:
         return self.exit is None
 
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process is not None else None
-
     def terminate(self) -> None:
-        if self.process is not None:
-            processes.signal_group(self.process, signal.SIGTERM)
+        self._signal(signal.SIGTERM)
 
     def kill(self) -> None:
-        if self.process is not None:
-            processes.signal_group(self.process, signal.SIGKILL)
+        self._signal(signal.SIGKILL)
+
+    def _signal(self, sig: int) -> None:
+        # The container's group; the shim, outside it, then reaps what is left.
+        if self.pid is not None and self.running:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.pid, sig)
 
     def wait(self, timeout: float | None) -> bool:
         """Wait until the run has ended and ``exit`` is set; True if it has."""
         return self._exited.wait(timeout)
 
-    def _wait(self) -> None:
-        assert self.process is not None
-        code = self.process.wait()
-        # Whatever the leader forked must not linger after the container "exited".
-        processes.signal_group(self.process, signal.SIGKILL)
-        sig = -code if code < 0 else None
-        exit_code = 128 + sig if sig is not None else code
+    def _wait(self, status: IO[str]) -> None:
+        assert self._shim is not None
+        with status:
+            # The shim's last word, once the run and all it forked are gone.
+            last = ""
+            for line in status:
+                last = line.strip()
+        self._shim.wait()
+        kind, _, value = last.partition(" ")
+        if kind == "exited":
+            sig, exit_code = None, int(value)
+        elif kind == "signaled":
+            sig = int(value)
+            exit_code = 128 + sig
+        else:  # the shim itself was killed: the run went with it
+            sig, exit_code = signal.SIGKILL, 128 + signal.SIGKILL
         self._ended(
             exit_code=exit_code,
             reason="Completed" if exit_code == 0 else "Error",

@@ -7,8 +7,9 @@ containers in order, start the containers, restart them per
 whenever what it would report changes. It wakes on process exits, pod
 updates and its own timers, never on a fixed tick.
 
-The thread that starts a process must outlive it (``PR_SET_PDEATHSIG`` is
-per thread): this thread returns only once all its processes are gone.
+This thread returns only once all its processes are gone: containers run
+under their shim (which watches the kubelet's lifeline, not this thread), but
+probes have a death signal, which fires when the thread that started them ends.
 """
 
 from __future__ import annotations

@@ -9,6 +9,8 @@ then SIGKILL.
 
 Trap: the death signal fires when the *thread* that forked the child exits,
 not the process. Start children from a thread that lives as long as they do.
+And it is not inherited: what a child forks needs more (see ``shim``, which
+the kubelet's containers run under).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -42,8 +44,14 @@ def spawn(
     cwd: Path | None = None,
     stdin: int | IO[bytes] | None = subprocess.DEVNULL,
     pass_fds: Sequence[int] = (),
+    die_with_parent: bool = True,
 ) -> subprocess.Popen[bytes]:
-    """Start ``argv`` in a new session with its stdout+stderr appended to ``log``."""
+    """Start ``argv`` in a new session with its stdout+stderr appended to ``log``.
+
+    ``die_with_parent=False`` is for a process that must clean up after itself
+    when this one dies (a SIGKILL could not be handled): it needs its own way
+    to notice, like the shim's lifeline.
+    """
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
         return subprocess.Popen(
@@ -54,7 +62,7 @@ def spawn(
             env=dict(env) if env is not None else None,
             cwd=cwd,
             start_new_session=True,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - only a prctl call, see _die_with_parent
+            preexec_fn=_die_with_parent if die_with_parent else None,  # noqa: PLW1509 - a prctl call only
             pass_fds=tuple(pass_fds),
             close_fds=True,
         )
@@ -88,14 +96,3 @@ def stop_all(processes: Sequence[subprocess.Popen[bytes]], *, grace: float = 10.
             process.wait(timeout=max(0.0, deadline - time.monotonic()))
         signal_group(process, signal.SIGKILL)
         process.wait()
-
-
-def on_termination_signals(handler: Callable[[], None]) -> None:
-    """Run ``handler`` then exit on SIGTERM, SIGINT and SIGHUP (main thread only)."""
-
-    def _handle(signum: int, _frame: object) -> None:
-        handler()
-        raise SystemExit(128 + signum)
-
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, _handle)
