@@ -313,3 +313,131 @@ def test_http_readiness_probe_checks_the_local_port(process_kubelet: Kube, names
     running = _read(process_kubelet, namespace, "web404")
     assert running.status.container_statuses[0].state.running is not None
     assert _condition(running, "Ready") == "False"
+
+
+def test_node_is_ready_with_capacity_and_keeps_its_lease_fresh(process_kubelet: Kube) -> None:
+    """The scheduler binds to a Ready node with room; the node lifecycle controller needs the Lease."""
+    core = client.CoreV1Api(process_kubelet.api)
+    (node,) = core.list_node(label_selector="localkube.dev/process-kubelet=true").items
+    ready = next(c for c in node.status.conditions if c.type == "Ready")
+    assert (ready.status, ready.reason) == ("True", "KubeletReady")
+    for pressure in ("MemoryPressure", "DiskPressure", "PIDPressure"):
+        assert next(c.status for c in node.status.conditions if c.type == pressure) == "False"
+    assert not node.spec.taints  # no not-ready or unreachable taint: pods get scheduled
+    for resources in (node.status.capacity, node.status.allocatable):
+        assert resources["cpu"] == "4"
+        assert resources["memory"] == "8Gi"
+        assert resources["pods"] == "110"
+
+    leases = client.CoordinationV1Api(process_kubelet.api)
+    name = node.metadata.name
+    lease = leases.read_namespaced_lease(name, "kube-node-lease")
+    assert lease.spec.holder_identity == name
+    assert lease.spec.lease_duration_seconds == 40
+    assert [(o.kind, o.name, o.uid) for o in lease.metadata.owner_references] == [
+        ("Node", name, node.metadata.uid)
+    ]
+    first = lease.spec.renew_time
+    renewed = wait_for(
+        lambda: leases.read_namespaced_lease(name, "kube-node-lease").spec.renew_time,
+        lambda renew_time: renew_time > first,
+        timeout=30,  # renewed every 10 s
+        interval=1.0,
+        what=f"Lease {name} to be renewed",
+    )
+    assert renewed > first
+
+
+def test_custom_termination_message_path_becomes_the_message(
+    process_kubelet: Kube, namespace: str
+) -> None:
+    write = "import sys; open(sys.argv[1], 'w').write('written to a custom path'); print('log')"
+    pod = _pod(
+        "custom-msg",
+        [
+            {
+                "name": "main",
+                "image": "x",
+                "command": [PYTHON, "-c", write, "/tmp/custom-msg"],
+                "terminationMessagePath": "/tmp/custom-msg",
+            }
+        ],
+        restartPolicy="Never",
+    )
+    apply(process_kubelet.api, pod, namespace=namespace)
+    done = wait_for(
+        lambda: _read(process_kubelet, namespace, "custom-msg"),
+        lambda pod: pod.status.phase in {"Succeeded", "Failed"},
+        timeout=30,
+        what="pod custom-msg to finish",
+    )
+    assert done.status.phase == "Succeeded"
+    terminated = done.status.container_statuses[0].state.terminated
+    assert terminated.exit_code == 0
+    assert terminated.message == "written to a custom path"
+
+
+def test_missing_secret_holds_container_in_config_error_until_created(
+    process_kubelet: Kube, namespace: str
+) -> None:
+    """As the kubelet does: CreateContainerConfigError naming the Secret, then it runs."""
+    pod = _pod(
+        "needs-secret",
+        [
+            {
+                "name": "main",
+                "image": "x",
+                "command": [PYTHON, "-c", "import os; print(os.environ['PASSWORD'])"],
+                "terminationMessagePolicy": "FallbackToLogsOnError",
+                "env": [
+                    {
+                        "name": "PASSWORD",
+                        "valueFrom": {"secretKeyRef": {"name": "late", "key": "password"}},
+                    }
+                ],
+            }
+        ],
+        restartPolicy="Never",
+    )
+    apply(process_kubelet.api, pod, namespace=namespace)
+    waiting = wait_for(
+        lambda: _read(process_kubelet, namespace, "needs-secret"),
+        lambda pod: (
+            bool(pod.status.container_statuses)
+            and pod.status.container_statuses[0].state.waiting is not None
+            and pod.status.container_statuses[0].state.waiting.reason
+            == "CreateContainerConfigError"
+        ),
+        timeout=30,
+        what="pod needs-secret to wait for its Secret",
+    )
+    assert waiting.status.phase == "Pending"
+    assert "late" in waiting.status.container_statuses[0].state.waiting.message
+    assert waiting.status.container_statuses[0].ready is False
+
+    # Nothing tells the kubelet that the Secret appeared: it must keep retrying. Let
+    # several retries (1 s apart) go by, so a kubelet that gave up cannot pass by luck.
+    time.sleep(3.5)
+    apply(
+        process_kubelet.api,
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "late"},
+            "stringData": {"password": "arrived"},
+        },
+        namespace=namespace,
+    )
+    done = wait_for(
+        lambda: _read(process_kubelet, namespace, "needs-secret"),
+        lambda pod: pod.status.phase in {"Succeeded", "Failed"},
+        timeout=30,
+        what="pod needs-secret to run once its Secret exists",
+    )
+    assert done.status.phase == "Succeeded"
+    terminated = done.status.container_statuses[0].state.terminated
+    assert terminated.exit_code == 0
+    assert (
+        client.CoreV1Api(process_kubelet.api).read_namespaced_pod_log("needs-secret", namespace)
+        == "arrived\n"
+    )

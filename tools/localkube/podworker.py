@@ -314,10 +314,13 @@ class PodWorker:
             container.waiting_message = f"back-off {backoff:.0f}s restarting failed container"
         if time.monotonic() < container.not_before:
             return [container.not_before]
-        self._start(container)
+        if not self._start(container):
+            # A Secret or ConfigMap it needs may appear at any time; nothing wakes us for it.
+            return [container.not_before]
         return []
 
-    def _start(self, container: Container) -> None:
+    def _start(self, container: Container) -> bool:
+        """Start the container's next run; False if its config cannot be built yet."""
         spec = container.spec
         assert self.volumes is not None
         cdir = self.dir / "containers" / container.name
@@ -332,7 +335,7 @@ class PodWorker:
             container.waiting_reason = "CreateContainerConfigError"
             container.waiting_message = str(error)
             container.not_before = time.monotonic() + PREPARE_RETRY
-            return
+            return False
         if container.run is not None:
             container.restart_count += 1  # counted when the new run starts, as by the kubelet
         mapped_env = {name: mounts.argument(value) for name, value in env.items()}
@@ -361,6 +364,7 @@ class PodWorker:
             container.probe = ReadinessProbe(probe_spec, spec, run_probe)
         else:
             container.probe = None
+        return True
 
     @staticmethod
     def _working_dir(spec: Mapping[str, Any], mounts: MountMap, cdir: Path) -> Path:
