@@ -259,7 +259,9 @@ CHECK_INPUTS = textwrap.dedent(
         "fieldRef name": os.environ["POD_NAME"] == "inputs",
         "fieldRef namespace": os.environ["POD_NAMESPACE"] == sys.argv[5],
         "fieldRef podIP": os.environ["POD_IP"] == "127.0.0.1",
-        "envFrom prefix": os.environ["CFG_mode"] == "strict",
+        "envFrom configMapRef": os.environ["CFG_mode"] == "strict",
+        "envFrom secretRef": os.environ["SECRET_password"] == "s3cret",
+        "envFrom secretRef, no prefix": os.environ["password"] == "s3cret",
         "configMap items": (config_dir / "app" / "settings.ini").read_text() == "[app]\\nx=1\\n",
         "configMap unlisted key absent": not (config_dir / "mode").exists(),
         "secret volume": (secret_dir / "password").read_text() == "s3cret",
@@ -333,7 +335,11 @@ data:
                             "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}},
                         },
                     ],
-                    "envFrom": [{"prefix": "CFG_", "configMapRef": {"name": "app"}}],
+                    "envFrom": [
+                        {"prefix": "CFG_", "configMapRef": {"name": "app"}},
+                        {"prefix": "SECRET_", "secretRef": {"name": "db"}},
+                        {"secretRef": {"name": "db"}},
+                    ],
                     "volumeMounts": [
                         {"name": "config", "mountPath": "/etc/app"},
                         {"name": "secret", "mountPath": "/etc/db", "readOnly": True},
