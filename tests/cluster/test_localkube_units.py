@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +19,7 @@ from localkube.environment import container_argv, container_env, expand
 from localkube.sources import MissingSourceError
 from localkube.volumes import Mount, MountMap, container_mounts, materialise
 
+TOOLS = Path(__file__).resolve().parents[2] / "tools"
 VARS = {"A": "alpha", "EMPTY": ""}
 
 
@@ -256,3 +260,40 @@ def test_a_dropped_or_refused_connection_is_an_api_error_callers_retry(
             call()
         assert raised.value.status == NO_ANSWER
         assert raised.value.path in {"/api/v1/pods", "/readyz"}
+
+
+# -- the detached daemon's pid file ------------------------------------------------------
+
+
+def test_down_never_signals_a_stranger_holding_a_stale_pid(tmp_path: Path) -> None:
+    """After a reboot or a SIGKILL the recorded pid may be anyone's: not running, not killed."""
+    stranger = subprocess.Popen(["sleep", "60"])
+    try:
+        state_dir = tmp_path / "cluster"
+        state_dir.mkdir()
+        (state_dir / "localkube.pid").write_text(f"{stranger.pid}\n")
+        localkube = [sys.executable, "-m", "localkube"]
+        env = {**os.environ, "PYTHONPATH": str(TOOLS)}
+        status = subprocess.run(
+            [*localkube, "status", "--state-dir", str(state_dir)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert status.returncode == 1
+        assert "not running" in status.stdout
+        down = subprocess.run(
+            [*localkube, "down", "--state-dir", str(state_dir)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert down.returncode == 0
+        assert "nothing running" in down.stderr
+        assert stranger.poll() is None  # still alive: it was not sent SIGTERM
+        assert not (state_dir / "localkube.pid").exists()
+    finally:
+        stranger.kill()
+        stranger.wait()

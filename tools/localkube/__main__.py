@@ -90,12 +90,21 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _running_pid(state_dir: Path) -> int | None:
+    """The pid of the daemon serving ``state_dir``, if it runs.
+
+    Not just any process with the recorded pid: a pid is reused after the
+    daemon is gone (a reboot, a SIGKILL), and ``down`` must never signal a
+    stranger. A zombie, killed but not yet reaped, is not running either.
+    """
     try:
         pid = int((state_dir / PID_FILE).read_text().strip())
-        os.kill(pid, 0)
-    except (FileNotFoundError, ValueError, ProcessLookupError):
+        proc = Path(f"/proc/{pid}")
+        state = proc.joinpath("stat").read_bytes().rpartition(b")")[2].split()[0]
+        argv = proc.joinpath("cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError, IndexError):
         return None
-    return pid
+    ours = b"localkube" in argv and b"up" in argv and os.fsencode(state_dir) in argv
+    return pid if ours and state != b"Z" else None
 
 
 def _up(args: argparse.Namespace) -> int:
