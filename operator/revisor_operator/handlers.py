@@ -46,7 +46,7 @@ from . import GROUP, PLURAL, VERSION, kopf_fixes
 from .bodies import Job, Migration
 from .jobs import MANAGED_BY, MANAGER, MIGRATION_LABEL
 from .kube import Conflict, Forbidden, Kube, KubeError
-from .metrics import job_running, run_recorded
+from .metrics import job_seen, run_recorded
 from .observe import Run, observe_run
 from .reconcile import ConfigMapCheck, Decision, References, decide, references_needed
 from .rollout import DeploymentStatus, deployment_status
@@ -160,7 +160,22 @@ def config_map_users(
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={MANAGED_BY: MANAGER, MIGRATION_LABEL: kopf.PRESENT})
-def on_job_event(*, namespace: str | None, labels: Mapping[str, str], memo: Any, **_: Any) -> None:
+def on_job_event(
+    *,
+    type: str | None,
+    body: kopf.Body,
+    namespace: str | None,
+    name: str,
+    labels: Mapping[str, str],
+    memo: Any,
+    **_: Any,
+) -> None:
+    # Also for Jobs whose resource is gone (deleted with it, never recorded): see metrics.
+    job_seen(
+        namespace=namespace or "",
+        job=name,
+        active=type != "DELETED" and not _finished(cast(Job, body)),
+    )
     _reconcile_quietly(runtime_of(memo), namespace=namespace or "", name=labels[MIGRATION_LABEL])
 
 
@@ -212,7 +227,9 @@ def _reconcile_once(runtime: Runtime, *, namespace: str, name: str) -> Decision 
         # Pods matter only for runs not yet recorded; old ones are summarised already.
         needs_pods = job_name not in recorded or not _finished(job)
         pods = kube.list_pods(namespace=namespace, job=job_name) if needs_pods else []
-        runs.append(observe_run(job=job, pods=pods))
+        run = observe_run(job=job, pods=pods)
+        job_seen(namespace=namespace, job=job_name, active=run.active)
+        runs.append(run)
     references = _references(kube, migration)
     decision = decide(
         migration=migration,
@@ -234,9 +251,7 @@ def _act(kube: Kube, *, migration: Migration, decision: Decision) -> None:
         job_name = decision.job.get("metadata", {}).get("name", "")
         created = kube.create_job(decision.job)
         logger.info("job created" if created else "job already exists; adopted", job=job_name)
-        job_running(namespace=namespace, job=job_name)
-    if decision.action == "wait" and decision.run is not None:
-        job_running(namespace=namespace, job=decision.run.job)
+        job_seen(namespace=namespace, job=job_name, active=True)
     if decision.status is not None:
         kube.patch_migration_status(
             namespace=namespace,

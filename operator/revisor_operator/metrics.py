@@ -4,8 +4,14 @@
 (``Migrated``, ``MigrationFailed``, ...); ``revisor_run_duration_seconds``
 is the engine's wall time per run; ``revisor_current_revision_info`` carries
 each resource's revision as a label; ``revisor_jobs_in_flight`` is the
-number of migration Jobs running now. Counted once per run: only after the
+number of migration Jobs running now. Runs are counted once: only after the
 status write that records the run succeeded.
+
+Jobs in flight are derived from the Jobs themselves, not from our own
+bookkeeping of runs: every time the operator sees a Job (its watch, and the
+listing of each reconcile) it reports whether that Job is active. A Job that
+finishes, or is deleted with its resource before its run was ever recorded,
+leaves the gauge then.
 """
 
 from __future__ import annotations
@@ -38,16 +44,19 @@ def serve(port: int) -> None:
         start_http_server(port)
 
 
-def job_running(*, namespace: str, job: str) -> None:
-    _in_flight.add((namespace, job))
+def job_seen(*, namespace: str, job: str, active: bool) -> None:
+    """A Job as the operator saw it: running (``active``), or finished or deleted."""
+    if active:
+        _in_flight.add((namespace, job))
+    else:
+        _in_flight.discard((namespace, job))
     IN_FLIGHT.set(len(_in_flight))
 
 
 def run_recorded(
     *, namespace: str, migration: str, run: Run, reason: str, revision: str | None
 ) -> None:
-    _in_flight.discard((namespace, run.job))
-    IN_FLIGHT.set(len(_in_flight))
+    job_seen(namespace=namespace, job=run.job, active=False)
     RUNS.labels(result=reason).inc()
     seconds = _seconds(run)
     if seconds is not None:

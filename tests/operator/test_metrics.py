@@ -1,15 +1,24 @@
-"""Prometheus metrics: a recorded run shows up on /metrics, by result, duration and revision."""
+"""Prometheus metrics: a recorded run shows up on /metrics, by result, duration and revision.
+
+Jobs in flight follow the Jobs the operator sees, not the runs it records: a
+Job deleted with its resource before its run was recorded leaves the count.
+"""
 
 from __future__ import annotations
 
 import urllib.request
 
+import kopf
+import pytest
 from prometheus_client import REGISTRY
 from revisor.contract import ExitCode
 from revisor_operator import metrics
+from revisor_operator.bodies import Job
+from revisor_operator.handlers import on_job_event, reconcile
 from revisor_operator.observe import observe_run
 
-from tests.operator.factories import job_for, pod, result
+from tests.operator.factories import job_for, migration, pod, result
+from tests.operator.fake_kube import FakeKube, memo, runtime
 from tests.support.postgres import free_port
 
 
@@ -19,13 +28,14 @@ def sample(name: str, **labels: str) -> float:
 
 
 def test_a_recorded_run_counts_by_result_and_sets_revision_and_in_flight() -> None:
-    """job_running raises the in-flight gauge; run_recorded lowers it and counts the result."""
+    """A running Job raises the in-flight gauge; run_recorded lowers it and counts the result."""
     job = job_for(state="complete", name="shop-g7-metric")
     run = observe_run(job=job, pods=[pod(job="shop-g7-metric", exit_code=0, message=result())])
     before = sample("revisor_runs_total", result="Migrated")
     durations = sample("revisor_run_duration_seconds_count")
-    metrics.job_running(namespace="shop", job="shop-g7-metric")
-    assert sample("revisor_jobs_in_flight") >= 1
+    in_flight = sample("revisor_jobs_in_flight")
+    metrics.job_seen(namespace="shop", job="shop-g7-metric", active=True)
+    assert sample("revisor_jobs_in_flight") == in_flight + 1
     metrics.run_recorded(
         namespace="shop", migration="shop", run=run, reason="Migrated", revision="3c9a1f0b2e44"
     )
@@ -40,7 +50,7 @@ def test_a_recorded_run_counts_by_result_and_sets_revision_and_in_flight() -> No
         )
         == 1
     )
-    assert sample("revisor_jobs_in_flight") == 0
+    assert sample("revisor_jobs_in_flight") == in_flight
 
 
 def test_failures_are_counted_under_their_reason() -> None:
@@ -59,3 +69,62 @@ def test_metrics_are_served_over_http() -> None:
     metrics.serve(port)
     body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     assert "revisor_runs_total" in body and "revisor_jobs_in_flight" in body
+
+
+def _job_event(kube: FakeKube, job: Job, type_: str | None) -> None:
+    """What kopf calls for one watch event of a migration Job."""
+    meta = job["metadata"]
+    on_job_event(
+        type=type_,
+        body=kopf.Body(job),  # type: ignore[arg-type]
+        namespace=meta["namespace"],
+        name=meta["name"],
+        labels=meta["labels"],
+        memo=memo(kube),
+    )
+
+
+def test_a_job_deleted_with_its_resource_before_it_was_recorded_leaves_in_flight() -> None:
+    """The resource is deleted, its running Job garbage-collected: no run is ever recorded."""
+    job = job_for(state="active", name="shop-g9-gone")
+    gone = FakeKube(migration=None)  # the DatabaseMigration no longer exists
+    in_flight = sample("revisor_jobs_in_flight")
+    _job_event(gone, job, None)  # the watch's initial listing: running
+    assert sample("revisor_jobs_in_flight") == in_flight + 1
+    _job_event(gone, job, "MODIFIED")  # seen again: counted once
+    assert sample("revisor_jobs_in_flight") == in_flight + 1
+    _job_event(gone, job, "DELETED")
+    assert sample("revisor_jobs_in_flight") == in_flight
+
+
+def test_a_job_seen_finished_leaves_in_flight_even_before_it_is_recorded() -> None:
+    in_flight = sample("revisor_jobs_in_flight")
+    running = job_for(state="active", name="shop-g10-done")
+    _job_event(FakeKube(migration=None), running, "ADDED")
+    assert sample("revisor_jobs_in_flight") == in_flight + 1
+    _job_event(FakeKube(migration=None), job_for(state="failed", name="shop-g10-done"), "MODIFIED")
+    assert sample("revisor_jobs_in_flight") == in_flight
+
+
+def test_a_reconcile_counts_the_jobs_it_lists_whatever_events_were_missed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A Job a reconcile lists as running counts; listed finished (and recorded), it does not."""
+    monkeypatch.setattr(kopf, "event", lambda *_, **__: None)
+    in_flight = sample("revisor_jobs_in_flight")
+    created = FakeKube(migration())
+    reconcile(runtime(created), namespace="shop", name="shop")
+    [job] = created.created
+    name = job["metadata"]["name"]
+    metrics.job_seen(namespace="shop", job=name, active=False)  # as if it was never counted
+
+    listed = FakeKube(migration(), jobs=[job])
+    decision = reconcile(runtime(listed), namespace="shop", name="shop")
+    assert decision is not None and decision.action == "wait"
+    assert sample("revisor_jobs_in_flight") == in_flight + 1
+
+    job["status"] = job_for(state="complete")["status"]
+    recorded = migration(status={"lastRun": {"job": name, "phase": "Succeeded"}})
+    decision = reconcile(runtime(FakeKube(recorded, jobs=[job])), namespace="shop", name="shop")
+    assert decision is not None and decision.action == "nothing"
+    assert sample("revisor_jobs_in_flight") == in_flight
