@@ -58,7 +58,10 @@ log = structlog.get_logger("revisor_operator")
 kopf_fixes.serve_namespaces_listed_at_watch_start()
 
 FINALIZER = f"{GROUP}/finalizer"
-RESYNC_SECONDS = float(os.environ.get("REVISOR_RESYNC_SECONDS") or 30.0)
+#: kopf takes a timer's interval when this module is imported, so it is read from the
+#: environment now, through Settings, the one place that parses it (main.py imports this
+#: module only after its flags are parsed).
+RESYNC_SECONDS = Settings.from_env().resync_seconds
 ROLLOUT_POLL_SECONDS = float(os.environ.get("REVISOR_ROLLOUT_POLL_SECONDS") or 5.0)
 DELETE_POLL_SECONDS = 10.0
 #: Passes of one reconcile: record a finished run, then start what was queued behind it.

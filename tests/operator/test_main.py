@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 from revisor_operator.main import build_parser, settings_from
 from revisor_operator.settings import DEFAULT_LIVENESS, Settings
 
@@ -34,3 +38,25 @@ def test_flags_override_the_environment() -> None:
 def test_all_namespaces_flag_ignores_the_environment_list() -> None:
     env = Settings.from_env({"REVISOR_NAMESPACES": "shop"})
     assert settings_from(build_parser().parse_args(["-A"]), env).namespaces == ()
+
+
+def test_the_resync_timer_ticks_at_the_settings_interval() -> None:
+    """REVISOR_RESYNC_SECONDS reaches kopf's timer through Settings, when the handlers load.
+
+    kopf fixes a timer's interval at registration, so this needs a fresh
+    interpreter: the handlers may already be loaded in this one.
+    """
+    probe = (
+        "from kopf._core.intents import registries\n"
+        "from revisor_operator import handlers\n"
+        "from revisor_operator.settings import Settings\n"
+        "[timer] = [t for t in registries.get_default_registry()._spawning.get_all_handlers()\n"
+        "           if t.fn is handlers.resync]\n"
+        "print(timer.interval, timer.initial_delay, Settings.from_env().resync_seconds)\n"
+    )
+    env = {**os.environ, "REVISOR_RESYNC_SECONDS": "7.5"}
+    out = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    assert out.split() == ["7.5", "7.5", "7.5"]
+    assert Settings.from_env({}).resync_seconds == 30.0
