@@ -28,6 +28,31 @@ Following a rollout by polling one Deployment, rather than watching all of
 them, is deliberate: it costs nothing while no window is open, needs only
 ``get`` on Deployments (not a cluster-wide watch of every Deployment), and
 a few seconds of latency are nothing against a progress deadline of minutes.
+
+When a reconcile fails
+----------------------
+kopf retries any exception but :class:`kopf.PermanentError` forever, with one
+backoff for all. We decide instead, in :func:`after_failure` (pure), from what
+failed:
+
+* the resource changed meanwhile (409 Conflict): re-read at once;
+* the API is unreachable, overloaded or failing (no answer, 401, 404, 408,
+  429, 5xx): retry with a growing delay, never giving up — it is not ours to fix;
+* 403 Forbidden: retry every minute — a human grants the RBAC, then it resumes;
+* anything else — the API rejecting what we sent (400, 422), or an exception
+  from our own code — is a bug or a spec the API will never accept: a few
+  retries with a growing backoff, then give up with a Warning Event
+  (``ReconcileError``) that says so. Giving up ends only this handler's
+  retries; the resync timer tries again every ``REVISOR_RESYNC_SECONDS``.
+
+kopf's own ``retries=`` is not used: it counts :class:`kopf.TemporaryError`
+too, so an API outage would exhaust it. No condition is written for an
+operator failure: conditions describe the migration (only :func:`.reconcile.decide`
+writes them), and nothing would clear one once the failure is gone.
+
+``on_delete`` never gives up, whatever fails (``errors=TEMPORARY`` and no
+retry limit): once a deletion handler gives up, kopf removes the finalizer,
+and a migration halfway would lose the resource that reports on it.
 """
 
 from __future__ import annotations
@@ -49,6 +74,7 @@ from .kube import Conflict, Forbidden, Kube, KubeError
 from .metrics import job_seen, run_recorded
 from .observe import Run, observe_run
 from .reconcile import ConfigMapCheck, Decision, References, decide, references_needed
+from .redaction import redact, shorten
 from .rollout import DeploymentStatus, deployment_status
 from .settings import Settings
 from .spec import ConfigMapSource, InvalidSpec, parse_spec
@@ -66,6 +92,14 @@ ROLLOUT_POLL_SECONDS = float(os.environ.get("REVISOR_ROLLOUT_POLL_SECONDS") or 5
 DELETE_POLL_SECONDS = 10.0
 #: Passes of one reconcile: record a finished run, then start what was queued behind it.
 MAX_PASSES = 3
+#: Failures of a handler from a bug (or a request the API refuses) before it gives up.
+MAX_BUG_ATTEMPTS = 5
+BUG_BACKOFF_SECONDS = 5.0
+API_RETRY_SECONDS = 10.0
+API_RETRY_MAX_SECONDS = 60.0
+FORBIDDEN_RETRY_SECONDS = 60.0
+#: API statuses that say "try again later", not "this request is wrong".
+_TRANSIENT_STATUSES = frozenset({0, 401, 404, 408, 429})
 
 
 @dataclass(frozen=True)
@@ -109,13 +143,13 @@ def configure(*, settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
-def on_change(*, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
-    _reconcile_or_retry(runtime_of(memo), namespace=namespace or "", name=name)
+def on_change(*, body: kopf.Body, retry: int, memo: Any, **_: Any) -> None:
+    _reconcile_or_retry(runtime_of(memo), body=body, retry=retry)
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
-def resync(*, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
-    _reconcile_or_retry(runtime_of(memo), namespace=namespace or "", name=name)
+def resync(*, body: kopf.Body, memo: Any, retry: int = 0, **_: Any) -> None:
+    _reconcile_or_retry(runtime_of(memo), body=body, retry=retry)
 
 
 def _watching_rollout(*, status: Mapping[str, Any], **_: Any) -> bool:
@@ -123,12 +157,15 @@ def _watching_rollout(*, status: Mapping[str, Any], **_: Any) -> bool:
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=ROLLOUT_POLL_SECONDS, when=_watching_rollout)
-def follow_rollout(*, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+def follow_rollout(*, body: kopf.Body, memo: Any, retry: int = 0, **_: Any) -> None:
     """Judge the Deployment's rollout while the rollback window is open."""
-    _reconcile_or_retry(runtime_of(memo), namespace=namespace or "", name=name)
+    _reconcile_or_retry(runtime_of(memo), body=body, retry=retry)
 
 
-@kopf.on.delete(GROUP, VERSION, PLURAL)
+# Never a retry limit here: a deletion handler that gives up releases the finalizer.
+@kopf.on.delete(
+    GROUP, VERSION, PLURAL, errors=kopf.ErrorsMode.TEMPORARY, backoff=DELETE_POLL_SECONDS
+)
 def on_delete(*, namespace: str | None, name: str, uid: str, memo: Any, **_: Any) -> None:
     """Hold the finalizer until no Job of this resource is running."""
     runtime = runtime_of(memo)
@@ -287,13 +324,60 @@ def _act(kube: Kube, *, migration: Migration, decision: Decision) -> None:
         )
 
 
-def _reconcile_or_retry(runtime: Runtime, *, namespace: str, name: str) -> None:
+@dataclass(frozen=True)
+class Retry:
+    """What a handler does after a failed reconcile (see "When a reconcile fails")."""
+
+    message: str
+    #: Seconds until the next attempt; None: give up (the resync timer still comes by).
+    delay: float | None
+    #: The failure is ours (or our request's): log it with its traceback.
+    bug: bool = False
+
+
+def after_failure(exc: Exception, *, retry: int) -> Retry:
+    """How to go on after ``exc``, on the ``retry``-th retry (0: the first attempt failed)."""
+    if isinstance(exc, Conflict):
+        return Retry("the resource changed meanwhile; re-reading", delay=1.0)
+    if isinstance(exc, Forbidden):
+        return Retry(
+            f"the operator is not allowed this call; grant it in its RBAC: {exc}",
+            delay=FORBIDDEN_RETRY_SECONDS,
+        )
+    if isinstance(exc, KubeError) and (exc.status in _TRANSIENT_STATUSES or exc.status >= 500):
+        delay = min(API_RETRY_SECONDS * 2 ** min(retry, 8), API_RETRY_MAX_SECONDS)
+        return Retry(f"Kubernetes API: {exc}", delay=delay)
+    if isinstance(exc, KubeError):
+        what = f"the Kubernetes API refused a request ({exc.status} {exc.reason}): {exc}"
+    else:
+        what = f"{type(exc).__name__}: {exc}"
+    what = shorten(redact(what), limit=512)
+    attempts = retry + 1
+    if attempts >= MAX_BUG_ATTEMPTS:
+        return Retry(
+            f"gave up after {attempts} attempts: {what}. The resource is checked again every "
+            f"{RESYNC_SECONDS:g}s; if this persists, it is a bug in revisor-operator: "
+            "report it with the operator's log",
+            delay=None,
+            bug=True,
+        )
+    delay = BUG_BACKOFF_SECONDS * 2**retry
+    return Retry(f"attempt {attempts} of {MAX_BUG_ATTEMPTS} failed: {what}", delay=delay, bug=True)
+
+
+def _reconcile_or_retry(runtime: Runtime, *, body: kopf.Body, retry: int) -> None:
+    """Reconcile; on failure, tell kopf when to try again (:func:`after_failure`)."""
+    namespace, name = body.metadata.namespace or "", body.metadata.name or ""
     try:
         reconcile(runtime, namespace=namespace, name=name)
-    except Conflict as exc:
-        raise kopf.TemporaryError("the resource changed meanwhile; re-reading", delay=1) from exc
-    except KubeError as exc:
-        raise kopf.TemporaryError(f"Kubernetes API: {exc}", delay=10) from exc
+    except Exception as exc:
+        then = after_failure(exc, retry=retry)
+        if then.bug:
+            log.exception("reconcile failed", namespace=namespace, migration=name)
+        if then.delay is not None:
+            raise kopf.TemporaryError(then.message, delay=then.delay) from exc
+        kopf.event(body, type="Warning", reason="ReconcileError", message=then.message)
+        raise kopf.PermanentError(then.message) from exc
 
 
 def _reconcile_quietly(runtime: Runtime, *, namespace: str, name: str) -> None:

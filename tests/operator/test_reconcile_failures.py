@@ -1,0 +1,154 @@
+"""When a reconcile fails: retried soon, retried patiently, or given up with an Event.
+
+The decision is :func:`revisor_operator.handlers.after_failure`, a function
+of the exception and the attempt; the handlers turn it into kopf's
+``TemporaryError``/``PermanentError``. The deletion handler is the exception
+to giving up: it never does, or kopf would drop the finalizer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+import pytest
+from kopf._core.intents import registries
+from revisor_operator import handlers
+from revisor_operator.handlers import (
+    API_RETRY_MAX_SECONDS,
+    MAX_BUG_ATTEMPTS,
+    Retry,
+    after_failure,
+    on_change,
+    on_delete,
+)
+from revisor_operator.kube import Conflict, Forbidden, KubeError, NotFound
+
+from .factories import migration
+from .fake_kube import FakeKube, memo
+
+
+def test_a_conflict_rereads_at_once_and_never_gives_up() -> None:
+    for retry in (0, 50):
+        then = after_failure(Conflict("changed", status=409, reason="Conflict"), retry=retry)
+        assert then == Retry("the resource changed meanwhile; re-reading", delay=1.0)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        KubeError("GET /apis: connection refused", status=0),
+        KubeError("etcdserver: request timed out", status=500),
+        KubeError("service unavailable", status=503),
+        KubeError("too many requests", status=429, reason="TooManyRequests"),
+        KubeError("Unauthorized", status=401, reason="Unauthorized"),
+        NotFound("namespaces shop not found", status=404, reason="NotFound"),
+    ],
+    ids=["no-answer", "500", "503", "429", "401", "404"],
+)
+def test_an_unavailable_api_is_retried_with_a_growing_capped_delay(error: KubeError) -> None:
+    """Not ours to fix: 10 s, 20 s, 40 s, then every minute, however long it lasts."""
+    delays = [after_failure(error, retry=retry).delay for retry in range(6)]
+    assert delays == [10.0, 20.0, 40.0, 60.0, 60.0, 60.0]
+    late = after_failure(error, retry=1000)
+    assert late.delay == API_RETRY_MAX_SECONDS and not late.bug
+    assert str(error) in late.message
+
+
+def test_forbidden_is_retried_every_minute_until_rbac_is_granted() -> None:
+    error = Forbidden('jobs.batch is forbidden: User "system:serviceaccount:x:y" cannot create')
+    for retry in (0, 3, 500):
+        then = after_failure(error, retry=retry)
+        assert then.delay == 60.0 and not then.bug
+        assert "grant it in its RBAC" in then.message and "jobs.batch is forbidden" in then.message
+
+
+def test_a_bug_is_retried_a_few_times_with_backoff_then_given_up() -> None:
+    """5, 10, 20, 40 seconds apart; the fifth failure gives up and says it is a bug."""
+    error = KeyError("lastRun")
+    attempts = [after_failure(error, retry=retry) for retry in range(MAX_BUG_ATTEMPTS)]
+    assert [a.delay for a in attempts] == [5.0, 10.0, 20.0, 40.0, None]
+    assert all(a.bug for a in attempts)
+    assert attempts[0].message == "attempt 1 of 5 failed: KeyError: 'lastRun'"
+    last = attempts[-1].message
+    assert last.startswith("gave up after 5 attempts: KeyError: 'lastRun'. ")
+    assert "it is a bug in revisor-operator" in last
+    assert f"checked again every {handlers.RESYNC_SECONDS:g}s" in last
+
+
+@pytest.mark.parametrize("status", [400, 422])
+def test_a_request_the_api_refuses_is_bounded_like_a_bug(status: int) -> None:
+    """Sending it again will not change the answer (e.g. a Job the API finds invalid)."""
+    error = KubeError(
+        'Job.batch "shop-g1-abc" is invalid: spec...', status=status, reason="Invalid"
+    )
+    first = after_failure(error, retry=0)
+    assert first.delay == 5.0 and first.bug
+    assert f"the Kubernetes API refused a request ({status} Invalid)" in first.message
+    assert after_failure(error, retry=MAX_BUG_ATTEMPTS - 1).delay is None
+
+
+def test_a_password_in_an_error_never_reaches_the_message() -> None:
+    error = RuntimeError("cannot parse postgresql://app:Canary-s3cr3t@db/app")
+    then = after_failure(error, retry=MAX_BUG_ATTEMPTS - 1)
+    assert "Canary-s3cr3t" not in then.message and "postgresql://app:***@db/app" in then.message
+
+
+# -- the handlers ----------------------------------------------------------------------
+
+
+def _change(kube: FakeKube, *, retry: int) -> None:
+    body = kopf.Body(migration())  # type: ignore[arg-type]
+    on_change(body=body, retry=retry, memo=memo(kube))
+
+
+def test_the_change_handler_asks_kopf_to_retry_an_api_outage_later() -> None:
+    kube = FakeKube(migration(), failures={"list_jobs": KubeError("refused", status=0)})
+    with pytest.raises(kopf.TemporaryError) as raised:
+        _change(kube, retry=2)
+    assert raised.value.delay == 40.0
+    assert kube.created == []
+
+
+def test_the_change_handler_gives_up_on_a_bug_with_a_warning_event(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    posted: list[dict[str, Any]] = []
+    monkeypatch.setattr(kopf, "event", lambda body, **kw: posted.append({"body": body, **kw}))
+    kube = FakeKube(migration(), failures={"list_jobs": ZeroDivisionError("division by zero")})
+
+    with pytest.raises(kopf.TemporaryError) as retried:
+        _change(kube, retry=0)
+    assert retried.value.delay == 5.0
+    assert posted == []
+
+    with pytest.raises(kopf.PermanentError, match="gave up after 5 attempts"):
+        _change(kube, retry=MAX_BUG_ATTEMPTS - 1)
+    [event] = posted
+    assert (event["type"], event["reason"]) == ("Warning", "ReconcileError")
+    assert event["message"].startswith(
+        "gave up after 5 attempts: ZeroDivisionError: division by zero"
+    )
+    assert event["body"]["metadata"]["name"] == "shop"
+
+
+def _registered(fn: Any) -> Any:
+    registry = registries.get_default_registry()
+    found = [h for h in registry._changing.get_all_handlers() if h.fn is fn]
+    assert found, f"{fn.__name__} is not registered with kopf"
+    return found
+
+
+def test_the_deletion_handler_never_gives_up() -> None:
+    """A deletion handler that gave up would release the finalizer mid-migration."""
+    [handler] = _registered(on_delete)
+    assert handler.errors == kopf.ErrorsMode.TEMPORARY
+    assert handler.retries is None and handler.timeout is None
+    assert handler.backoff == handlers.DELETE_POLL_SECONDS
+
+
+def test_the_change_handlers_leave_retry_counting_to_after_failure() -> None:
+    """kopf's retries= counts TemporaryErrors too: an API outage would exhaust it."""
+    registered = _registered(on_change)
+    assert len(registered) == 3  # resume, create, update
+    assert all(h.retries is None and h.timeout is None for h in registered)
