@@ -218,9 +218,14 @@ def build_parser() -> argparse.ArgumentParser:
     command("current", "the revision(s) the database is at")
     command("heads", "the head revision(s) of the scripts")
     p = command("history", "revisions in RANGE (A:B), or with --runs the recorded runs")
-    p.add_argument("range", nargs="?", default=None)
+    p.add_argument(
+        "range",
+        nargs="?",
+        default=None,
+        help="START:END, START: or :END (Alembic's forms); 'current' is the database's revision(s)",
+    )
     p.add_argument("--runs", action="store_true", help="show runs from revisor_history instead")
-    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--limit", type=int, default=20, help="with --runs: how many (default 20)")
     p = command("sql", "offline SQL for RANGE (FROM:TO), no database needed")
     p.add_argument("range")
     p.add_argument("--dialect", default="postgresql", help="SQL dialect (default postgresql)")
