@@ -83,6 +83,12 @@ def _parser() -> argparse.ArgumentParser:
     kubelet.add_argument("--node-name", default="localkube")
     kubelet.add_argument("--tls-cert", type=Path, help="serving certificate for `kubectl logs`")
     kubelet.add_argument("--tls-key", type=Path, help="its private key")
+    kubelet.add_argument(
+        "--images-dir",
+        type=Path,
+        help="image root filesystems: IMAGES_DIR/<quoted image reference>/ "
+        "(see localkube.images; default: no image has one)",
+    )
 
     which = commands.add_parser("which", help="path of a Kubernetes binary")
     which.add_argument("name", choices=NAMES)
@@ -229,7 +235,9 @@ def _kubelet(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda *_: stop.set())
     tls = (args.tls_cert, args.tls_key) if args.tls_cert and args.tls_key else None
-    kubelet = Kubelet(api, root=args.root, node_name=args.node_name, tls=tls)
+    kubelet = Kubelet(
+        api, root=args.root, node_name=args.node_name, tls=tls, images_dir=args.images_dir
+    )
     # The pod watch blocks in a read; it runs on a daemon thread so that stopping
     # never waits for the next event. The main thread stays free for signals.
     runner = threading.Thread(target=kubelet.run, args=(stop,), name="kubelet", daemon=True)

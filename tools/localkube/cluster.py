@@ -3,7 +3,9 @@
 The kubelet runs as a child process (``python -m localkube kubelet``), like
 the other components, so a crash in it cannot take the caller down and it is
 stopped the same way. ``start`` returns once the node is Ready; ``stop`` (also
-registered with ``atexit``) leaves no process behind.
+registered with ``atexit``) leaves no process behind. Its image registry is
+``images_dir`` (``localkube.images``): make a directory there to give an image
+a root filesystem.
 """
 
 from __future__ import annotations
@@ -49,6 +51,11 @@ class LocalCluster:
         return self.control_plane.kubeconfig
 
     @property
+    def images_dir(self) -> Path:
+        """The kubelet's image registry: ``localkube.images.image_dir(images_dir, ref)``."""
+        return self.state_dir / "images"
+
+    @property
     def server(self) -> str:
         return self.control_plane.server
 
@@ -91,6 +98,7 @@ class LocalCluster:
             "--node-name", self.node_name,
             "--tls-cert", str(self.control_plane.pki_dir / "kubelet.crt"),
             "--tls-key", str(self.control_plane.pki_dir / "kubelet.key"),
+            "--images-dir", str(self.images_dir),
         ]  # fmt: skip
         log = self.control_plane.logs / "kubelet.log"
         process = processes.spawn(argv, log=log, env=env, cwd=self.state_dir)

@@ -1,7 +1,8 @@
 """One run of one container: a local process, its log and its termination message.
 
 The image is never pulled: ``command`` + ``args`` run from this machine's
-environment (the kubelet's PATH, so the project's virtualenv). Each run is
+environment (the kubelet's PATH, so the project's virtualenv); an image with
+a root filesystem only lends its files, by path (``images``). Each run is
 started under ``shim``, its supervisor, so nothing it forks outlives it or
 the kubelet. A run ends when its process exits; a waiter thread reports that
 to the pod worker at once (the shim says so on a pipe), so nothing polls.

@@ -6,6 +6,9 @@ Terminal pods that get deleted are removed at once (zero-grace delete), as a
 kubelet does. Processes run as the kubelet's own user. Logs are files under
 ``<root>/pods/<namespace>_<name>_<uid>/logs/``, served to ``kubectl logs``
 by ``logserver``; ``exec``, ``attach`` and ``port-forward`` do not work.
+Images are not pulled: with ``images_dir``, an image that has a directory
+there has that root filesystem (``images``); the Node's annotation
+``localkube.dev/images-dir`` says where it is.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from urllib.parse import urlparse
 import urllib3
 
 from localkube.api import Api, ApiError
+from localkube.images import IMAGES_DIR_ANNOTATION, ImageRegistry
 from localkube.logserver import LogServer
 from localkube.node import NodeAgent
 from localkube.podworker import Host, PodWorker
@@ -68,8 +72,13 @@ class Kubelet:
         root: Path,
         node_name: str = DEFAULT_NODE_NAME,
         tls: tuple[Path, Path] | None = None,
+        images_dir: Path | None = None,
     ) -> None:
-        """``tls`` (certificate, key) enables the log server behind ``kubectl logs``."""
+        """``tls`` (certificate, key) enables the log server behind ``kubectl logs``.
+
+        ``images_dir`` is the registry of image root filesystems (``images``).
+        """
+        images_dir = images_dir.resolve() if images_dir else None
         self.api = api
         self.node_name = node_name
         self.root = root
@@ -79,6 +88,7 @@ class Kubelet:
             root=root,
             base_env=inherited_env(os.environ, python_bin=str(Path(sys.executable).parent)),
             service_env=service_env(api.credentials.server),
+            images=ImageRegistry(images_dir),
         )
         self.log_server = (
             LogServer(root=root, cert_file=tls[0], key_file=tls[1], is_running=self._is_running)
@@ -86,13 +96,17 @@ class Kubelet:
             else None
         )
         port = self.log_server.port if self.log_server else 0
-        self.node = NodeAgent(api, node_name=node_name, kubelet_port=port)
+        # Always named, so that a kubelet without a registry removes a predecessor's.
+        annotations = {IMAGES_DIR_ANNOTATION: str(images_dir) if images_dir else None}
+        self.node = NodeAgent(api, node_name=node_name, kubelet_port=port, annotations=annotations)
         self._workers: dict[str, PodWorker] = {}
         self._finished: set[str] = set()
         self._lock = threading.Lock()
 
     def run(self, stop: threading.Event) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
+        if self.host.images.directory is not None:
+            self.host.images.directory.mkdir(parents=True, exist_ok=True)
         if self.log_server is not None:
             self.log_server.start()
         self.node.register()

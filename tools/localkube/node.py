@@ -81,25 +81,36 @@ def _node_status(*, kubelet_port: int) -> dict[str, Any]:
 class NodeAgent:
     """Registers the node and keeps it alive until ``stop`` is set."""
 
-    def __init__(self, api: Api, *, node_name: str, kubelet_port: int = 0) -> None:
+    def __init__(
+        self,
+        api: Api,
+        *,
+        node_name: str,
+        kubelet_port: int = 0,
+        annotations: dict[str, str | None] | None = None,
+    ) -> None:
+        """``annotations`` describe this kubelet on its Node; a None value removes one."""
         self._api = api
         self.node_name = node_name
         self._kubelet_port = kubelet_port
+        self._annotations = dict(annotations or {})
 
     def register(self) -> None:
         """Create the Node (or take over an existing one) and mark it Ready."""
+        metadata: dict[str, Any] = {
+            "name": self.node_name,
+            "labels": {
+                "kubernetes.io/hostname": self.node_name,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64",
+                "localkube.dev/process-kubelet": "true",
+            },
+        }
+        annotations = {key: value for key, value in self._annotations.items() if value is not None}
         body = {
             "apiVersion": "v1",
             "kind": "Node",
-            "metadata": {
-                "name": self.node_name,
-                "labels": {
-                    "kubernetes.io/hostname": self.node_name,
-                    "kubernetes.io/os": "linux",
-                    "kubernetes.io/arch": "amd64",
-                    "localkube.dev/process-kubelet": "true",
-                },
-            },
+            "metadata": {**metadata, "annotations": annotations},
             "spec": {},
         }
         try:
@@ -107,6 +118,9 @@ class NodeAgent:
         except ApiError as error:
             if error.status != 409:
                 raise
+            # Taken over: what this kubelet says about itself replaces what the last one said.
+            patch = {"metadata": {**metadata, "annotations": self._annotations}}
+            self._api.patch(f"/api/v1/nodes/{self.node_name}", patch)
         self._post_status()
         self._renew_lease()
 

@@ -20,7 +20,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from typing import Any
 from localkube.api import Api, ApiError
 from localkube.containers import ContainerRun, Exit
 from localkube.environment import POD_IP, container_argv, container_env
+from localkube.images import ImagePullError, ImageRegistry
 from localkube.node import now
 from localkube.probes import ReadinessProbe, run_exec
 from localkube.sources import MissingSourceError, Pod, Sources
@@ -50,6 +51,7 @@ class Host:
     root: Path
     base_env: Mapping[str, str]
     service_env: Mapping[str, str]
+    images: ImageRegistry = field(default_factory=ImageRegistry)
 
 
 @dataclass
@@ -61,6 +63,7 @@ class Container:
     run: ContainerRun | None = None
     probe: ReadinessProbe | None = None
     restart_count: int = 0
+    pull_failures: int = 0  # failed pulls in a row, for ErrImagePull then ImagePullBackOff
     handled_exit: Exit | None = None  # the run's exit, once the worker acted on it
     previous_exit: Exit | None = None  # the exit of the run before a restart (lastState)
     waiting_reason: str = "PodInitializing"
@@ -315,18 +318,27 @@ class PodWorker:
         if time.monotonic() < container.not_before:
             return [container.not_before]
         if not self._start(container):
-            # A Secret or ConfigMap it needs may appear at any time; nothing wakes us for it.
+            # A Secret, ConfigMap or image it needs may appear at any time; nothing wakes us for it.
             return [container.not_before]
         return []
 
     def _start(self, container: Container) -> bool:
-        """Start the container's next run; False if its config cannot be built yet."""
+        """Start the container's next run; False if its image or config is not there yet."""
         spec = container.spec
         assert self.volumes is not None
         cdir = self.dir / "containers" / container.name
         termination_file = cdir / "termination-log"
+        # The image first, as the kubelet pulls before it builds the container's config.
         try:
-            mounts = container_mounts(spec, self.volumes, termination_file=termination_file)
+            image_root = self.host.images.root(spec.get("image", ""))
+        except ImagePullError as error:
+            self._pull_failed(container, error)
+            return False
+        container.pull_failures = 0
+        try:
+            mounts = container_mounts(
+                spec, self.volumes, termination_file=termination_file, image_root=image_root
+            )
             env = container_env(
                 self.pod, spec, self.host.sources, service_env=self.host.service_env
             )
@@ -367,6 +379,20 @@ class PodWorker:
         return True
 
     @staticmethod
+    def _pull_failed(container: Container, error: ImagePullError) -> None:
+        """Wait and retry, as the kubelet does: ErrImagePull once, then ImagePullBackOff."""
+        backoff = min(BACKOFF_MAX, BACKOFF_INITIAL * 2**container.pull_failures)
+        image = container.spec.get("image", "")
+        if container.pull_failures == 0:
+            container.waiting_reason = "ErrImagePull"
+            container.waiting_message = f"failed to pull image {image!r}: {error}"
+        else:
+            container.waiting_reason = "ImagePullBackOff"
+            container.waiting_message = f'Back-off pulling image "{image}": {error}'
+        container.pull_failures += 1
+        container.not_before = time.monotonic() + backoff
+
+    @staticmethod
     def _working_dir(spec: Mapping[str, Any], mounts: MountMap, cdir: Path) -> Path:
         working_dir = spec.get("workingDir")
         if not working_dir:
@@ -374,7 +400,7 @@ class PodWorker:
         mapped = mounts.path(working_dir)
         if mapped != working_dir:
             return Path(mapped)
-        # Not under a mount: the image's filesystem, which we do not have; give it a private dir.
+        # Under no mount and not in an image root we have: give it a private dir.
         return cdir / "fs" / str(working_dir).lstrip("/")
 
     def _update_phase(self) -> None:

@@ -7,7 +7,8 @@ an argv element or env value equal to, or starting with, a ``mountPath`` (or
 the ``terminationMessagePath``) is rewritten to the local directory or file.
 ``--flag=/mount/path`` is rewritten after the ``=`` too. Paths that a program
 builds itself or has compiled in (e.g. the in-cluster ServiceAccount token
-path) are not seen; pass them explicitly.
+path) are not seen; pass them explicitly. A path under no mount may still be
+in the container's image, when the image has a root filesystem (``images``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from localkube.environment import field_value
+from localkube.images import in_image
 from localkube.sources import MissingSourceError, Pod, Sources
 
 DEFAULT_TERMINATION_MESSAGE_PATH = "/dev/termination-log"
@@ -35,22 +37,29 @@ class Mount:
 
 
 class MountMap:
-    """Rewrites container paths to local paths, longest mount first."""
+    """Rewrites container paths to local paths: longest mount first, then the image's root."""
 
-    def __init__(self, mounts: Iterable[Mount]) -> None:
+    def __init__(self, mounts: Iterable[Mount], *, image_root: Path | None = None) -> None:
         self.mounts = sorted(
             mounts, key=lambda mount: len(mount.container_path.rstrip("/")), reverse=True
         )
+        self.image_root = image_root
 
     def path(self, value: str) -> str:
-        """``value`` with a leading mount path replaced by its local path."""
+        """``value`` with a leading mount path replaced by its local path.
+
+        Under no mount, a path the image's root has is that copy. The rest of
+        the path is kept as written: a trailing ``/.`` changes what ``cp -R`` copies.
+        """
         for mount in self.mounts:
             root = mount.container_path.rstrip("/") or "/"
             if value == root:
                 return str(mount.local_path)
             prefix = root if root.endswith("/") else root + "/"
             if value.startswith(prefix):
-                return str(mount.local_path / value[len(prefix) :])
+                return posixpath.join(str(mount.local_path), value[len(prefix) :])
+        if self.image_root is not None:
+            return in_image(self.image_root, value) or value
         return value
 
     def argument(self, value: str) -> str:
@@ -187,8 +196,12 @@ def container_mounts(
     volumes: Mapping[str, Path],
     *,
     termination_file: Path,
+    image_root: Path | None = None,
 ) -> MountMap:
-    """The mount map of one container: its volumeMounts plus its termination message file."""
+    """The mount map of one container: its volumeMounts plus its termination message file.
+
+    ``image_root`` is the root filesystem of its image, when the image has one.
+    """
     mounts = [
         Mount(
             container.get("terminationMessagePath") or DEFAULT_TERMINATION_MESSAGE_PATH,
@@ -206,4 +219,4 @@ def container_mounts(
                 raise MissingSourceError(f"subPath {sub_path!r} escapes its volume")
             local = local / normalised
         mounts.append(Mount(mount["mountPath"], local))
-    return MountMap(mounts)
+    return MountMap(mounts, image_root=image_root)
