@@ -10,9 +10,10 @@ whole session. To run the same tests against an existing cluster (kind, k3d,
 from __future__ import annotations
 
 import os
+import shutil
 import sys
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,8 @@ from kubernetes import client, config
 from tests.support.kube import create_namespace, delete_namespace, existing_kubeconfig
 
 PROCESS_KUBELET_LABEL = "localkube.dev/process-kubelet"
+#: Where a process-kubelet's image registry is (``localkube.images``), on its Node.
+IMAGES_DIR_ANNOTATION = "localkube.dev/images-dir"
 # kopf fixes a timer's interval when revisor_operator.handlers is first imported,
 # whichever test module does it: set it for the whole session, before any does.
 # test_operator_kit.RESYNC_SECONDS checks it is this value.
@@ -90,6 +93,60 @@ def process_kubelet(kube: Kube) -> Kube:
     if not kube.process_kubelet:
         pytest.skip("needs localkube's process-kubelet (pods running this checkout's commands)")
     return kube
+
+
+@dataclass
+class Images:
+    """The process-kubelet's image registry: an image is a directory (``localkube.images``)."""
+
+    directory: Path
+    added: list[Path] = field(default_factory=list)
+
+    def _fresh(self, reference: str) -> Path:
+        from localkube.images import image_dir
+
+        path = image_dir(self.directory, reference)
+        _remove(path)
+        self.added.append(path)
+        return path
+
+    def add(self, reference: str, files: Mapping[str, str]) -> Path:
+        """Image ``reference`` holding ``files`` (absolute path in the image -> text); its root."""
+        root = self._fresh(reference)
+        root.mkdir(parents=True)
+        for name, text in files.items():
+            target = root / name.lstrip("/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+        return root
+
+    def unpullable(self, reference: str, message: str) -> None:
+        """Image ``reference`` fails to pull with ``message`` until it is ``add``-ed."""
+        self._fresh(reference).write_text(message)
+
+    def remove_added(self) -> None:
+        for path in self.added:
+            _remove(path)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+@pytest.fixture
+def images(process_kubelet: Kube) -> Iterator[Images]:
+    """The process-kubelet's image registry; what a test adds is removed after it."""
+    nodes = client.CoreV1Api(process_kubelet.api).list_node().items
+    found = {(node.metadata.annotations or {}).get(IMAGES_DIR_ANNOTATION) for node in nodes}
+    directories = sorted(filter(None, found))
+    if len(directories) != 1:
+        pytest.skip(f"needs one process-kubelet image registry, the nodes name {directories}")
+    registry = Images(Path(directories[0]))
+    yield registry
+    registry.remove_added()
 
 
 @pytest.fixture
