@@ -10,6 +10,8 @@ the condition.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from tests.cluster.conftest import Kube
@@ -38,6 +40,11 @@ pytestmark = [pytest.mark.cluster, pytest.mark.postgres, pytest.mark.usefixtures
 PREFIX = unique_prefix("fail")
 
 
+def conditions(obj: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """Condition type -> (status, reason), as ``kubectl get dbm -o yaml`` shows them."""
+    return {c["type"]: (c["status"], c["reason"]) for c in obj["status"]["conditions"]}
+
+
 def test_missing_secret_is_explained_and_converges_once_created(
     kube: Kube, ns: str, pg_url: str
 ) -> None:
@@ -50,6 +57,11 @@ def test_missing_secret_is_explained_and_converges_once_created(
         what="a SecretNotFound condition",
     )
     assert waiting["status"]["phase"] == "Pending"
+    assert conditions(waiting) == {
+        "Ready": ("False", "SecretNotFound"),
+        "Progressing": ("False", "SecretNotFound"),
+        "Failed": ("True", "SecretNotFound"),
+    }
     assert ready(waiting)["message"] == (
         f"Secret {ns}/app-db not found: create it with key 'url' holding the database URL, "
         "or fix spec.database"
@@ -103,6 +115,11 @@ def test_unknown_target_fails_the_job_with_invalid_target(kube: Kube, ns: str, p
     condition = ready(failed)
     assert condition["status"] == "False"
     assert condition["reason"] == "InvalidTarget"
+    assert conditions(failed) == {
+        "Ready": ("False", "InvalidTarget"),
+        "Progressing": ("False", "InvalidTarget"),
+        "Failed": ("True", "InvalidTarget"),
+    }
     assert condition["message"].startswith("The engine rejected target 'ffffffff': ")
     assert "ffffffff" in condition["message"].split(": ", 1)[1]
     assert status["lastRun"]["exitCode"] == 2
@@ -117,5 +134,9 @@ def test_unknown_target_fails_the_job_with_invalid_target(kube: Kube, ns: str, p
     patch_spec(kube, ns, "app", {"target": "head"})
     fixed = settled(kube, ns, "app", generation=2, runs=2)
     assert fixed["status"]["phase"] == "Succeeded", fixed["status"]
-    assert ready(fixed)["reason"] == "Migrated"
+    assert conditions(fixed) == {
+        "Ready": ("True", "Migrated"),
+        "Progressing": ("False", "Migrated"),
+        "Failed": ("False", "Migrated"),
+    }
     assert db_version(pg_url) == {HEAD}
