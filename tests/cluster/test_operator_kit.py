@@ -312,8 +312,14 @@ def delete_namespace(kube: Kube, name: str) -> None:
 
 
 @contextlib.contextmanager
-def running_operator(kube: Kube, *namespaces: str) -> Iterator[KopfRunner]:
-    """The operator, in this process, watching ``namespaces`` (globs allowed)."""
+def running_operator(
+    kube: Kube, *namespaces: str, all_namespaces: bool = False
+) -> Iterator[KopfRunner]:
+    """The operator, in this process, watching ``namespaces`` (globs allowed) or all of them.
+
+    ``all_namespaces`` is ``--all-namespaces``, as the chart's cluster-wide Deployment runs
+    it: cluster-scoped list/watch calls and no namespace listing, unlike a glob.
+    """
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("KUBECONFIG", str(kube.kubeconfig))
         # kubernetes.config reads $KUBECONFIG at import time; kopf's login uses that default.
@@ -329,7 +335,11 @@ def running_operator(kube: Kube, *namespaces: str) -> Iterator[KopfRunner]:
                 f"REVISOR_RESYNC_SECONDS={RESYNC_SECONDS} (its timer ticks every "
                 f"{handlers.RESYNC_SECONDS}s)"
             )
-        scope = [arg for ns in namespaces for arg in ("--namespace", ns)]
+        scope = (
+            ["--all-namespaces"]
+            if all_namespaces
+            else [arg for ns in namespaces for arg in ("--namespace", ns)]
+        )
         args = ["run", "--standalone", *scope, "-m", "revisor_operator.handlers"]
         with KopfRunner(args, timeout=60) as runner:
             yield runner
