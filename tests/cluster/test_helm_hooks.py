@@ -16,13 +16,16 @@ import subprocess
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kopf.testing import KopfRunner
+from kubernetes import client
 
 from tests.chart.render import helm
 from tests.cluster.conftest import Kube
 from tests.cluster.test_operator_kit import (
+    MIGRATION_LABEL,
     REVS,
     create_namespace,
     create_secret,
@@ -31,6 +34,7 @@ from tests.cluster.test_operator_kit import (
     read,
     unique_prefix,
 )
+from tests.support.kube import wait_for
 from tests.support.projects import Rev
 
 pytestmark = [pytest.mark.cluster, pytest.mark.postgres]
@@ -47,6 +51,23 @@ BROKEN = Rev(
     upgrade="op.create_table('t4', sa.Column('id', sa.Integer))\nraise RuntimeError('boom in 0004')",
     downgrade="op.drop_table('t4')",
 )
+#: The same revision, as its author fixes it for the next release.
+FIXED = Rev(
+    id=BROKEN.id,
+    down=BROKEN.down,
+    message="fixed",
+    upgrade="op.create_table('t4', sa.Column('id', sa.Integer))",
+    downgrade="op.drop_table('t4')",
+)
+HOOK_POD_SELECTOR = "app.kubernetes.io/component=migration-hook"
+#: What a release leaves of the hooks once it succeeded: the scripts ConfigMap alone.
+CLEAN: dict[str, set[str]] = {
+    "Job": set(),
+    "ServiceAccount": set(),
+    "Role": set(),
+    "RoleBinding": set(),
+    "ConfigMap": {"shop-migrations"},
+}
 
 
 @dataclass
@@ -81,10 +102,40 @@ class App:
             "--set", "revisor-migration.hook.timeout=2m",
         )  # fmt: skip
 
+    def leftovers(self) -> dict[str, set[str]]:
+        """What the chart's hooks left in the namespace, by kind.
+
+        Not counted: what every namespace has (ServiceAccount default, ConfigMap
+        kube-root-ca.crt) and the operator's own Jobs (labelled with their migration).
+        """
+        core = client.CoreV1Api(self.kube.api)
+        rbac = client.RbacAuthorizationV1Api(self.kube.api)
+        ns = self.namespace
+        jobs = client.BatchV1Api(self.kube.api).list_namespaced_job(ns).items
+        return {
+            "Job": {
+                j.metadata.name for j in jobs if MIGRATION_LABEL not in (j.metadata.labels or {})
+            },
+            "ServiceAccount": names(core.list_namespaced_service_account(ns)) - {"default"},
+            "Role": names(rbac.list_namespaced_role(ns)),
+            "RoleBinding": names(rbac.list_namespaced_role_binding(ns)),
+            "ConfigMap": names(core.list_namespaced_config_map(ns)) - {"kube-root-ca.crt"},
+        }
+
+    def hook_pods(self) -> set[str]:
+        pods = client.CoreV1Api(self.kube.api).list_namespaced_pod(
+            self.namespace, label_selector=HOOK_POD_SELECTOR
+        )
+        return names(pods)
+
     def records(self) -> dict[str, str]:
         annotations = read(self.kube, self.namespace, "shop")["metadata"].get("annotations") or {}
         recorded: dict[str, str] = json.loads(annotations.get(RELEASES_ANNOTATION, "{}"))
         return recorded
+
+
+def names(listing: Any) -> set[str]:
+    return {item.metadata.name for item in listing.items}
 
 
 @pytest.fixture
@@ -149,12 +200,20 @@ def test_install_upgrade_and_rollback_move_the_database_with_the_release(
     assert [h["direction"] for h in status["history"]][:3] == ["downgrade", "upgrade", "upgrade"]
 
 
-def test_failed_migration_fails_the_upgrade_with_revisors_message(app: App, pg_url: str) -> None:
-    """A revision raises during helm upgrade: the upgrade fails, saying why; schema unchanged."""
+def test_failed_upgrade_says_why_and_a_fixed_upgrade_then_leaves_no_hook_clutter(
+    app: App, pg_url: str
+) -> None:
+    """A revision raises during helm upgrade: the upgrade fails, saying why; schema unchanged.
+
+    Of the hooks only the failed Job (with its pod, for `kubectl logs`) and the scripts
+    ConfigMap stay. The next upgrade, with the revision fixed, replaces them — no
+    "already exists" — and afterwards only the scripts ConfigMap is left (docs/flows.md).
+    """
     app.ship(REVS)
     done = app.install()
     assert done.returncode == 0, done.stdout + done.stderr
     assert db_version(pg_url) == {REVS[2].id}
+    assert app.leftovers() == CLEAN
 
     app.ship([*REVS, BROKEN])
     done = app.install("upgrade")
@@ -166,3 +225,17 @@ def test_failed_migration_fails_the_upgrade_with_revisors_message(app: App, pg_u
     assert db_version(pg_url) == {REVS[2].id}
     # The application was not touched: the pre-upgrade hook stopped the release.
     assert app.records() == {"1": REVS[2].id}
+    # Helm deletes the hooks that had succeeded (hook-succeeded), not the one that failed.
+    assert app.leftovers() == {**CLEAN, "Job": {"shop-revisor-migrate"}}
+    assert len(app.hook_pods()) == 1
+
+    app.ship([*REVS, FIXED])
+    done = app.install("upgrade")
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert "already exists" not in output
+    assert db_version(pg_url) == {FIXED.id}
+    assert app.records() == {"1": REVS[2].id, "3": FIXED.id}  # release 2 failed: no record
+    assert app.leftovers() == CLEAN
+    # The Jobs' pods go with them, by garbage collection (Helm deletes in the background).
+    wait_for(app.hook_pods, lambda pods: not pods, timeout=60, what="the hook Jobs' pods to go")
