@@ -73,7 +73,7 @@ from .jobs import MANAGED_BY, MANAGER, MIGRATION_LABEL
 from .kube import Conflict, Forbidden, Kube, KubeError
 from .metrics import job_seen, run_recorded
 from .observe import Run, observe_run
-from .reconcile import ConfigMapCheck, Decision, References, decide, references_needed
+from .reconcile import ConfigMapCheck, Decision, Event, References, decide, references_needed
 from .redaction import redact, shorten
 from .rollout import DeploymentStatus, deployment_status
 from .settings import Settings
@@ -292,6 +292,11 @@ def _act(kube: Kube, *, migration: Migration, decision: Decision) -> None:
         created = kube.create_job(decision.job)
         logger.info("job created" if created else "job already exists; adopted", job=job_name)
         job_seen(namespace=namespace, job=job_name, active=True)
+        # The Event tells of the Job's creation, a fact once the create
+        # succeeded: posted now, it survives a status write that conflicts
+        # (the retry finds the Job running and has no creation to announce).
+        if created and decision.event is not None:
+            _post_event(migration, decision.event)
     if decision.status is not None:
         kube.patch_migration_status(
             namespace=namespace,
@@ -315,13 +320,17 @@ def _act(kube: Kube, *, migration: Migration, decision: Decision) -> None:
             reason=decision.verdict.reason,
             revision=revision,
         )
-    if decision.event is not None and (decision.status is not None or decision.action == "create"):
-        kopf.event(
-            kopf.Body(cast(kopf.RawBody, migration)),
-            type=decision.event.type,
-            reason=decision.event.reason,
-            message=decision.event.message,
-        )
+    if decision.event is not None and decision.status is not None and decision.action != "create":
+        _post_event(migration, decision.event)
+
+
+def _post_event(migration: Migration, event: Event) -> None:
+    kopf.event(
+        kopf.Body(cast(kopf.RawBody, migration)),
+        type=event.type,
+        reason=event.reason,
+        message=event.message,
+    )
 
 
 @dataclass(frozen=True)

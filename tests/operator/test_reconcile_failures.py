@@ -152,3 +152,30 @@ def test_the_change_handlers_leave_retry_counting_to_after_failure() -> None:
     registered = _registered(on_change)
     assert len(registered) == 3  # resume, create, update
     assert all(h.retries is None and h.timeout is None for h in registered)
+
+
+def test_the_running_event_survives_a_conflicting_status_write(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The Job was created, so its Event is posted, even if the status write then conflicts.
+
+    The retry finds the Job running and has no creation to announce: an Event
+    posted only after the status write would be lost for good.
+    """
+    posted: list[dict[str, Any]] = []
+    monkeypatch.setattr(kopf, "event", lambda body, **kw: posted.append({"body": body, **kw}))
+    conflict = Conflict("the object has been modified", status=409, reason="Conflict")
+    kube = FakeKube(migration(), failures={"patch_migration_status": conflict})
+
+    with pytest.raises(kopf.TemporaryError):
+        _change(kube, retry=0)
+
+    [job] = kube.created
+    [event] = posted
+    assert (event["type"], event["reason"]) == ("Normal", "Running")
+    assert job["metadata"]["name"] in event["message"]
+
+    del kube.failures["patch_migration_status"]
+    _change(kube, retry=1)
+    assert len(posted) == 1, "the retry must not announce the creation again"
+    assert kube.created == [job] and kube.status_writes
