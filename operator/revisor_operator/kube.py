@@ -88,6 +88,17 @@ class Kube:
                 raise KubeError(f"no Kubernetes credentials: {exc}") from exc
         return cls(client.ApiClient(configuration))
 
+    @staticmethod
+    def kubeconfig_namespace() -> str | None:
+        """The namespace of ``$KUBECONFIG``'s current context, as kubectl defaults to it."""
+        paths = os.environ.get("KUBECONFIG", "").split(os.pathsep)
+        try:
+            _, active = config.list_kube_config_contexts(config_file=paths[0] or None)  # type: ignore[no-untyped-call]
+        except (config.ConfigException, OSError):
+            return None
+        namespace = ((active or {}).get("context") or {}).get("namespace")
+        return str(namespace) if namespace else None
+
     @classmethod
     def from_service_account(cls, directory: str) -> Kube:
         """In-cluster credentials read from ``directory`` (``token`` and ``ca.crt``).

@@ -71,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
         "-n",
         "--namespace",
         default=None,
-        help="namespace (default: the --apply manifest's, else the pod's, else default)",
+        help="namespace (default: the --apply manifest's, else the pod's or the kubeconfig "
+        "context's, else default)",
     )
     parser.add_argument("--timeout", default="10m", help="give up after this long (10m)")
     parser.add_argument("--kubeconfig", help="use this kubeconfig instead of in-cluster auth")
@@ -104,13 +105,16 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
         name = _name(args.resource)
         timeout = parse_duration(args.timeout)
         apply = Path(args.apply) if args.apply else None
-        # As kubectl: -n, else the manifest's own namespace, else the pod's.
+        kube, in_pod = _kube(args)
+        # As kubectl: -n, else the manifest's own namespace, else the pod's
+        # (in a hook Job) or the kubeconfig context's (from a laptop or CI).
         namespace = (
             args.namespace
             or (_manifest_namespace(apply) if apply is not None else "")
-            or _pod_namespace(args.service_account_dir)
+            or (_pod_namespace(args.service_account_dir) if in_pod else "")
+            or Kube.kubeconfig_namespace()
+            or "default"
         )
-        kube = _kube(args)
         return run(
             kube,
             namespace=namespace,
@@ -281,17 +285,18 @@ def _name(resource: str) -> str:
     return name
 
 
-def _kube(args: argparse.Namespace) -> Kube:
+def _kube(args: argparse.Namespace) -> tuple[Kube, bool]:
+    """The client, and whether it speaks as the pod's ServiceAccount."""
     if args.kubeconfig:
         os.environ["KUBECONFIG"] = args.kubeconfig
-        return Kube.from_environment()
+        return Kube.from_environment(), False
     if Path(args.service_account_dir, "token").exists():
-        return Kube.from_service_account(args.service_account_dir)
-    return Kube.from_environment()
+        return Kube.from_service_account(args.service_account_dir), True
+    return Kube.from_environment(), False
 
 
 def _pod_namespace(directory: str) -> str:
     try:
-        return Path(directory, "namespace").read_text().strip() or "default"
+        return Path(directory, "namespace").read_text().strip()
     except OSError:
-        return "default"
+        return ""

@@ -154,7 +154,7 @@ def manifest(tmp_path: Path, **metadata: Any) -> Path:
 def fake(monkeypatch: pytest.MonkeyPatch) -> FakeKube:
     """The fake that `wait_command.main` talks to instead of an API server."""
     kube = FakeKube()
-    monkeypatch.setattr(wait_command, "_kube", lambda args: kube)
+    monkeypatch.setattr(wait_command, "_kube", lambda args: (kube, False))
     return kube
 
 
@@ -258,6 +258,45 @@ def test_apply_without_a_namespace_uses_the_manifests(
             "--service-account-dir", str(tmp_path / "none")]  # fmt: skip
     assert wait_command.main(argv) == 2  # nothing plays the operator: it times out
     assert [(w[0], w[1], w[2]) for w in fake.writes] == [("apply", NAMESPACE, NAME)]
+
+
+def kubeconfig(tmp_path: Path, namespace: str | None) -> Path:
+    context: dict[str, Any] = {"cluster": "c", "user": "u"}
+    if namespace:
+        context["namespace"] = namespace
+    path = tmp_path / "kubeconfig"
+    path.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "here",
+        "contexts": [{"name": "here", "context": context}],
+        "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+    }))  # fmt: skip
+    return path
+
+
+@pytest.mark.parametrize(
+    ("context_namespace", "expected"), [("billing", "billing"), (None, "default")]
+)
+def test_without_n_or_a_manifest_the_kubeconfig_contexts_namespace_is_used(
+    fake: FakeKube,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    context_namespace: str | None,
+    expected: str,
+) -> None:
+    """From a laptop or CI, as kubectl does: the current context's namespace, else default."""
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig(tmp_path, context_namespace)))
+    asked: list[str] = []
+    real_get = fake.get_migration
+
+    def get_migration(*, namespace: str, name: str) -> Migration | None:
+        asked.append(namespace)
+        return real_get(namespace=namespace, name=name)
+
+    monkeypatch.setattr(fake, "get_migration", get_migration)
+    argv = ["dbm/shop", "--timeout", "0s", "--service-account-dir", str(tmp_path / "none")]
+    assert wait_command.main(argv) == 2
+    assert asked and set(asked) == {expected}
 
 
 def test_a_file_that_is_not_a_databasemigration_is_refused(
