@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
 from tests.cluster.conftest import Kube
 from tests.cluster.test_operator_kit import (
@@ -21,6 +20,7 @@ from tests.cluster.test_operator_kit import (
     create_config_map,
     create_secret,
     db_version,
+    gone,
     history_rows,
     jobs_of,
     migration,
@@ -35,16 +35,6 @@ pytestmark = [pytest.mark.cluster, pytest.mark.postgres]
 
 #: The ``ns`` fixture (tests/cluster/conftest.py) names namespaces after it.
 PREFIX = "delete"
-
-
-def _gone(kube: Kube, ns: str, name: str) -> bool:
-    try:
-        read(kube, ns, name)
-    except ApiException as exc:
-        if exc.status == 404:
-            return True
-        raise
-    return False
 
 
 def _running(job: dict) -> bool:  # type: ignore[type-arg]
@@ -81,7 +71,7 @@ def test_deleting_a_resource_waits_for_its_running_job(
                 assert still["metadata"]["uid"] == job["metadata"]["uid"] and _running(still)
                 time.sleep(0.2)
             flag.unlink()
-            wait_for(lambda: _gone(kube, ns, "app"), bool, timeout=90, what="the resource to go")
+            wait_for(lambda: gone(kube, ns, "app"), bool, timeout=90, what="the resource to go")
     finally:
         flag.unlink(missing_ok=True)
     assert db_version(pg_url) == {HEAD}, "the migration ran to its end"

@@ -29,6 +29,7 @@ import pytest
 import sqlalchemy as sa
 from kopf.testing import KopfRunner
 from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 
 from tests.cluster.conftest import Kube
 from tests.support import kube as support_kube
@@ -80,6 +81,17 @@ def read(kube: Kube, namespace: str, name: str) -> dict[str, Any]:
         GROUP, VERSION, namespace, PLURAL, name
     )
     return found
+
+
+def gone(kube: Kube, namespace: str, name: str) -> bool:
+    """True once the resource no longer exists (its finalizer released)."""
+    try:
+        read(kube, namespace, name)
+    except ApiException as exc:
+        if exc.status == 404:
+            return True
+        raise
+    return False
 
 
 def patch_spec(kube: Kube, namespace: str, name: str, spec: Mapping[str, Any]) -> int:

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import kopf
 import pytest
 from kubernetes import client, config, watch
-from kubernetes.client.exceptions import ApiException
 from prometheus_client.parser import text_string_to_metric_families
 from revisor_operator.kube import Kube as KubeClient
 from revisor_operator.settings import Settings
@@ -45,6 +45,7 @@ from tests.cluster.test_operator_kit import (
     create_config_map,
     create_secret,
     db_version,
+    gone,
     history_rows,
     jobs_of,
     migration,
@@ -68,16 +69,6 @@ PREFIX = "restart"
 def _finished(job: dict[str, Any]) -> bool:
     conditions = job["status"].get("conditions") or []
     return any(c["type"] in ("Complete", "Failed") and c["status"] == "True" for c in conditions)
-
-
-def _gone(kube: Kube, ns: str, name: str) -> bool:
-    try:
-        read(kube, ns, name)
-    except ApiException as exc:
-        if exc.status == 404:
-            return True
-        raise
-    return False
 
 
 def _holds_for(seconds: float, check: Callable[[], bool], what: str) -> None:
@@ -348,8 +339,13 @@ def test_killed_entry_point_restarted_adopts_jobs_and_converges(
         dying = handlers.Runtime(
             settings=Settings(runner_image="revisor:dev"), kube=_DiesBeforeTheStatusWrite(kube.api)
         )
-        with pytest.raises(_Killed):
-            handlers.reconcile(dying, namespace=ns, name="window")
+        # Outside kopf there is no Event poster: record what it would have posted.
+        posted: list[str] = []
+        with pytest.MonkeyPatch.context() as patched:
+            patched.setattr(kopf, "event", lambda body, **kw: posted.append(kw["reason"]))
+            with pytest.raises(_Killed):
+                handlers.reconcile(dying, namespace=ns, name="window")
+        assert posted == ["Running"], "the Job was created: its Event must not wait for status"
         [window_job] = jobs_of(kube, ns, "window")
         assert "status" not in read(kube, ns, "window")
 
@@ -401,7 +397,7 @@ def test_killed_entry_point_restarted_adopts_jobs_and_converges(
 
             flag.unlink()
             done = settled(kube, ns, "app")
-            wait_for(lambda: _gone(kube, ns, "window"), bool, timeout=60, what="window deleted")
+            wait_for(lambda: gone(kube, ns, "window"), bool, timeout=60, what="window deleted")
             served = _http_get(second.metrics)[1]
             assert _http_get(second.liveness)[0] == 200
             second.process.terminate()
