@@ -76,7 +76,7 @@ class ImageRegistry:
             return path
         if path.is_file():
             message = path.read_text(errors="replace").strip()
-            raise ImagePullError(message or f"failed to pull image {reference!r}")
+            raise ImagePullError(message or "the registry refused it")
         return None
 
 

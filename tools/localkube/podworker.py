@@ -310,7 +310,7 @@ class PodWorker:
                 if container.init and failed:
                     self._finish("Failed", "", f"init container {container.name} failed")
                 return []
-            backoff = min(BACKOFF_MAX, BACKOFF_INITIAL * 2**container.restart_count)
+            backoff = _backoff(container.restart_count)
             container.previous_exit = run.exit
             container.not_before = time.monotonic() + backoff
             container.waiting_reason = "CrashLoopBackOff"
@@ -381,7 +381,7 @@ class PodWorker:
     @staticmethod
     def _pull_failed(container: Container, error: ImagePullError) -> None:
         """Wait and retry, as the kubelet does: ErrImagePull once, then ImagePullBackOff."""
-        backoff = min(BACKOFF_MAX, BACKOFF_INITIAL * 2**container.pull_failures)
+        backoff = _backoff(container.pull_failures)
         image = container.spec.get("image", "")
         if container.pull_failures == 0:
             container.waiting_reason = "ErrImagePull"
@@ -514,3 +514,8 @@ class PodWorker:
         except ApiError as error:
             if error.status not in {404, 409}:
                 log.warning("pod %s: delete failed: %s", self.key, error)
+
+
+def _backoff(failures: int) -> float:
+    """Seconds before the next try after ``failures`` failed ones: doubling, capped."""
+    return float(min(BACKOFF_MAX, BACKOFF_INITIAL * 2**failures))

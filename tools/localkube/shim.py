@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import os
 import select
 import signal
@@ -42,7 +41,9 @@ from pathlib import Path
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+# The interpreter's own symbols include libc's: no ``find_library``, which
+# would run ``ldconfig -p`` at every container start.
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def _prctl(option: int, value: int) -> None:
@@ -76,6 +77,12 @@ def kill_tree(group: int) -> None:
         os.killpg(group, signal.SIGKILL)
     me = os.getpid()
     while True:
+        try:
+            reaped, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return  # nothing left: the usual case, without a scan of /proc
+        if reaped:
+            continue
         for pid in _children(me):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
@@ -117,8 +124,13 @@ def run(lifeline: int, status_fd: int, argv: Sequence[str]) -> int:
     signal.signal(signal.SIGTERM, forward)
     _report(status_fd, f"started {container.pid}")
     exited = os.pidfd_open(container.pid)
+    # poll, not select: the lifeline keeps the kubelet's descriptor number,
+    # which may be above select's limit of 1024.
+    poller = select.poll()
+    poller.register(exited, select.POLLIN)
+    poller.register(lifeline, select.POLLIN | select.POLLHUP)
     while True:
-        ready, _, _ = select.select([exited, lifeline], [], [])
+        ready = {fd for fd, _ in poller.poll()}
         if exited in ready:
             break
         if not os.read(lifeline, 1):  # EOF: the kubelet is gone, by whatever death
