@@ -136,6 +136,7 @@ def migrate(session: Session, options: RunOptions, reporter: Reporter) -> contra
     def work(conn: Connection, dialect: DialectSupport) -> contract.Result:
         heads = read_heads(conn, session)
         plan = make_plan(session.scripts, options.command, options.target, heads)
+        planned = plan.contract_steps()
         base = contract.Result(
             command=options.command,
             exit_code=ExitCode.OK,
@@ -143,7 +144,7 @@ def migrate(session: Session, options: RunOptions, reporter: Reporter) -> contra
             target=options.target,
             from_revisions=heads,
             to_revisions=heads,
-            plan=plan.contract_steps(),
+            plan=planned,
             plan_hash=plan.hash(session.scripts),
             dry_run=options.dry_run,
             started_at=_iso(started),
@@ -161,7 +162,7 @@ def migrate(session: Session, options: RunOptions, reporter: Reporter) -> contra
         if not plan.steps:
             reporter.info(f"already at {options.target} ({_heads_text(heads)}); nothing to do")
             return _finished(base)
-        reporter.planned(plan.contract_steps(), dry_run=options.dry_run)
+        reporter.planned(planned, dry_run=options.dry_run)
         return _Run(
             session=session,
             options=options,
@@ -245,6 +246,8 @@ class _Progress:
     applied: list[contract.Step] = field(default_factory=list)
     committed: list[RevisionStep] = field(default_factory=list)
     current: RevisionStep | None = None
+    #: ``current`` as the contract (and the progress lines) describe it.
+    described: contract.Step | None = None
     index: int = 0
     started_mono: float = 0.0
     started_at: dt.datetime = field(default_factory=utcnow)
@@ -290,7 +293,9 @@ class _Run:
             self.conn.commit()
         progress = _Progress()
         try:
-            self._run_steps(list(self.plan.steps), progress, dry_run=self.options.dry_run)
+            self._run_steps(
+                list(self.plan.steps), self.base.plan, progress, dry_run=self.options.dry_run
+            )
         except StepFailed as failure:
             return self._failed(failure, progress)
         except RevisorError as refused:
@@ -367,7 +372,7 @@ class _Run:
         )
         back = _Progress()
         try:
-            self._run_steps(reverse, back, dry_run=False)
+            self._run_steps(reverse, [step_of(s) for s in reverse], back, dry_run=False)
         except StepFailed as again:
             second = _failure_message(again)
             if again.step is not None:
@@ -420,8 +425,20 @@ class _Run:
             )
             self.conn.commit()
 
-    def _run_steps(self, steps: list[RevisionStep], progress: _Progress, *, dry_run: bool) -> None:
-        """Run ``steps`` through Alembic on the locked connection."""
+    def _run_steps(
+        self,
+        steps: list[RevisionStep],
+        described: Sequence[contract.Step],
+        progress: _Progress,
+        *,
+        dry_run: bool,
+    ) -> None:
+        """Run ``steps`` through Alembic on the locked connection.
+
+        ``described`` is ``steps`` as :func:`step_of` gives them, built once
+        per run rather than per step and per line (a thousand-step run reads
+        each revision's docstring once).
+        """
         conn, session = self.conn, self.session
         total = len(steps)
         expected_heads = read_heads(conn, session)
@@ -432,35 +449,35 @@ class _Run:
                     f"the version table changed under the lock: expected "
                     f"{_heads_text(expected_heads)}, found {_heads_text(heads)}"
                 )
-            for index, step in enumerate(steps, 1):
-                progress.current, progress.index = step, index
+            for index, (step, planned) in enumerate(zip(steps, described, strict=True), 1):
+                progress.current, progress.described, progress.index = step, planned, index
                 progress.started_mono, progress.started_at = time.monotonic(), utcnow()
-                self.reporter.step_started(index, total, step_of(step))
+                self.reporter.step_started(index, total, planned)
                 yield step
                 # Past the yield: this step's transaction has committed (or, all
                 # or nothing, joined the one that commits at the end).
                 seconds = time.monotonic() - progress.started_mono
-                done = step_of(step, seconds=seconds)
+                done = replace(planned, seconds=seconds)
                 progress.applied.append(done)
                 progress.committed.append(step)
-                progress.current = None
+                progress.current = progress.described = None
                 self.reporter.step_finished(index, total, done)
 
         def on_version_apply(
             *, ctx: MigrationContext, step: MigrationInfo, heads: set[str], run_args: Any
         ) -> None:
-            if not self.record or progress.current is None:
+            current, planned = progress.current, progress.described
+            if not self.record or current is None or planned is None:
                 return
-            current = progress.current
-            rev = current.revision.revision
+            rev = planned.revision
             self.history.record_step(
                 ctx.connection or conn,
                 self.run,
-                direction="upgrade" if current.is_upgrade else "downgrade",
+                direction=planned.direction,
                 revision=rev,
                 from_revision=",".join(current.from_revisions) or "base",
                 to_revision=",".join(current.to_revisions) or "base",
-                description=describe(current.revision),
+                description=planned.description,
                 started_at=progress.started_at,
                 status=APPLIED,
                 checksum=session.scripts.checksum(rev),
