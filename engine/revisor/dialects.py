@@ -82,6 +82,12 @@ class DialectSupport(Protocol):
         """Apply session settings for the migrations; ends the transaction."""
 
 
+def _waiting(timeout: float | None, what: str) -> str:
+    """What a runner that has to wait says, once, before it waits."""
+    bound = "" if timeout is None else f" for up to {timeout:g}s"
+    return f"waiting{bound} for {what}"
+
+
 def _ms(seconds: float | None) -> str:
     return "0" if not seconds else f"{max(int(seconds * 1000), 1)}ms"
 
@@ -116,8 +122,7 @@ class PostgresSupport:
         if timeout == 0:
             raise self._timeout(conn, key, timeout)
         if on_wait is not None:
-            bound = "" if timeout is None else f" for up to {timeout:g}s"
-            on_wait(f"waiting{bound} for the lock {key.name}{self._holder(conn, key)}")
+            on_wait(_waiting(timeout, f"the lock {key.name}{self._holder(conn, key)}"))
         conn.execute(sa.text("SELECT set_config('lock_timeout', :v, false)"), {"v": _ms(timeout)})
         try:
             conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": key.value})
@@ -227,11 +232,11 @@ class SqliteSupport:
                 if exc.errno not in (errno.EAGAIN, errno.EACCES):
                     handle.close()
                     raise
-                if on_wait is not None:
-                    bound = "" if timeout is None else f" for up to {timeout:g}s"
-                    on_wait(f"waiting{bound} for the lock file {self.path}")
+                expired = deadline is not None and time.monotonic() >= deadline
+                if on_wait is not None and not expired:
+                    on_wait(_waiting(timeout, f"the lock file {self.path}"))
                     on_wait = None
-                if deadline is not None and time.monotonic() >= deadline:
+                if expired:
                     handle.close()
                     raise LockTimeout(
                         f"another migration holds the lock file {self.path}; "

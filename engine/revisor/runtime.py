@@ -97,6 +97,7 @@ def make_plan(scripts: Scripts, command: RunCommand, target: str, heads: Sequenc
 def with_lock(
     session: Session,
     work: Callable[[Connection, DialectSupport], Any],
+    *,
     reporter: Reporter | None = None,
 ) -> Any:
     """Open the connection, hold the advisory lock around ``work``, release it.
@@ -173,7 +174,7 @@ def migrate(session: Session, options: RunOptions, reporter: Reporter) -> contra
             base=base,
         ).execute()
 
-    result: contract.Result = with_lock(session, work, reporter)
+    result: contract.Result = with_lock(session, work, reporter=reporter)
     return result
 
 
@@ -600,7 +601,7 @@ def stamp(session: Session, target: str, reporter: Reporter) -> contract.Result:
             runner=session.runner,
         )
 
-    result: contract.Result = with_lock(session, work, reporter)
+    result: contract.Result = with_lock(session, work, reporter=reporter)
     return result
 
 
