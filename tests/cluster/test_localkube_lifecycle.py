@@ -24,7 +24,7 @@ from kubernetes import config
 from localkube import BinariesMissingError, find_binaries
 
 from tests.cluster.test_container_runs import TREE, alive
-from tests.support.kube import apply, existing_kubeconfig, wait_for
+from tests.support.kube import apply, existing_kubeconfig, localkube, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -114,6 +114,18 @@ def leftovers() -> Iterator[list[Path]]:
                 os.kill(pid, signal.SIGKILL)
 
 
+def _script(name: str, *, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """One of the project's ``scripts/``, as ``make`` runs it."""
+    return subprocess.run(
+        [str(REPO / "scripts" / name)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=timeout,
+    )
+
+
 def test_cluster_down_after_cluster_up_leaves_no_process(
     tmp_path: Path, leftovers: list[Path]
 ) -> None:
@@ -121,14 +133,7 @@ def test_cluster_down_after_cluster_up_leaves_no_process(
     env = {**os.environ, "REVISOR_LOCAL_DIR": str(local), "PY": sys.executable}
     state_dir = local / "cluster"
     leftovers.append(state_dir)
-    up = subprocess.run(
-        [str(REPO / "scripts" / "cluster-up.sh")],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-    )
+    up = _script("cluster-up.sh", env=env, timeout=300)
     assert up.returncode == 0, up.stderr
     assert "Cluster is up." in up.stdout
     node_line = up.stdout.strip().splitlines()[-1]  # `kubectl get nodes`, through the kubeconfig
@@ -137,14 +142,7 @@ def test_cluster_down_after_cluster_up_leaves_no_process(
     pod_pids = _start_pod_tree(kubeconfig, tmp_path / "out" / "pids")
     _assert_whole_cluster_runs(state_dir, pod_pids)
 
-    down = subprocess.run(
-        [str(REPO / "scripts" / "cluster-down.sh")],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
+    down = _script("cluster-down.sh", env=env, timeout=120)
     assert down.returncode == 0, down.stderr
     assert "stopped" in down.stderr
     # `down` returns once the daemon has exited, and the daemon once all it started has.
@@ -158,21 +156,7 @@ def test_sigkilled_daemon_takes_every_process_with_it(
 ) -> None:
     state_dir = tmp_path / "cluster"
     leftovers.append(state_dir)
-    localkube = [sys.executable, "-m", "localkube"]
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(
-            filter(None, [str(REPO / "tools"), os.environ.get("PYTHONPATH")])
-        ),
-    }
-    up = subprocess.run(
-        [*localkube, "up", "--state-dir", str(state_dir), "--detach"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-    )
+    up = localkube("up", "--state-dir", str(state_dir), "--detach", timeout=300)
     assert up.returncode == 0, up.stderr
     kubeconfig = Path(up.stdout.strip())
     assert kubeconfig == state_dir / "kubeconfig"
@@ -191,12 +175,6 @@ def test_sigkilled_daemon_takes_every_process_with_it(
     )
     assert left == {}
     assert not any(alive(pid) for pid in pod_pids)
-    status = subprocess.run(
-        [*localkube, "status", "--state-dir", str(state_dir)],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    status = localkube("status", "--state-dir", str(state_dir))
     assert status.returncode == 1
     assert "not running" in status.stdout

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +16,8 @@ from localkube.api import NO_ANSWER, Api, ApiError, Credentials
 from localkube.environment import container_argv, container_env, expand
 from localkube.sources import MissingSourceError
 from localkube.volumes import Mount, MountMap, container_mounts, materialise
+
+from tests.support.kube import localkube
 
 TOOLS = Path(__file__).resolve().parents[2] / "tools"
 VARS = {"A": "alpha", "EMPTY": ""}
@@ -272,24 +272,10 @@ def test_down_never_signals_a_stranger_holding_a_stale_pid(tmp_path: Path) -> No
         state_dir = tmp_path / "cluster"
         state_dir.mkdir()
         (state_dir / "localkube.pid").write_text(f"{stranger.pid}\n")
-        localkube = [sys.executable, "-m", "localkube"]
-        env = {**os.environ, "PYTHONPATH": str(TOOLS)}
-        status = subprocess.run(
-            [*localkube, "status", "--state-dir", str(state_dir)],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        status = localkube("status", "--state-dir", str(state_dir))
         assert status.returncode == 1
         assert "not running" in status.stdout
-        down = subprocess.run(
-            [*localkube, "down", "--state-dir", str(state_dir)],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        down = localkube("down", "--state-dir", str(state_dir))
         assert down.returncode == 0
         assert "nothing running" in down.stderr
         assert stranger.poll() is None  # still alive: it was not sent SIGTERM

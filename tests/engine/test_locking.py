@@ -112,7 +112,15 @@ def test_lock_timeout_is_exit_3_and_names_the_holder(revisor, pg_url, tmp_path: 
     assert version(pg_url) == set()
 
 
-def test_sqlite_lock_timeout_is_exit_3(revisor, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("timeout", "said"),
+    [("0.3", "waiting for up to 0.3s for the lock file"), ("0", None)],
+    ids=["bounded-wait", "zero-tries-once"],
+)
+def test_sqlite_lock_timeout_is_exit_3(
+    revisor, tmp_path: Path, timeout: str, said: str | None
+) -> None:
+    """A held lock file: exit 3; a waiting runner says so once, a zero timeout never waits."""
     import fcntl
 
     db = tmp_path / "app.db"
@@ -120,24 +128,18 @@ def test_sqlite_lock_timeout_is_exit_3(revisor, tmp_path: Path) -> None:
     with (tmp_path / "app.db.revisor-lock").open("a") as handle:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         run = revisor(
-            *project.args(), "--database-url", f"sqlite:///{db}", "upgrade", "--lock-timeout", "0.3"
+            *project.args(),
+            "--database-url",
+            f"sqlite:///{db}",
+            "upgrade",
+            "--lock-timeout",
+            timeout,
         )
     assert run.code == 3 and "lock file" in run.err
-    assert "waiting for up to 0.3s for the lock file" in run.err
-
-
-def test_a_lock_timeout_of_zero_tries_once_and_never_says_it_waits(revisor, tmp_path: Path) -> None:
-    import fcntl
-
-    db = tmp_path / "app.db"
-    project = make_project(tmp_path, chain(1))
-    with (tmp_path / "app.db.revisor-lock").open("a") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        run = revisor(
-            *project.args(), "--database-url", f"sqlite:///{db}", "upgrade", "--lock-timeout", "0"
-        )
-    assert run.code == 3 and "lock file" in run.err
-    assert "waiting" not in run.err
+    if said is None:
+        assert "waiting" not in run.err
+    else:
+        assert said in run.err
 
 
 def test_runner_killed_mid_revision_leaves_last_commit_and_a_free_lock(

@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -25,6 +27,7 @@ from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError
 T = TypeVar("T")
 Manifest = Mapping[str, Any]
 FIELD_MANAGER = "revisor-tests"
+TOOLS = Path(__file__).resolve().parents[2] / "tools"
 
 
 def documents(manifests: str | Manifest | Iterable[Manifest]) -> list[dict[str, Any]]:
@@ -199,3 +202,16 @@ def kubectl(environ: Mapping[str, str] = os.environ) -> str:
     from localkube.binaries import find_binaries  # tools/ is on sys.path (conftest)
 
     return str(find_binaries().kubectl)
+
+
+def localkube(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``python -m localkube ARGS`` as ``make cluster-up``/``cluster-down`` run it; output kept."""
+    path = os.pathsep.join(filter(None, [str(TOOLS), os.environ.get("PYTHONPATH")]))
+    return subprocess.run(
+        [sys.executable, "-m", "localkube", *args],
+        env={**os.environ, "PYTHONPATH": path},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=timeout,
+    )
