@@ -51,6 +51,7 @@ from tests.cluster.test_operator_kit import (
     ready,
     running_operator,
     settled,
+    window_closed,
 )
 from tests.cluster.test_rollback import deploy
 from tests.support.kube import condition, get, wait_for
@@ -339,13 +340,7 @@ def migrate_as(
         assert done["status"]["currentRevision"] == REVS[-1].id
         assert done["metadata"]["finalizers"] == ["revisor.dev/finalizer"]
         if rollout:
-            done = wait_for(
-                lambda: read(kube, ns, "app"),
-                lambda obj: (obj["status"].get("rollout") or {}).get("state") != "Watching",
-                timeout=90,
-                interval=0.5,
-                what="the rollback window to close",
-            )
+            done = window_closed(kube, ns, "app", timeout=90)
             assert done["status"]["rollout"]["state"] == "Succeeded", done["status"]["rollout"]
             assert done["status"]["rollout"]["deployment"] == "web"
         # The Events prove `create events`; Running is posted as soon as the Job is

@@ -18,7 +18,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from tests.cluster.conftest import Kube
-from tests.support.kube import apply, condition, get, wait_for
+from tests.support.kube import apply, condition, get, pod_finished, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -368,13 +368,7 @@ data:
         },
     }
     apply(process_kubelet.api, pod, namespace=namespace)
-    core = client.CoreV1Api(process_kubelet.api)
-    done = wait_for(
-        lambda: core.read_namespaced_pod("inputs", namespace),
-        lambda pod: pod.status.phase in {"Succeeded", "Failed"},
-        timeout=60,
-        what="pod inputs to finish",
-    )
+    done = pod_finished(process_kubelet.api, namespace, "inputs", timeout=60)
     terminated = _terminated(done)
     assert done.status.phase == "Succeeded", terminated.message if terminated else done.status
     assert terminated.exit_code == 0
@@ -395,10 +389,10 @@ def test_active_deadline_kills_long_pod(process_kubelet: Kube, namespace: str) -
         },
         namespace=namespace,
     )
-    core = client.CoreV1Api(process_kubelet.api)
-    pod = wait_for(
-        lambda: core.read_namespaced_pod("sleeper", namespace),
-        lambda pod: pod.status.phase in {"Succeeded", "Failed"},
+    pod = pod_finished(
+        process_kubelet.api,
+        namespace,
+        "sleeper",
         timeout=30,
         what="pod sleeper to be stopped by its deadline",
     )

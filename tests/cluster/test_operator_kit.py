@@ -83,6 +83,17 @@ def read(kube: Kube, namespace: str, name: str) -> dict[str, Any]:
     return found
 
 
+def window_closed(kube: Kube, namespace: str, name: str, *, timeout: float) -> dict[str, Any]:
+    """The resource once its rollback window is no longer Watching (closed or acted on)."""
+    return wait_for(
+        lambda: read(kube, namespace, name),
+        lambda obj: (obj["status"].get("rollout") or {}).get("state") != "Watching",
+        timeout=timeout,
+        interval=0.5,
+        what=f"{namespace}/{name}'s rollback window to close",
+    )
+
+
 def gone(kube: Kube, namespace: str, name: str) -> bool:
     """True once the resource no longer exists (its finalizer released)."""
     try:

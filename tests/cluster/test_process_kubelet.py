@@ -18,7 +18,7 @@ import pytest
 from kubernetes import client
 
 from tests.cluster.conftest import Kube
-from tests.support.kube import apply, wait_for
+from tests.support.kube import apply, pod_finished, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -78,12 +78,7 @@ def test_init_containers_run_in_order_before_containers(
         volumes=[{"name": "work", "emptyDir": {}}],
     )
     apply(process_kubelet.api, pod, namespace=namespace)
-    done = wait_for(
-        lambda: _read(process_kubelet, namespace, "ordered"),
-        lambda pod: pod.status.phase in {"Succeeded", "Failed"},
-        timeout=60,
-        what="pod ordered to finish",
-    )
+    done = pod_finished(process_kubelet.api, namespace, "ordered", timeout=60)
     assert done.status.phase == "Succeeded", done.status.container_statuses
     inits = done.status.init_container_statuses
     assert [s.name for s in inits] == ["init-1", "init-2"]
@@ -246,11 +241,8 @@ def test_missing_command_fails_pod_with_start_error(process_kubelet: Kube, names
         restartPolicy="Never",
     )
     apply(process_kubelet.api, pod, namespace=namespace)
-    failed = wait_for(
-        lambda: _read(process_kubelet, namespace, "nocommand"),
-        lambda pod: pod.status.phase in {"Succeeded", "Failed"},
-        timeout=30,
-        what="pod nocommand to fail",
+    failed = pod_finished(
+        process_kubelet.api, namespace, "nocommand", timeout=30, what="pod nocommand to fail"
     )
     assert failed.status.phase == "Failed"
     terminated = failed.status.container_statuses[0].state.terminated
@@ -365,12 +357,7 @@ def test_custom_termination_message_path_becomes_the_message(
         restartPolicy="Never",
     )
     apply(process_kubelet.api, pod, namespace=namespace)
-    done = wait_for(
-        lambda: _read(process_kubelet, namespace, "custom-msg"),
-        lambda pod: pod.status.phase in {"Succeeded", "Failed"},
-        timeout=30,
-        what="pod custom-msg to finish",
-    )
+    done = pod_finished(process_kubelet.api, namespace, "custom-msg", timeout=30)
     assert done.status.phase == "Succeeded"
     terminated = done.status.container_statuses[0].state.terminated
     assert terminated.exit_code == 0
@@ -428,9 +415,10 @@ def test_missing_secret_holds_container_in_config_error_until_created(
         },
         namespace=namespace,
     )
-    done = wait_for(
-        lambda: _read(process_kubelet, namespace, "needs-secret"),
-        lambda pod: pod.status.phase in {"Succeeded", "Failed"},
+    done = pod_finished(
+        process_kubelet.api,
+        namespace,
+        "needs-secret",
         timeout=30,
         what="pod needs-secret to run once its Secret exists",
     )

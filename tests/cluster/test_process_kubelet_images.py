@@ -14,7 +14,7 @@ import pytest
 from kubernetes import client, watch
 
 from tests.cluster.conftest import Images, Kube
-from tests.support.kube import apply, wait_for
+from tests.support.kube import apply, pod_finished
 
 pytestmark = pytest.mark.cluster
 
@@ -43,12 +43,7 @@ def _read(kube: Kube, namespace: str, name: str) -> Any:
 
 
 def _finished(kube: Kube, namespace: str, name: str) -> Any:
-    return wait_for(
-        lambda: _read(kube, namespace, name),
-        lambda pod: pod.status.phase in {"Succeeded", "Failed"},
-        timeout=30,
-        what=f"pod {name} to finish",
-    )
+    return pod_finished(kube.api, namespace, name)
 
 
 def test_a_container_reads_its_images_files_at_their_paths(

@@ -29,6 +29,7 @@ from tests.cluster.test_operator_kit import (
     ready,
     settled,
     unique_prefix,
+    window_closed,
 )
 from tests.support.kube import apply, wait_for
 
@@ -133,13 +134,7 @@ def test_rollout_that_succeeds_closes_the_window_without_rollback(
 
     first = settled(kube, ns, "app")
     assert first["status"]["phase"] == "Succeeded", first["status"]
-    closed = wait_for(
-        lambda: read(kube, ns, "app"),
-        lambda obj: (obj["status"].get("rollout") or {}).get("state") != "Watching",
-        timeout=60,
-        interval=0.5,
-        what="the rollback window to close",
-    )
+    closed = window_closed(kube, ns, "app", timeout=60)
     status = closed["status"]
     assert status["rollout"]["state"] == "Succeeded", status["rollout"]
     assert "rolled out" in status["rollout"]["message"]

@@ -215,3 +215,15 @@ def localkube(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[s
         check=False,
         timeout=timeout,
     )
+
+
+def pod_finished(
+    api: client.ApiClient, namespace: str, name: str, *, timeout: float = 30, what: str = ""
+) -> Any:
+    """The pod once its phase is Succeeded or Failed (read through the API, polled)."""
+    return wait_for(
+        lambda: client.CoreV1Api(api).read_namespaced_pod(name, namespace),
+        lambda pod: pod.status.phase in {"Succeeded", "Failed"},
+        timeout=timeout,
+        what=what or f"pod {name} to finish",
+    )
