@@ -63,10 +63,12 @@ def run_environment(
     on_version_apply: Callable[..., None] | None = None,
     keep_transaction: bool = False,
 ) -> None:
-    """Run Alembic's migration loop with our ``fn``, hermetic or through env.py."""
-    if conn.in_transaction() and not keep_transaction:
-        # Alembic must own the transactions: see the module docstring.
-        conn.commit()
+    """Run Alembic's migration loop with our ``fn``, hermetic or through env.py.
+
+    ``keep_transaction`` leaves the transaction open on ``conn`` for Alembic
+    to run inside (a dry run's outer transaction); otherwise Alembic owns
+    the transactions (:meth:`RevisorEnvironment.configure`).
+    """
     scripts = session.scripts
     enforced: dict[str, Any] = {
         "transaction_per_migration": per_migration,
@@ -85,6 +87,7 @@ def run_environment(
         revisor_conn=conn,
         enforced=enforced,
         callbacks=callbacks,
+        keep_transaction=keep_transaction,
     )
     with env:
         if session.env_py:
@@ -167,6 +170,7 @@ class RevisorEnvironment(EnvironmentContext):
         revisor_conn: Connection,
         enforced: dict[str, Any],
         callbacks: Sequence[Callable[..., None]],
+        keep_transaction: bool = False,
         **kw: Any,
     ) -> None:
         super().__init__(*args, **kw)
@@ -174,6 +178,7 @@ class RevisorEnvironment(EnvironmentContext):
         self._revisor_conn = revisor_conn
         self._enforced = enforced
         self._callbacks = tuple(callbacks)
+        self._keep_transaction = keep_transaction
         #: env.py has handed over to Alembic's migration loop.
         self.migrations_started = False
 
@@ -211,6 +216,14 @@ class RevisorEnvironment(EnvironmentContext):
                     f"{self._enforced[name]!r}",
                     hint=f"pass {flag} {theirs} so the lock and history use the same table",
                 )
+        if connection.in_transaction() and not self._keep_transaction:
+            # The silent-rollback trap (FIELD-NOTES): a statement before
+            # configure() -- ours, or env.py's own ``SET search_path`` --
+            # leaves a transaction open, and Alembic would take it for the
+            # caller's: no per-revision commits, and a failure at revision
+            # 3 rolling back 1 and 2, which were reported as committed. So
+            # it is ended here; session settings made in it stay in force.
+            connection.commit()
         kw.update(self._enforced)
         kw["on_version_apply"] = (
             *to_tuple(kw.get("on_version_apply"), default=()),

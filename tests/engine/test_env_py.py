@@ -192,3 +192,64 @@ def test_env_py_opening_its_own_connection_still_migrates_on_the_locked_one(
     run = revisor("--config", str(project.with_ini(url=pg_url)), "--env-py", "upgrade")
     assert run.code == 0, run.err
     assert held_locks(pg_url) == 1
+
+
+# env.py that runs SQL on the handed connection before context.configure(),
+# e.g. a tenant's search_path: that statement opens a transaction.
+SQL_BEFORE_CONFIGURE_ENV_PY = """
+import sqlalchemy as sa
+from alembic import context
+
+connection = context.config.attributes["connection"]
+if connection.dialect.name == "postgresql":
+    connection.execute(sa.text("SELECT set_config('revisor_test.tenant', 'acme', false)"))
+else:
+    connection.execute(sa.text("SELECT 1"))
+context.configure(connection=connection)
+with context.begin_transaction():
+    context.run_migrations()
+"""
+
+TENANT_PROOF = Rev(
+    id="0001s0000000",
+    message="record the session's tenant",
+    upgrade="""
+        if op.get_bind().dialect.name == "postgresql":
+            op.execute("CREATE TABLE tenant_proof AS SELECT current_setting('revisor_test.tenant') AS v")
+        else:
+            op.execute("CREATE TABLE tenant_proof AS SELECT 'acme' AS v")
+    """,
+    downgrade="op.execute('DROP TABLE tenant_proof')",
+)
+
+
+def test_env_py_running_sql_before_configure_still_commits_each_revision(
+    revisor, db_url: str, tmp_path: Path
+) -> None:
+    """The silent-rollback trap, set by env.py: revisions 1 and 2 stay committed.
+
+    Alembic takes a transaction open at configure() for the caller's and
+    commits nothing per revision; before the fix, the failure of revision 3
+    rolled back 1 and 2, which the progress lines and the result had
+    reported as applied. Session settings made before configure() stay.
+    """
+    revs = [TENANT_PROOF, *chain(3)[1:]]
+    revs[1] = Rev(id=revs[1].id, down=TENANT_PROOF.id, message="create t2",
+                  upgrade=revs[1].upgrade, downgrade=revs[1].downgrade)  # fmt: skip
+    revs[2] = Rev(id=revs[2].id, down=revs[1].id, message="breaks",
+                  upgrade="op.execute('SELECT * FROM no_such_table')")  # fmt: skip
+    project = make_project(tmp_path, revs).with_env_py(SQL_BEFORE_CONFIGURE_ENV_PY)
+    ini = project.with_ini(url=db_url)
+    run = revisor("--config", str(ini), "--env-py", "--output", "json", "upgrade")
+    assert run.code == 4, run.err
+    assert [s["revision"] for s in run.result["applied"]] == ["0001s0000000", "0002t0000000"]
+    assert version(db_url) == {"0002t0000000"}
+    assert {"tenant_proof", "t2"} <= tables(db_url)
+    steps = history_rows(db_url, "step")
+    assert [(s["revision"], s["status"]) for s in steps] == [
+        ("0001s0000000", "applied"), ("0002t0000000", "applied"), ("0003t0000000", "failed"),
+    ]  # fmt: skip
+    engine = sa.create_engine(db_url, poolclass=sa.pool.NullPool)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT v FROM tenant_proof")).scalar_one() == "acme"
+    engine.dispose()
