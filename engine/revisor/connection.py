@@ -264,6 +264,26 @@ async def _run_async(db: Database, work: Callable[[Connection], T]) -> T:
         await engine.dispose()
 
 
+def client_binding_cursor(conn: Connection) -> Any | None:
+    """A psycopg ``ClientCursor`` on ``conn``'s own DBAPI connection, or None.
+
+    It binds parameters on the client, so one message can carry several
+    statements (psycopg sends such a query with the simple protocol, and
+    libpq escapes every value for the connection's encoding). History uses
+    it to send a step's row together with the step's COMMIT: one round trip
+    where there would be two, the largest part of what a history row costs
+    (bench/upgrade_vs_alembic.py). Other drivers (sqlite3, asyncpg, psycopg
+    async behind SQLAlchemy's adapter) get None and the ordinary path.
+    """
+    raw: object = conn.connection.dbapi_connection
+    # Checked by module first: importing psycopg for a SQLite run costs time.
+    if type(raw).__module__.partition(".")[0] != "psycopg":
+        return None
+    import psycopg
+
+    return psycopg.ClientCursor(raw) if isinstance(raw, psycopg.Connection) else None
+
+
 def _connect(db: Database, connect: Callable[[], Connection]) -> Connection:
     try:
         return connect()

@@ -14,9 +14,12 @@ import datetime as dt
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
+
+from revisor.connection import client_binding_cursor
 
 TABLE_NAME = "revisor_history"
 
@@ -99,6 +102,8 @@ class History:
         # inline(): nothing reads a step row's generated id back, so no
         # RETURNING (on PostgreSQL a result set to fetch and parse per step).
         self._insert = self.table.insert().inline()
+        # (DBAPI connection, its client-binding cursor or None, the SQL for it)
+        self._with_commit: tuple[Any, Any, str] | None = None
 
     def exists(self, conn: Connection) -> bool:
         return sa.inspect(conn).has_table(TABLE_NAME, schema=self.table.schema)
@@ -167,33 +172,64 @@ class History:
         status: str,
         checksum: str | None,
         error: str | None = None,
+        commit: bool = False,
     ) -> None:
+        """Write a step's row in the step's open transaction.
+
+        ``commit=True`` says the transaction ends right after this row (Alembic
+        commits each step once its callbacks have run). Where the driver can
+        carry both in one message (psycopg), the row and the COMMIT go
+        together and Alembic's own commit then finds nothing left to do;
+        elsewhere only the row is written and Alembic commits as usual.
+        Either way the row commits, or rolls back, with its step.
+        """
         finished = utcnow()
         # One constant statement with a parameter dict: SQLAlchemy compiles it
         # once. Building .values(...) per step cost 0.8 ms against 0.2 ms, a
         # quarter of a trivial revision's time (bench/upgrade_vs_alembic.py);
         # dropping RETURNING (inline(), above) took another ~0.1 ms.
-        conn.execute(
-            self._insert,
-            {
-                "run_id": run.run_id,
-                "kind": "step",
-                "command": run.command,
-                "direction": direction,
-                "from_revision": from_revision,
-                "to_revision": to_revision,
-                "revision": revision,
-                "description": description,
-                "started_at": started_at,
-                "finished_at": finished,
-                "duration_seconds": (finished - started_at).total_seconds(),
-                "status": status,
-                "error": error,
-                "checksum": checksum,
-                "runner": run.runner,
-                "engine_version": run.engine_version,
-            },
-        )
+        params = {
+            "run_id": run.run_id,
+            "kind": "step",
+            "command": run.command,
+            "direction": direction,
+            "from_revision": from_revision,
+            "to_revision": to_revision,
+            "revision": revision,
+            "description": description,
+            "started_at": started_at,
+            "finished_at": finished,
+            "duration_seconds": (finished - started_at).total_seconds(),
+            "status": status,
+            "error": error,
+            "checksum": checksum,
+            "runner": run.runner,
+            "engine_version": run.engine_version,
+        }
+        if not (commit and self._insert_and_commit(conn, params)):
+            conn.execute(self._insert, params)
+
+    def _insert_and_commit(self, conn: Connection, params: dict[str, Any]) -> bool:
+        """Send the row and COMMIT in one message; False if the driver cannot."""
+        raw = conn.connection.dbapi_connection
+        if self._with_commit is None or self._with_commit[0] is not raw:
+            cursor = client_binding_cursor(conn)
+            compiled = (
+                "" if cursor is None else self._insert.compile(conn, column_keys=list(params))
+            )
+            self._with_commit = (raw, cursor, f"{compiled}; COMMIT")
+        _, cursor, statement = self._with_commit
+        if cursor is None:
+            return False
+        try:
+            cursor.execute(statement, params)
+        except conn.dialect.loaded_dbapi.Error as exc:
+            # As SQLAlchemy would have raised it: callers tell failures apart
+            # by sa.exc.DBAPIError (and .orig), whichever path wrote the row.
+            raise sa.exc.DBAPIError.instance(
+                statement, params, exc, conn.dialect.loaded_dbapi.Error
+            ) from exc
+        return True
 
     def applied_checksums(self, conn: Connection) -> dict[str, str]:
         """The checksum each revision had when it was last upgraded."""

@@ -443,6 +443,7 @@ class _Run:
         conn, session = self.conn, self.session
         total = len(steps)
         expected_heads = read_heads(conn, session)
+        per_migration = not (self.options.single_transaction or dry_run)
 
         def fn(heads: Sequence[str], _ctx: MigrationContext) -> Iterator[RevisionStep]:
             if set(heads) != set(expected_heads):
@@ -482,6 +483,8 @@ class _Run:
                 started_at=progress.started_at,
                 status=APPLIED,
                 checksum=session.scripts.checksum(rev),
+                # Ours is the last callback; Alembic commits the step next.
+                commit=per_migration,
             )
 
         outer = conn.begin() if dry_run else None
@@ -490,7 +493,7 @@ class _Run:
                 session,
                 conn,
                 fn=fn,
-                per_migration=not (self.options.single_transaction or dry_run),
+                per_migration=per_migration,
                 on_version_apply=on_version_apply,
                 keep_transaction=outer is not None,
             )

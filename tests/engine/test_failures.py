@@ -232,3 +232,59 @@ def test_require_reversible_refuses_an_upgrade_that_could_not_be_undone(
     assert "0002t0000000" in run.result["error"] and "raises" in run.result["error"]
     assert not tables(db_url)
     assert revisor(*args, "upgrade", "0001", "--require-reversible").code == 0
+
+
+DEFERRED = [
+    Rev(
+        id="0001d0000000",
+        message="parent and child, checked at commit",
+        upgrade="""
+            op.create_table("parent", sa.Column("id", sa.Integer, primary_key=True))
+            op.execute(
+                "CREATE TABLE child (parent_id integer REFERENCES parent (id) "
+                "DEFERRABLE INITIALLY DEFERRED)"
+            )
+        """,
+        downgrade="op.drop_table('child')\nop.drop_table('parent')",
+    ),
+    Rev(
+        id="0002d0000000",
+        down="0001d0000000",
+        message="an orphan",
+        upgrade="op.execute('INSERT INTO child VALUES (42)')",
+        downgrade="op.execute('DELETE FROM child')",
+    ),
+]
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("driver", ["postgresql+psycopg", "postgresql+asyncpg"])
+def test_a_revision_that_fails_at_commit_is_that_revisions_failure(
+    revisor, pg_url: str, driver: str, tmp_path: Path
+) -> None:
+    """A deferred constraint fails only at COMMIT: the step that wrote it failed, exit 4.
+
+    On psycopg the step's history row and its COMMIT go in one message, so
+    the error comes back from Revisor's own statement, not Alembic's commit;
+    the outcome must be the same as on asyncpg, where Alembic commits.
+    """
+    project = make_project(tmp_path, DEFERRED)
+    url = pg_url.replace("postgresql+psycopg", driver)
+    run = revisor(*project.args(), "--database-url", url, "--output", "json", "upgrade")
+    assert run.code == 4, run.err
+    result = run.result
+    assert result["reason"] == "MigrationFailed"
+    assert [s["revision"] for s in result["applied"]] == ["0001d0000000"]
+    assert "upgrade 0002d0000000 (an orphan) failed" in result["error"]
+    assert "foreign key" in result["error"]
+    assert version(pg_url) == {"0001d0000000"}
+    steps = history_rows(pg_url, "step")
+    assert [(s["revision"], s["status"]) for s in steps] == [
+        ("0001d0000000", "applied"),
+        ("0002d0000000", "failed"),
+    ]
+    assert history_rows(pg_url)[-1]["status"] == "failed"
+    # A rerun starts after the committed revision and retries only the orphan.
+    again = revisor(*project.args(), "--database-url", url, "--output", "json", "upgrade")
+    assert again.code == 4 and again.result["applied"] == []
+    assert again.result["from"] == ["0001d0000000"]

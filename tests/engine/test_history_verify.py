@@ -7,14 +7,17 @@ checksums and the files of every applied revision.
 
 from __future__ import annotations
 
+import datetime as dt
 import warnings
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from revisor import __version__
+from revisor.history import History, new_run, utcnow
 
 from tests.engine.conftest import history_rows, version
-from tests.support.projects import chain, make_project
+from tests.support.projects import Rev, chain, make_project
 
 
 def test_history_has_a_row_per_run_and_per_step_with_checksums(
@@ -189,3 +192,66 @@ def test_bad_history_range_is_exit_2_with_one_clear_message(
     assert message in run.err
     assert run.err.count("error: ") == 1
     assert run.result["reason"] == "InvalidTarget"
+
+
+AWKWARD = "it's 100% \\\\ naïve %(x)s %s; COMMIT; -- ü"
+
+
+def test_a_step_row_keeps_every_value_exactly(revisor, db_url, tmp_path: Path) -> None:
+    """Quotes, backslashes, %-placeholders and SQL in a docstring land in the row as they are.
+
+    On psycopg the row is bound on the client and sent with the step's
+    COMMIT in one message, so this is the test of that quoting.
+    """
+    revs = chain(1)
+    revs[0] = Rev(id=revs[0].id, message=AWKWARD, upgrade=revs[0].upgrade)
+    project = make_project(tmp_path, revs)
+    assert revisor(*project.args(), "--database-url", db_url, "upgrade").code == 0
+    (step,) = history_rows(db_url, "step")
+    assert step["description"] == "it's 100% \\ naïve %(x)s %s; COMMIT; -- ü"
+    assert (step["revision"], step["from_revision"], step["to_revision"]) == (
+        "0001t0000000", "base", "0001t0000000",
+    )  # fmt: skip
+    assert step["error"] is None and step["status"] == "applied"
+    # SQLite gives the text back (history_rows reads with plain SQL).
+    started, finished = (
+        v if isinstance(v, dt.datetime) else dt.datetime.fromisoformat(v)
+        for v in (step["started_at"], step["finished_at"])
+    )
+    assert started.utcoffset() is None or started.utcoffset() == dt.timedelta(0)
+    assert started <= finished
+    assert step["duration_seconds"] == pytest.approx((finished - started).total_seconds(), abs=1e-3)
+    assert version(db_url) == {"0001t0000000"}
+
+
+def test_a_step_row_with_commit_ends_the_step_only_where_one_message_carries_both(
+    db_url: str,
+) -> None:
+    """``record_step(commit=True)``: psycopg commits with the row; SQLite leaves it to Alembic."""
+    history = History(None)
+    run = new_run(command="upgrade", direction="upgrade", from_heads=(), target="head",
+                  runner=None, engine_version=__version__)  # fmt: skip
+    engine = sa.create_engine(db_url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn, engine.connect() as other:
+            history.ensure(conn)
+            conn.commit()
+
+            def visible() -> int:
+                count = other.execute(sa.text("SELECT count(*) FROM revisor_history"))
+                other.rollback()
+                return int(count.scalar_one())
+
+            for n in (1, 2):  # the second uses the cursor cached by the first
+                conn.execute(sa.text("SELECT 1"))  # the step's transaction is open
+                history.record_step(
+                    conn, run, direction="upgrade", revision=f"r{n}", from_revision="base",
+                    to_revision=f"r{n}", description="d", started_at=utcnow(),
+                    status="applied", checksum=None, commit=True,
+                )  # fmt: skip
+                one_message = db_url.startswith("postgresql")
+                assert visible() == (n if one_message else n - 1)
+                conn.commit()  # Alembic's own commit: a no-op after ours, never an error
+                assert visible() == n
+    finally:
+        engine.dispose()
