@@ -95,7 +95,7 @@ cluster-down: ## Stop what cluster-up started
 
 .PHONY: bench
 bench: $(STAMP) ## Benchmarks (bench/); results are written to bench/results/
-	$(PY) bench/upgrade_vs_alembic.py
+	$(PY) bench/upgrade_vs_alembic.py --rounds 11
 
 .PHONY: clean
 clean: ## Remove the virtualenv and caches (not the cached Kubernetes binaries)
