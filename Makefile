@@ -96,6 +96,7 @@ cluster-down: ## Stop what cluster-up started
 .PHONY: bench
 bench: $(STAMP) ## Benchmarks (bench/); results are written to bench/results/
 	$(PY) bench/upgrade_vs_alembic.py --rounds 11
+	$(PY) bench/history_row.py
 
 .PHONY: clean
 clean: ## Remove the virtualenv and caches (not the cached Kubernetes binaries)
