@@ -58,7 +58,6 @@ and a migration halfway would lose the resource that reports on it.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -72,7 +71,7 @@ from .bodies import Job, Migration
 from .jobs import MANAGED_BY, MANAGER, MIGRATION_LABEL
 from .kube import Conflict, Forbidden, Kube, KubeError
 from .metrics import job_seen, run_recorded
-from .observe import Run, observe_run
+from .observe import Run, job_finished, observe_run
 from .reconcile import ConfigMapCheck, Decision, Event, References, decide, references_needed
 from .redaction import redact, shorten
 from .rollout import DeploymentStatus, deployment_status
@@ -84,11 +83,12 @@ log = structlog.get_logger("revisor_operator")
 kopf_fixes.serve_namespaces_listed_at_watch_start()
 
 FINALIZER = f"{GROUP}/finalizer"
-#: kopf takes a timer's interval when this module is imported, so it is read from the
-#: environment now, through Settings, the one place that parses it (main.py imports this
-#: module only after its flags are parsed).
-RESYNC_SECONDS = Settings.from_env().resync_seconds
-ROLLOUT_POLL_SECONDS = float(os.environ.get("REVISOR_ROLLOUT_POLL_SECONDS") or 5.0)
+#: kopf takes a timer's interval when this module is imported, so the intervals are
+#: read from the environment now, through Settings, the one place that parses them
+#: (main.py imports this module only after its flags are parsed).
+_TIMERS = Settings.from_env()
+RESYNC_SECONDS = _TIMERS.resync_seconds
+ROLLOUT_POLL_SECONDS = _TIMERS.rollout_poll_seconds
 DELETE_POLL_SECONDS = 10.0
 #: Passes of one reconcile: record a finished run, then start what was queued behind it.
 MAX_PASSES = 3
@@ -174,7 +174,7 @@ def on_delete(*, namespace: str | None, name: str, uid: str, memo: Any, **_: Any
         jobs = _owned_jobs(runtime.kube, namespace=namespace, name=name, uid=uid)
     except KubeError as exc:
         raise kopf.TemporaryError(f"cannot list Jobs: {exc}", delay=DELETE_POLL_SECONDS) from exc
-    running = [j for j in jobs if not _finished(j)]
+    running = [j for j in jobs if not job_finished(j)]
     if running:
         names = ", ".join(j.get("metadata", {}).get("name", "") for j in running)
         raise kopf.TemporaryError(
@@ -214,7 +214,7 @@ def on_job_event(
     job_seen(
         namespace=namespace or "",
         job=name,
-        active=type != "DELETED" and not _finished(cast(Job, body)),
+        active=type != "DELETED" and not job_finished(cast(Job, body)),
     )
     _reconcile_quietly(runtime_of(memo), namespace=namespace or "", name=labels[MIGRATION_LABEL])
 
@@ -265,7 +265,7 @@ def _reconcile_once(runtime: Runtime, *, namespace: str, name: str) -> Decision 
     for job in _owned_jobs(kube, namespace=namespace, name=name, uid=meta.get("uid", "")):
         job_name = job.get("metadata", {}).get("name", "")
         # Pods matter only for runs not yet recorded; old ones are summarised already.
-        needs_pods = job_name not in recorded or not _finished(job)
+        needs_pods = job_name not in recorded or not job_finished(job)
         pods = kube.list_pods(namespace=namespace, job=job_name) if needs_pods else []
         run = observe_run(job=job, pods=pods)
         job_seen(namespace=namespace, job=job_name, active=run.active)
@@ -410,13 +410,6 @@ def _owned_jobs(kube: Kube, *, namespace: str, name: str, uid: str) -> list[Job]
         for j in jobs
         if any(o.get("uid") == uid for o in j.get("metadata", {}).get("ownerReferences") or [])
     ]
-
-
-def _finished(job: Job) -> bool:
-    conditions = (job.get("status") or {}).get("conditions") or []
-    return any(
-        c.get("type") in ("Complete", "Failed") and c.get("status") == "True" for c in conditions
-    )
 
 
 def _references(kube: Kube, migration: Migration) -> References | None:

@@ -82,12 +82,26 @@ class Run:
         return not self.finished
 
 
+def _conditions(job: Job) -> dict[str | None, JsonDict]:
+    return {c.get("type"): c for c in (job.get("status") or {}).get("conditions") or []}
+
+
+def job_finished(job: Job) -> bool:
+    """Whether the Job controller has given its verdict: Complete or Failed is True.
+
+    The one definition of a running Job, for the reconcile (:attr:`Run.active`),
+    the delete handler's wait and the in-flight metric.
+    """
+    conditions = _conditions(job)
+    return _is_true(conditions.get("Complete")) or _is_true(conditions.get("Failed"))
+
+
 def observe_run(*, job: Job, pods: Sequence[Pod]) -> Run:
     """The :class:`Run` a Job and its pods describe."""
     meta = job.get("metadata", {})
     annotations = job_annotations(job)
     status = job.get("status") or {}
-    conditions = {c.get("type"): c for c in status.get("conditions") or []}
+    conditions = _conditions(job)
     complete = _is_true(conditions.get("Complete"))
     failed = _is_true(conditions.get("Failed"))
     failure = conditions.get("Failed") if failed else None
@@ -101,7 +115,7 @@ def observe_run(*, job: Job, pods: Sequence[Pod]) -> Run:
         target=annotations.get(TARGET_ANNOTATION, ""),
         approval_required=annotations.get(APPROVAL_ANNOTATION) == "true",
         created_at=meta.get("creationTimestamp", ""),
-        finished=complete or failed,
+        finished=job_finished(job),
         succeeded=complete,
         failure_reason=failure.get("reason") if failure else None,
         failure_message=failure.get("message") if failure else None,

@@ -9,6 +9,7 @@ everything without templating the command line:
 ``REVISOR_NAMESPACES``          comma-separated namespaces to watch
 ``REVISOR_JOB_TTL_SECONDS``     ttlSecondsAfterFinished of Jobs (86400)
 ``REVISOR_RESYNC_SECONDS``      how often each resource is re-checked (30)
+``REVISOR_ROLLOUT_POLL_SECONDS`` how often a watched rollout is read (5)
 ``REVISOR_METRICS_PORT``        Prometheus port, 0 to disable (9090)
 ``REVISOR_LIVENESS``            kopf liveness endpoint URL
 ``REVISOR_LOG_FORMAT``          json (default) or console
@@ -33,6 +34,7 @@ class Settings:
     runner_pull_policy: str = "IfNotPresent"
     job_ttl_seconds: int = 24 * 3600
     resync_seconds: float = 30.0
+    rollout_poll_seconds: float = 5.0
     namespaces: tuple[str, ...] = ()
     metrics_port: int = 9090
     liveness: str | None = DEFAULT_LIVENESS
@@ -49,6 +51,7 @@ class Settings:
             runner_pull_policy=env.get("REVISOR_RUNNER_PULL_POLICY") or "IfNotPresent",
             job_ttl_seconds=int(env.get("REVISOR_JOB_TTL_SECONDS") or 24 * 3600),
             resync_seconds=float(env.get("REVISOR_RESYNC_SECONDS") or 30.0),
+            rollout_poll_seconds=float(env.get("REVISOR_ROLLOUT_POLL_SECONDS") or 5.0),
             namespaces=namespaces,
             metrics_port=int(env.get("REVISOR_METRICS_PORT") or 9090),
             liveness=env.get("REVISOR_LIVENESS", DEFAULT_LIVENESS) or None,

@@ -40,8 +40,9 @@ def test_all_namespaces_flag_ignores_the_environment_list() -> None:
     assert settings_from(build_parser().parse_args(["-A"]), env).namespaces == ()
 
 
-def test_the_resync_timer_ticks_at_the_settings_interval() -> None:
-    """REVISOR_RESYNC_SECONDS reaches kopf's timer through Settings, when the handlers load.
+def test_the_timers_tick_at_the_settings_intervals() -> None:
+    """REVISOR_RESYNC_SECONDS and REVISOR_ROLLOUT_POLL_SECONDS reach kopf's timers through
+    Settings, when the handlers load.
 
     kopf fixes a timer's interval at registration, so this needs a fresh
     interpreter: the handlers may already be loaded in this one.
@@ -52,11 +53,16 @@ def test_the_resync_timer_ticks_at_the_settings_interval() -> None:
         "from revisor_operator.settings import Settings\n"
         "[timer] = [t for t in registries.get_default_registry()._spawning.get_all_handlers()\n"
         "           if t.fn is handlers.resync]\n"
-        "print(timer.interval, timer.initial_delay, Settings.from_env().resync_seconds)\n"
+        "[poll] = [t for t in registries.get_default_registry()._spawning.get_all_handlers()\n"
+        "          if t.fn is handlers.follow_rollout]\n"
+        "settings = Settings.from_env()\n"
+        "print(timer.interval, timer.initial_delay, settings.resync_seconds,\n"
+        "      poll.interval, settings.rollout_poll_seconds)\n"
     )
-    env = {**os.environ, "REVISOR_RESYNC_SECONDS": "7.5"}
+    env = {**os.environ, "REVISOR_RESYNC_SECONDS": "7.5", "REVISOR_ROLLOUT_POLL_SECONDS": "2.5"}
     out = subprocess.run(
         [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True
     ).stdout
-    assert out.split() == ["7.5", "7.5", "7.5"]
-    assert Settings.from_env({}).resync_seconds == 30.0
+    assert out.split() == ["7.5", "7.5", "7.5", "2.5", "2.5"]
+    defaults = Settings.from_env({})
+    assert (defaults.resync_seconds, defaults.rollout_poll_seconds) == (30.0, 5.0)

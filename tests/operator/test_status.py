@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from revisor.contract import ExitCode
 from revisor_operator.conditions import Desired, merge
-from revisor_operator.observe import observe_run
+from revisor_operator.observe import job_finished, observe_run
 from revisor_operator.status import finished_verdict, running_verdict, status_patch
 
 from .factories import LATER, NOW, job_for, pod, raw_spec, result
@@ -274,3 +274,16 @@ def test_conditions_keep_types_not_mentioned() -> None:
     other = {"type": "Custom", "status": "True"}
     out = merge([other], [Desired("Ready", True, "Migrated", "m")], generation=1, now=NOW)
     assert [c["type"] for c in out] == ["Ready", "Custom"]
+
+
+@pytest.mark.parametrize(
+    ("state", "finished"), [("active", False), ("complete", True), ("failed", True)]
+)
+def test_a_job_is_finished_once_complete_or_failed_is_true(state: str, finished: bool) -> None:
+    job = job_for(state=state)
+    assert job_finished(job) is finished
+    assert observe_run(job=job, pods=[]).active is not finished
+    # A condition that is there but not True is no verdict.
+    for condition in (job.get("status") or {}).get("conditions") or []:
+        condition["status"] = "False"
+    assert not job_finished(job)
