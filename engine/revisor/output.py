@@ -68,12 +68,13 @@ class ConsoleReporter:
             self._write(f"[{index}/{total}] {_label(step)} … {seconds}\n")
 
     def step_failed(self, index: int, total: int, step: contract.Step, error: str) -> None:
+        # The message itself is the run's closing "error:" line (the CLI
+        # writes it, with what a rollback did after): said once, not twice.
         if self._open:
             self._write(" FAILED\n")
             self._open = False
         else:
             self._write(f"[{index}/{total}] {_label(step)} … FAILED\n")
-        self._write(f"error: {error}\n")
 
     def info(self, message: str) -> None:
         self._close_line()

@@ -56,6 +56,8 @@ def test_on_failure_stop_leaves_the_last_committed_revision(
     assert [s["revision"] for s in result["applied"]] == ["0001t0000000", "0002t0000000"]
     assert "upgrade 0003f0000000 (breaks) failed" in result["error"]
     assert "no_such_table_anywhere" in result["error"]
+    assert "[3/3] 0003f0000000 breaks … FAILED\n" in run.err
+    assert run.err.count("error: ") == 1, "the failure is said once, at the end"
     runs = history_rows(db_url)
     assert runs[-1]["status"] == "failed"
     steps = history_rows(db_url, "step")
@@ -78,6 +80,9 @@ def test_on_failure_rollback_restores_the_starting_revision(
     assert "t2" not in tables(db_url) and "t1" in tables(db_url)
     assert history_rows(db_url)[-1]["status"] == "rolled_back"
     assert "rolling back 1 step(s)" in run.err
+    lines = run.err.splitlines()
+    assert lines[-1].startswith("error: upgrade 0003f0000000 (breaks) failed")
+    assert run.err.count("error: ") == 1
 
 
 def test_failing_rollback_is_exit_5(revisor, db_url, tmp_path: Path) -> None:
