@@ -264,16 +264,18 @@ async def _run_async(db: Database, work: Callable[[Connection], T]) -> T:
         await engine.dispose()
 
 
-def client_binding_cursor(conn: Connection) -> Any | None:
-    """A psycopg ``ClientCursor`` on ``conn``'s own DBAPI connection, or None.
+def committer(conn: Connection) -> Callable[[str, Mapping[str, Any]], None] | None:
+    """A function that runs one statement and then COMMIT in one round trip, or None.
 
-    It binds parameters on the client, so one message can carry several
-    statements (psycopg sends such a query with the simple protocol, and
-    libpq escapes every value for the connection's encoding). History uses
-    it to send a step's row together with the step's COMMIT: one round trip
-    where there would be two, the largest part of what a history row costs
-    (bench/upgrade_vs_alembic.py). Other drivers (sqlite3, asyncpg, psycopg
-    async behind SQLAlchemy's adapter) get None and the ordinary path.
+    psycopg's pipeline mode queues both (the statement bound on the server,
+    as any other) and waits once, at the end; the server is then idle, so
+    the ``commit()`` SQLAlchemy issues next sends nothing (psycopg skips
+    COMMIT outside a transaction). History uses it for a step's row: a
+    round trip is the largest part of what that row costs
+    (bench/history_row.py). ``conn.commit()`` inside a pipeline would not
+    do: it waits for its own result, and leaving the pipeline waits again.
+    Other drivers (sqlite3, asyncpg, psycopg async behind SQLAlchemy's
+    adapter), and a libpq without pipeline mode, get None.
     """
     raw: object = conn.connection.dbapi_connection
     # Checked by module first: importing psycopg for a SQLite run costs time.
@@ -281,7 +283,23 @@ def client_binding_cursor(conn: Connection) -> Any | None:
         return None
     import psycopg
 
-    return psycopg.ClientCursor(raw) if isinstance(raw, psycopg.Connection) else None
+    if not isinstance(raw, psycopg.Connection) or not psycopg.Pipeline.is_supported():
+        return None
+    cursor = raw.cursor()
+    error = conn.dialect.loaded_dbapi.Error
+    psycopg_conn = raw
+
+    def run_and_commit(statement: str, params: Mapping[str, Any]) -> None:
+        try:
+            with psycopg_conn.pipeline():
+                cursor.execute(statement, params)
+                cursor.execute("COMMIT")
+        except error as exc:
+            # As SQLAlchemy raises it: callers tell failures apart by
+            # sa.exc.DBAPIError (and .orig), whichever path sent the statement.
+            raise sa.exc.DBAPIError.instance(statement, params, exc, error) from exc
+
+    return run_and_commit
 
 
 def _connect(db: Database, connect: Callable[[], Connection]) -> Connection:

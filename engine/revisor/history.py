@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from revisor.connection import client_binding_cursor
+from revisor.connection import committer
 
 TABLE_NAME = "revisor_history"
 
@@ -102,8 +102,9 @@ class History:
         # inline(): nothing reads a step row's generated id back, so no
         # RETURNING (on PostgreSQL a result set to fetch and parse per step).
         self._insert = self.table.insert().inline()
-        # (DBAPI connection, its client-binding cursor or None, the SQL for it)
-        self._with_commit: tuple[Any, Any, str] | None = None
+        # (DBAPI connection, its committer or None, the INSERT compiled for it)
+        self._with_commit: tuple[object, Callable[[str, Mapping[str, Any]], None] | None, str]
+        self._with_commit = (None, None, "")
 
     def exists(self, conn: Connection) -> bool:
         return sa.inspect(conn).has_table(TABLE_NAME, schema=self.table.schema)
@@ -178,7 +179,7 @@ class History:
 
         ``commit=True`` says the transaction ends right after this row (Alembic
         commits each step once its callbacks have run). Where the driver can
-        carry both in one message (psycopg), the row and the COMMIT go
+        send both in one round trip (psycopg), the row and the COMMIT go
         together and Alembic's own commit then finds nothing left to do;
         elsewhere only the row is written and Alembic commits as usual.
         Either way the row commits, or rolls back, with its step.
@@ -210,25 +211,18 @@ class History:
             conn.execute(self._insert, params)
 
     def _insert_and_commit(self, conn: Connection, params: dict[str, Any]) -> bool:
-        """Send the row and COMMIT in one message; False if the driver cannot."""
+        """Send the row and COMMIT in one round trip; False if the driver cannot."""
         raw = conn.connection.dbapi_connection
-        if self._with_commit is None or self._with_commit[0] is not raw:
-            cursor = client_binding_cursor(conn)
+        if self._with_commit[0] is not raw:
+            send = committer(conn)
             compiled = (
-                "" if cursor is None else self._insert.compile(conn, column_keys=list(params))
+                "" if send is None else str(self._insert.compile(conn, column_keys=list(params)))
             )
-            self._with_commit = (raw, cursor, f"{compiled}; COMMIT")
-        _, cursor, statement = self._with_commit
-        if cursor is None:
+            self._with_commit = (raw, send, compiled)
+        _, send, statement = self._with_commit
+        if send is None:
             return False
-        try:
-            cursor.execute(statement, params)
-        except conn.dialect.loaded_dbapi.Error as exc:
-            # As SQLAlchemy would have raised it: callers tell failures apart
-            # by sa.exc.DBAPIError (and .orig), whichever path wrote the row.
-            raise sa.exc.DBAPIError.instance(
-                statement, params, exc, conn.dialect.loaded_dbapi.Error
-            ) from exc
+        send(statement, params)
         return True
 
     def applied_checksums(self, conn: Connection) -> dict[str, str]:

@@ -269,9 +269,9 @@ def test_a_revision_that_fails_at_commit_is_that_revisions_failure(
 ) -> None:
     """A deferred constraint fails only at COMMIT: the step that wrote it failed, exit 4.
 
-    On psycopg the step's history row and its COMMIT go in one message, so
-    the error comes back from Revisor's own statement, not Alembic's commit;
-    the outcome must be the same as on asyncpg, where Alembic commits.
+    On psycopg the step's history row and its COMMIT go in one round trip,
+    so the error comes back from Revisor's own pipeline, not Alembic's
+    commit; the outcome must be the same as on asyncpg, where Alembic commits.
     """
     project = make_project(tmp_path, DEFERRED)
     url = pg_url.replace("postgresql+psycopg", driver)

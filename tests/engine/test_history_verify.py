@@ -200,8 +200,8 @@ AWKWARD = "it's 100% \\\\ naïve %(x)s %s; COMMIT; -- ü"
 def test_a_step_row_keeps_every_value_exactly(revisor, db_url, tmp_path: Path) -> None:
     """Quotes, backslashes, %-placeholders and SQL in a docstring land in the row as they are.
 
-    On psycopg the row is bound on the client and sent with the step's
-    COMMIT in one message, so this is the test of that quoting.
+    On psycopg the row and the step's COMMIT go in one pipeline, through the
+    statement SQLAlchemy compiled (with its %-escaping): this is its test.
     """
     revs = chain(1)
     revs[0] = Rev(id=revs[0].id, message=AWKWARD, upgrade=revs[0].upgrade)
@@ -224,7 +224,7 @@ def test_a_step_row_keeps_every_value_exactly(revisor, db_url, tmp_path: Path) -
     assert version(db_url) == {"0001t0000000"}
 
 
-def test_a_step_row_with_commit_ends_the_step_only_where_one_message_carries_both(
+def test_a_step_row_with_commit_ends_the_step_only_where_one_round_trip_carries_both(
     db_url: str,
 ) -> None:
     """``record_step(commit=True)``: psycopg commits with the row; SQLite leaves it to Alembic."""
@@ -249,8 +249,8 @@ def test_a_step_row_with_commit_ends_the_step_only_where_one_message_carries_bot
                     to_revision=f"r{n}", description="d", started_at=utcnow(),
                     status="applied", checksum=None, commit=True,
                 )  # fmt: skip
-                one_message = db_url.startswith("postgresql")
-                assert visible() == (n if one_message else n - 1)
+                one_trip = db_url.startswith("postgresql")
+                assert visible() == (n if one_trip else n - 1)
                 conn.commit()  # Alembic's own commit: a no-op after ours, never an error
                 assert visible() == n
     finally:
