@@ -14,6 +14,7 @@ rest of the engine only ever sees a synchronous ``Connection``.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from collections.abc import Callable, Mapping
@@ -285,19 +286,36 @@ def committer(conn: Connection) -> Callable[[str, Mapping[str, Any]], None] | No
 
     if not isinstance(raw, psycopg.Connection) or not psycopg.Pipeline.is_supported():
         return None
-    cursor = raw.cursor()
     error = conn.dialect.loaded_dbapi.Error
     psycopg_conn = raw
+    # psycopg logs a second error met while leaving a failed pipeline; the
+    # first one is raised and reported, so keep the log line off stderr.
+    logging.getLogger("psycopg").addHandler(logging.NullHandler())
+
+    first, commit = psycopg_conn.cursor(), psycopg_conn.cursor()
 
     def run_and_commit(statement: str, params: Mapping[str, Any]) -> None:
+        before = first.pgresult
         try:
             with psycopg_conn.pipeline():
-                cursor.execute(statement, params)
-                cursor.execute("COMMIT")
+                first.execute(statement, params)
+                commit.execute("COMMIT")
         except error as exc:
-            # As SQLAlchemy raises it: callers tell failures apart by
-            # sa.exc.DBAPIError (and .orig), whichever path sent the statement.
-            raise sa.exc.DBAPIError.instance(statement, params, exc, error) from exc
+            # A new result on the first cursor: the statement went through and
+            # the COMMIT failed (a deferred constraint, say).
+            done = first.pgresult is not None and first.pgresult is not before
+            failed = "COMMIT" if done else statement
+            # As SQLAlchemy would raise it and treat the connection: callers tell
+            # failures apart by sa.exc.DBAPIError (and .orig), and a lost server
+            # must invalidate the connection, or the rollback that follows
+            # replaces the server's reason with "the connection is closed".
+            lost = conn.dialect.is_disconnect(exc, conn.connection, None)
+            if lost:
+                conn.invalidate(exc)
+            raise sa.exc.DBAPIError.instance(
+                failed, params if failed is statement else None, exc, error,
+                connection_invalidated=lost,
+            ) from exc  # fmt: skip
 
     return run_and_commit
 

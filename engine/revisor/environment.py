@@ -69,6 +69,9 @@ def run_environment(
     to run inside (a dry run's outer transaction); otherwise Alembic owns
     the transactions (:meth:`RevisorEnvironment.configure`).
     """
+    if conn.in_transaction() and not keep_transaction:
+        # Alembic must own the transactions: the silent-rollback trap (FIELD-NOTES).
+        conn.commit()
     scripts = session.scripts
     enforced: dict[str, Any] = {
         "transaction_per_migration": per_migration,
@@ -217,13 +220,23 @@ class RevisorEnvironment(EnvironmentContext):
                     hint=f"pass {flag} {theirs} so the lock and history use the same table",
                 )
         if connection.in_transaction() and not self._keep_transaction:
-            # The silent-rollback trap (FIELD-NOTES): a statement before
-            # configure() -- ours, or env.py's own ``SET search_path`` --
-            # leaves a transaction open, and Alembic would take it for the
-            # caller's: no per-revision commits, and a failure at revision
-            # 3 rolling back 1 and 2, which were reported as committed. So
-            # it is ended here; session settings made in it stay in force.
-            connection.commit()
+            # The silent-rollback trap (FIELD-NOTES), set by env.py: SQL run
+            # before configure() leaves a transaction open, and Alembic would
+            # take it for the caller's: no revision committed on its own, and
+            # a failure at revision 3 rolling back 1 and 2, reported as
+            # applied. Committing it here would drop what it holds (SET
+            # LOCAL, an xact lock) and close a ``with connection.begin()``
+            # under env.py's feet, so env.py is told to end it itself.
+            raise BadInput(
+                "env.py ran SQL on the connection before context.configure() and left "
+                "its transaction open; Alembic would run every revision inside it, so "
+                "none would commit on its own and a failure would undo revisions "
+                "reported as applied; nothing was run",
+                hint="end it before configure(): connection.commit() after the setup SQL "
+                "(as in Alembic's multi-tenancy recipe; SET, not SET LOCAL, outlasts it), "
+                "and no 'with connection.begin():' around configure()",
+                reason="InvalidScripts",
+            )
         kw.update(self._enforced)
         kw["on_version_apply"] = (
             *to_tuple(kw.get("on_version_apply"), default=()),

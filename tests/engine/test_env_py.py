@@ -12,6 +12,7 @@ failed step (exit 4) like in hermetic mode, not bad input.
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 
 import alembic
@@ -196,19 +197,26 @@ def test_env_py_opening_its_own_connection_still_migrates_on_the_locked_one(
 
 # env.py that runs SQL on the handed connection before context.configure(),
 # e.g. a tenant's search_path: that statement opens a transaction.
-SQL_BEFORE_CONFIGURE_ENV_PY = """
-import sqlalchemy as sa
-from alembic import context
-
-connection = context.config.attributes["connection"]
+SETUP_SQL = """
 if connection.dialect.name == "postgresql":
     connection.execute(sa.text("SELECT set_config('revisor_test.tenant', 'acme', false)"))
 else:
     connection.execute(sa.text("SELECT 1"))
+"""
+ENV_PY_HEAD = """
+import sqlalchemy as sa
+from alembic import context
+
+connection = context.config.attributes["connection"]
+"""
+RUN = """
 context.configure(connection=connection)
 with context.begin_transaction():
     context.run_migrations()
 """
+SETUP_LEFT_OPEN = ENV_PY_HEAD + SETUP_SQL + RUN
+SETUP_COMMITTED = ENV_PY_HEAD + SETUP_SQL + "connection.commit()\n" + RUN
+INSIDE_BEGIN = ENV_PY_HEAD + "with connection.begin():\n" + textwrap.indent(RUN, "    ")
 
 TENANT_PROOF = Rev(
     id="0001s0000000",
@@ -223,28 +231,52 @@ TENANT_PROOF = Rev(
 )
 
 
-def test_env_py_running_sql_before_configure_still_commits_each_revision(
-    revisor, db_url: str, tmp_path: Path
-) -> None:
-    """The silent-rollback trap, set by env.py: revisions 1 and 2 stay committed.
-
-    Alembic takes a transaction open at configure() for the caller's and
-    commits nothing per revision; before the fix, the failure of revision 3
-    rolled back 1 and 2, which the progress lines and the result had
-    reported as applied. Session settings made before configure() stay.
-    """
+def tenant_project(tmp_path: Path, env_py: str) -> Project:
+    """The tenant proof, t2, then a revision that fails."""
     revs = [TENANT_PROOF, *chain(3)[1:]]
     revs[1] = Rev(id=revs[1].id, down=TENANT_PROOF.id, message="create t2",
                   upgrade=revs[1].upgrade, downgrade=revs[1].downgrade)  # fmt: skip
     revs[2] = Rev(id=revs[2].id, down=revs[1].id, message="breaks",
                   upgrade="op.execute('SELECT * FROM no_such_table')")  # fmt: skip
-    project = make_project(tmp_path, revs).with_env_py(SQL_BEFORE_CONFIGURE_ENV_PY)
-    ini = project.with_ini(url=db_url)
+    return make_project(tmp_path, revs).with_env_py(env_py)
+
+
+@pytest.mark.parametrize(
+    "env_py",
+    [pytest.param(SETUP_LEFT_OPEN, id="setup-sql"), pytest.param(INSIDE_BEGIN, id="begin")],
+)
+def test_env_py_leaving_a_transaction_open_at_configure_is_refused(
+    revisor, db_url: str, tmp_path: Path, env_py: str
+) -> None:
+    """The silent-rollback trap, set by env.py: exit 2 with the fix, nothing run.
+
+    Alembic takes a transaction open at configure() for the caller's and
+    commits nothing per revision; before, the failure of revision 3 rolled
+    back 1 and 2, which the progress lines and the result had reported as
+    applied. Committing it for env.py would drop what it holds (SET LOCAL)
+    or close env.py's own ``with connection.begin()``.
+    """
+    ini = tenant_project(tmp_path, env_py).with_ini(url=db_url)
+    run = revisor("--config", str(ini), "--env-py", "--output", "json", "upgrade")
+    assert run.code == 2, run.err
+    assert run.result["reason"] == "InvalidScripts"
+    assert "before context.configure() and left its transaction open" in run.result["error"]
+    assert "connection.commit()" in run.result["error"]
+    assert run.err.count("error: ") == 1
+    assert version(db_url) == set()
+    assert not {"tenant_proof", "t2"} & tables(db_url)
+    assert [r["status"] for r in history_rows(db_url)] == ["failed"]
+
+
+def test_env_py_that_commits_its_setup_sql_commits_each_revision_in_its_session(
+    revisor, db_url: str, tmp_path: Path
+) -> None:
+    """Alembic's multi-tenancy recipe: settings stay, revisions 1 and 2 stay committed."""
+    ini = tenant_project(tmp_path, SETUP_COMMITTED).with_ini(url=db_url)
     run = revisor("--config", str(ini), "--env-py", "--output", "json", "upgrade")
     assert run.code == 4, run.err
     assert [s["revision"] for s in run.result["applied"]] == ["0001s0000000", "0002t0000000"]
     assert version(db_url) == {"0002t0000000"}
-    assert {"tenant_proof", "t2"} <= tables(db_url)
     steps = history_rows(db_url, "step")
     assert [(s["revision"], s["status"]) for s in steps] == [
         ("0001s0000000", "applied"), ("0002t0000000", "applied"), ("0003t0000000", "failed"),

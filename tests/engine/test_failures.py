@@ -282,6 +282,7 @@ def test_a_revision_that_fails_at_commit_is_that_revisions_failure(
     assert [s["revision"] for s in result["applied"]] == ["0001d0000000"]
     assert "upgrade 0002d0000000 (an orphan) failed" in result["error"]
     assert "foreign key" in result["error"]
+    assert "revisor_history" not in result["error"], "the user's COMMIT failed, not our row"
     assert version(pg_url) == {"0001d0000000"}
     steps = history_rows(pg_url, "step")
     assert [(s["revision"], s["status"]) for s in steps] == [
@@ -293,3 +294,77 @@ def test_a_revision_that_fails_at_commit_is_that_revisions_failure(
     again = revisor(*project.args(), "--database-url", url, "--output", "json", "upgrade")
     assert again.code == 4 and again.result["applied"] == []
     assert again.result["from"] == ["0001d0000000"]
+
+
+SESSION_ENDS_AT_COMMIT = [
+    Rev(
+        id="0001x0000000",
+        message="a trigger that ends the session at commit",
+        upgrade="""
+            op.execute("CREATE TABLE trap (x integer)")
+            op.execute(
+                "CREATE FUNCTION end_session() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN PERFORM pg_terminate_backend(pg_backend_pid()); RETURN NULL; END $$"
+            )
+            op.execute(
+                "CREATE CONSTRAINT TRIGGER at_commit AFTER INSERT ON trap "
+                "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION end_session()"
+            )
+        """,
+        downgrade="op.execute('DROP TABLE trap')\nop.execute('DROP FUNCTION end_session()')",
+    ),
+    Rev(
+        id="0002x0000000",
+        down="0001x0000000",
+        message="springs it",
+        upgrade="op.execute('INSERT INTO trap VALUES (1)')",
+    ),
+]
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    ("driver", "reason"),
+    [
+        ("postgresql+psycopg", "server closed the connection unexpectedly"),
+        ("postgresql+asyncpg", "terminating connection due to administrator command"),
+    ],
+)
+def test_a_session_lost_at_commit_is_that_revisions_failure_with_the_drivers_reason(
+    revisor, pg_url: str, driver: str, reason: str, tmp_path: Path
+) -> None:
+    """The server ends the session during the step's COMMIT: exit 4, the reason kept.
+
+    On psycopg that COMMIT travels with the history row; the connection must
+    be invalidated as SQLAlchemy would, or the rollback after it replaces
+    the driver's reason with "the connection is lost".
+    """
+    project = make_project(tmp_path, SESSION_ENDS_AT_COMMIT)
+    url = pg_url.replace("postgresql+psycopg", driver)
+    run = revisor(*project.args(), "--database-url", url, "--output", "json", "upgrade")
+    assert run.code == 4, run.err
+    error = run.result["error"]
+    assert error.startswith("upgrade 0002x0000000 (springs it) failed: ")
+    assert reason in error and "the connection is lost" not in error
+    assert version(pg_url) == {"0001x0000000"}
+    assert [s["status"] for s in history_rows(pg_url, "step")] == ["applied", "failed"]
+
+
+@pytest.mark.postgres
+def test_a_history_row_that_cannot_be_written_fails_its_step_naming_the_insert(
+    revisor, pg_url: str, tmp_path: Path
+) -> None:
+    """The other half of the one-round-trip path: the row itself fails, not the COMMIT."""
+    revs = [
+        *chain(1),
+        Rev(id="0002h0000000", down="0001t0000000", message="drops our table",
+            upgrade="op.drop_table('revisor_history')"),
+    ]  # fmt: skip
+    project = make_project(tmp_path, revs)
+    run = revisor(*project.args(), "--database-url", pg_url, "--output", "json", "upgrade")
+    assert run.code == 4, run.err
+    error = run.result["error"]
+    assert error.startswith("upgrade 0002h0000000 (drops our table) failed: ")
+    assert 'relation "revisor_history" does not exist' in error
+    assert "[SQL: INSERT INTO revisor_history" in error
+    assert version(pg_url) == {"0001t0000000"}, "the step rolled back with its row"
