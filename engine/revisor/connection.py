@@ -308,7 +308,7 @@ def committer(conn: Connection) -> Callable[[str, Mapping[str, Any]], None] | No
             # As SQLAlchemy would raise it and treat the connection: callers tell
             # failures apart by sa.exc.DBAPIError (and .orig), and a lost server
             # must invalidate the connection, or the rollback that follows
-            # replaces the server's reason with "the connection is closed".
+            # replaces the driver's reason with "the connection is lost".
             lost = conn.dialect.is_disconnect(exc, conn.connection, None)
             if lost:
                 conn.invalidate(exc)
