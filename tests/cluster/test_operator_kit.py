@@ -30,6 +30,7 @@ import sqlalchemy as sa
 from kopf.testing import KopfRunner
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+from revisor_operator import GROUP, PLURAL, VERSION
 
 from tests.cluster.conftest import Kube
 from tests.support import kube as support_kube
@@ -37,7 +38,6 @@ from tests.support.kube import apply, wait_for
 from tests.support.projects import Rev, chain
 
 CRD = Path(__file__).parents[2] / "manifests" / "crd" / "revisor.dev_databasemigrations.yaml"
-GROUP, VERSION, PLURAL = "revisor.dev", "v1alpha1", "databasemigrations"
 MIGRATION_LABEL = "revisor.dev/migration"
 #: Short enough for a Secret created later to be noticed within a test, long enough that a
 #: test can tell a reaction to an event from a reaction to the next tick.

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import yaml
 from kubernetes import client, dynamic
 from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError
+from revisor_operator import GROUP, PLURAL, VERSION
 
 T = TypeVar("T")
 Manifest = Mapping[str, Any]
@@ -167,7 +168,14 @@ def create_namespace(api: client.ApiClient, prefix: str, test: str) -> str:
     return name
 
 
-MIGRATIONS = ("revisor.dev", "v1alpha1", "databasemigrations")
+def _unless_gone(call: Callable[..., T], *args: Any) -> T | None:
+    """``call(*args)``, where a 404 (already gone, or never there) is None, not an error."""
+    try:
+        return call(*args)
+    except client.ApiException as exc:
+        if exc.status != 404:
+            raise
+        return None
 
 
 def delete_namespace(api: client.ApiClient, name: str) -> None:
@@ -180,23 +188,14 @@ def delete_namespace(api: client.ApiClient, name: str) -> None:
     still running does not put its finalizer back.
     """
     custom = client.CustomObjectsApi(api)
-    try:
-        found = custom.list_namespaced_custom_object(*MIGRATIONS[:2], name, MIGRATIONS[2])
-    except client.ApiException as exc:
-        if exc.status != 404:  # no CRD, or no namespace: nothing to release
-            raise
-        found = {"items": []}
-    for item in found["items"]:
-        resource = item["metadata"]["name"]
-        for call, args in (
-            (custom.delete_namespaced_custom_object, ()),
-            (custom.patch_namespaced_custom_object, ({"metadata": {"finalizers": None}},)),
-        ):
-            try:
-                call(*MIGRATIONS[:2], name, MIGRATIONS[2], resource, *args)
-            except client.ApiException as exc:
-                if exc.status != 404:
-                    raise
+    # No CRD, or no namespace: nothing to release.
+    found = _unless_gone(custom.list_namespaced_custom_object, GROUP, VERSION, name, PLURAL)
+    for item in (found or {}).get("items", []):
+        where = (GROUP, VERSION, name, PLURAL, item["metadata"]["name"])
+        _unless_gone(custom.delete_namespaced_custom_object, *where)
+        _unless_gone(
+            custom.patch_namespaced_custom_object, *where, {"metadata": {"finalizers": None}}
+        )
     client.CoreV1Api(api).delete_namespace(name, propagation_policy="Background")
 
 
