@@ -126,40 +126,37 @@ def helm_install(
     )
 
 
-@pytest.fixture(scope="module")
-def release(kube: Kube, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Release]:
-    """The chart installed in namespaced mode: serving one namespace, not another."""
-    suffix = uuid.uuid4().hex[:5]
+def _installed(
+    kube: Kube, tmp_path_factory: pytest.TempPathFactory, *, clusterwide: bool
+) -> Iterator[Release]:
+    """The chart installed in three fresh namespaces, served, then uninstalled."""
+    mode = "cw-" if clusterwide else ""
     installed = Release(
-        name=f"rv{suffix}",
-        namespace=create_namespace(kube, "chart", "release"),
-        watched=create_namespace(kube, "chart", "watched"),
-        other=create_namespace(kube, "chart", "other"),
+        name=f"rv{'c' if clusterwide else ''}{uuid.uuid4().hex[:5]}",
+        namespace=create_namespace(kube, "chart", f"{mode}release"),
+        watched=create_namespace(kube, "chart", f"{mode}watched"),
+        other=create_namespace(kube, "chart", f"{mode}other"),
         kube=kube,
         env=helm_env(tmp_path_factory.mktemp("helm")),
+        clusterwide=clusterwide,
     )
-    helm_install(installed, "--set", f"watchNamespaces={{{installed.watched}}}")
+    scope = () if clusterwide else ("--set", f"watchNamespaces={{{installed.watched}}}")
+    helm_install(installed, *scope)
     _wait_until_served(installed, tmp_path_factory.mktemp("rbac") / "kubeconfig")
     yield installed
     _uninstall(installed)
+
+
+@pytest.fixture(scope="module")
+def release(kube: Kube, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Release]:
+    """The chart installed in namespaced mode: serving one namespace, not another."""
+    yield from _installed(kube, tmp_path_factory, clusterwide=False)
 
 
 @pytest.fixture
 def clusterwide(kube: Kube, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Release]:
     """The chart installed as the README says, cluster-wide (its Deployment scaled to 0)."""
-    installed = Release(
-        name=f"rvc{uuid.uuid4().hex[:5]}",
-        namespace=create_namespace(kube, "chart", "cw-release"),
-        watched=create_namespace(kube, "chart", "cw-app"),
-        other=create_namespace(kube, "chart", "cw-other"),
-        kube=kube,
-        env=helm_env(tmp_path_factory.mktemp("helm")),
-        clusterwide=True,
-    )
-    helm_install(installed)
-    _wait_until_served(installed, tmp_path_factory.mktemp("rbac") / "kubeconfig")
-    yield installed
-    _uninstall(installed)
+    yield from _installed(kube, tmp_path_factory, clusterwide=True)
 
 
 def _uninstall(release: Release) -> None:
