@@ -61,6 +61,10 @@ class Sample:
     cpu: float  # the tool's own process
     server_cpu: float  # every PostgreSQL process, ended backends included
 
+    @property
+    def total_cpu(self) -> float:
+        return self.cpu + self.server_cpu
+
 
 def postgres_cpu() -> float:
     """CPU seconds of the PostgreSQL processes (ended backends count in the postmaster's)."""
@@ -159,13 +163,7 @@ def main() -> None:
                 median("revisor", kind, "wall") / median("alembic", kind, "wall"), 3
             ),
             "ratio_of_fastest": round(fastest("revisor", kind) / fastest("alembic", kind), 3),
-            "ratio_cpu_tool_plus_server": round(
-                statistics.median(
-                    (r.cpu + r.server_cpu) / (a.cpu + a.server_cpu)
-                    for a, r in zip(samples["alembic"][kind], samples["revisor"][kind], strict=True)
-                ),
-                3,
-            ),
+            "ratio_cpu_tool_plus_server": round(statistics.median(ratios(kind, "total_cpu")), 3),
             "median_seconds": {
                 tool: {of: round(median(tool, kind, of), 3) for of in ("wall", "cpu", "server_cpu")}
                 for tool in samples

@@ -32,6 +32,9 @@ from revisor.errors import BadInput, DatabaseUnreachable
 from revisor.redaction import register_secret, scrub
 
 T = TypeVar("T")
+# psycopg logs a second error met while leaving a failed pipeline (committer,
+# below); the first is raised and reported, so that line stays off stderr.
+logging.getLogger("psycopg").addHandler(logging.NullHandler())
 
 ASYNC_DRIVERS = frozenset({"asyncpg", "aiosqlite", "psycopg_async", "aiomysql", "asyncmy"})
 # Bare "postgresql://" means psycopg2 to SQLAlchemy; Revisor ships psycopg 3.
@@ -288,10 +291,6 @@ def committer(conn: Connection) -> Callable[[str, Mapping[str, Any]], None] | No
         return None
     error = conn.dialect.loaded_dbapi.Error
     psycopg_conn = raw
-    # psycopg logs a second error met while leaving a failed pipeline; the
-    # first one is raised and reported, so keep the log line off stderr.
-    logging.getLogger("psycopg").addHandler(logging.NullHandler())
-
     first, commit = psycopg_conn.cursor(), psycopg_conn.cursor()
 
     def run_and_commit(statement: str, params: Mapping[str, Any]) -> None:

@@ -10,7 +10,7 @@ decides nothing. Pure.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from revisor.contract import Result
@@ -92,7 +92,10 @@ def job_finished(job: Job) -> bool:
     The one definition of a running Job, for the reconcile (:attr:`Run.active`),
     the delete handler's wait and the in-flight metric.
     """
-    conditions = _conditions(job)
+    return _finished(_conditions(job))
+
+
+def _finished(conditions: Mapping[str | None, JsonDict]) -> bool:
     return _is_true(conditions.get("Complete")) or _is_true(conditions.get("Failed"))
 
 
@@ -115,7 +118,7 @@ def observe_run(*, job: Job, pods: Sequence[Pod]) -> Run:
         target=annotations.get(TARGET_ANNOTATION, ""),
         approval_required=annotations.get(APPROVAL_ANNOTATION) == "true",
         created_at=meta.get("creationTimestamp", ""),
-        finished=job_finished(job),
+        finished=_finished(conditions),
         succeeded=complete,
         failure_reason=failure.get("reason") if failure else None,
         failure_message=failure.get("message") if failure else None,
