@@ -17,6 +17,7 @@ import errno
 import fcntl
 import hashlib
 import os
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -88,6 +89,57 @@ def _waiting(timeout: float | None, what: str) -> str:
     return f"waiting{bound} for {what}"
 
 
+@dataclass(frozen=True)
+class Backoff:
+    """Delays between tries: doubling from ``first`` up to ``cap``, each half jittered.
+
+    The jitter keeps runners that started together (a Deployment's pods, a
+    Helm hook and the operator) from trying in lockstep.
+    """
+
+    first: float = 0.05
+    cap: float = 1.0
+
+    def delay(self, attempt: int, *, rng: random.Random | None = None) -> float:
+        ceiling = min(self.cap, self.first * 2.0 ** min(attempt, 30))
+        return ceiling / 2 + (rng or _RANDOM).uniform(0, ceiling / 2)
+
+
+_RANDOM = random.Random()  # noqa: S311 - jitter, not cryptography
+LOCK_BACKOFF = Backoff()
+
+
+def poll(
+    try_once: Callable[[], bool],
+    *,
+    timeout: float | None,
+    on_first_miss: Callable[[], None] | None = None,
+    backoff: Backoff = LOCK_BACKOFF,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> bool:
+    """Call ``try_once`` until it returns True or ``timeout`` seconds have passed.
+
+    ``timeout`` 0 tries once; None tries forever. ``on_first_miss`` runs once,
+    after the first failed try and only if there will be another. Returns
+    whether ``try_once`` succeeded.
+    """
+    deadline = None if timeout is None else clock() + timeout
+    attempt = 0
+    while not try_once():
+        now = clock()
+        if deadline is not None and now >= deadline:
+            return False
+        if attempt == 0 and on_first_miss is not None:
+            on_first_miss()
+        pause = backoff.delay(attempt)
+        if deadline is not None:
+            pause = min(pause, max(deadline - now, 0.0))
+        sleep(pause)
+        attempt += 1
+    return True
+
+
 def _ms(seconds: float | None) -> str:
     return "0" if not seconds else f"{max(int(seconds * 1000), 1)}ms"
 
@@ -102,7 +154,16 @@ def _sqlstate(exc: BaseException) -> str | None:
 
 
 class PostgresSupport:
-    """``pg_advisory_lock`` bounded by ``lock_timeout``: no polling, no lock row."""
+    """``pg_try_advisory_lock``, polled: a waiter holds no transaction, no snapshot, no lock.
+
+    Waiting inside ``SELECT pg_advisory_lock(k)`` would keep that statement's
+    snapshot for the whole wait. ``CREATE INDEX CONCURRENTLY`` (and
+    ``REINDEX``/``DROP INDEX CONCURRENTLY``) in the lock holder waits for
+    every older snapshot, so PostgreSQL would find a deadlock and kill one
+    side, leaving an INVALID index when the victim is the holder. So each
+    try is one short transaction, ended at once, and the waiter sleeps idle
+    between tries (:func:`poll`), as Flyway and Rails do.
+    """
 
     transactional_ddl = True
 
@@ -114,24 +175,18 @@ class PostgresSupport:
         timeout: float | None,
         on_wait: Callable[[str], None] | None = None,
     ) -> None:
-        got = conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key.value})
-        acquired = bool(got.scalar())
-        conn.commit()
-        if acquired:
-            return
-        if timeout == 0:
+        def try_once() -> bool:
+            got = conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key.value})
+            acquired = bool(got.scalar())
+            conn.commit()
+            return acquired
+
+        def waiting() -> None:
+            if on_wait is not None:
+                on_wait(_waiting(timeout, f"the lock {key.name}{self._holder(conn, key)}"))
+
+        if not poll(try_once, timeout=timeout, on_first_miss=waiting):
             raise self._timeout(conn, key, timeout)
-        if on_wait is not None:
-            on_wait(_waiting(timeout, f"the lock {key.name}{self._holder(conn, key)}"))
-        conn.execute(sa.text("SELECT set_config('lock_timeout', :v, false)"), {"v": _ms(timeout)})
-        try:
-            conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": key.value})
-        except sa.exc.DBAPIError as exc:
-            conn.rollback()
-            if _sqlstate(exc) == "55P03":  # lock_not_available
-                raise self._timeout(conn, key, timeout) from None
-            raise
-        conn.commit()
 
     def _timeout(self, conn: Connection, key: LockKey, timeout: float | None) -> LockTimeout:
         return LockTimeout(
@@ -199,7 +254,6 @@ class SqliteSupport:
     """
 
     transactional_ddl = True
-    poll_seconds = 0.05
 
     def __init__(self, db: Database) -> None:
         path = db.url.database
@@ -223,31 +277,47 @@ class SqliteSupport:
                 f"cannot create the lock file {self.path}: {exc.strerror}",
                 hint="the directory of the SQLite database must be writable",
             ) from None
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
+
+        def try_once() -> bool:
             try:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
             except OSError as exc:
                 if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                    handle.close()
                     raise
-                expired = deadline is not None and time.monotonic() >= deadline
-                if on_wait is not None and not expired:
-                    on_wait(_waiting(timeout, f"the lock file {self.path}"))
-                    on_wait = None
-                if expired:
-                    handle.close()
-                    raise LockTimeout(
-                        f"another migration holds the lock file {self.path}; "
-                        f"gave up after {timeout:g}s",
-                        hint="wait for it to finish, or raise --lock-timeout",
-                    ) from None
-                time.sleep(self.poll_seconds)
+                return False
+            return True
+
+        def waiting() -> None:
+            if on_wait is not None:
+                on_wait(_waiting(timeout, f"the lock file {self.path}{self._holder()}"))
+
+        try:
+            acquired = poll(try_once, timeout=timeout, on_first_miss=waiting)
+        except OSError:
+            handle.close()
+            raise
+        if not acquired:
+            handle.close()
+            raise LockTimeout(
+                f"another migration holds the lock file {self.path}{self._holder()}; "
+                f"gave up after {timeout:g}s",
+                hint="wait for it to finish, or raise --lock-timeout",
+            )
         with contextlib.suppress(OSError):
+            # The holder's pid, for the next runner's "held by" (the lock is the flock).
+            handle.truncate(0)
             handle.write(f"{os.getpid()}\n")
             handle.flush()
         self._handle = handle
+
+    def _holder(self) -> str:
+        """`` (held by pid N)`` from the lock file, or empty when it names nobody."""
+        assert self.path is not None
+        try:
+            pid = Path(self.path).read_text().split()[-1]
+        except (OSError, IndexError):
+            return ""
+        return f" (held by pid {pid})" if pid.isdigit() else ""
 
     def release_lock(self, conn: Connection, *, key: LockKey) -> None:
         if self._handle is not None:
