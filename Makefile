@@ -77,12 +77,16 @@ kube-binaries: ## Build (once, cached outside the repo) or find the Kubernetes b
 postgres: ## Make sure PostgreSQL's server binaries exist (the suite starts its own cluster)
 	scripts/ensure-postgres.sh
 
+.PHONY: mariadb
+mariadb: ## Make sure MariaDB's server binaries exist (the suite starts its own server)
+	scripts/ensure-mariadb.sh
+
 .PHONY: test
-test: check postgres $(if $(REVISOR_TEST_KUBECONFIG),,kube-binaries) ## Everything CI runs: checks, then the whole test suite
+test: check postgres mariadb $(if $(REVISOR_TEST_KUBECONFIG),,kube-binaries) ## Everything CI runs: checks, then the whole test suite
 	$(PY) -m pytest
 
 .PHONY: test-fast
-test-fast: $(STAMP) postgres ## Tests that need no control plane
+test-fast: $(STAMP) postgres mariadb ## Tests that need no control plane
 	$(PY) -m pytest -m "not cluster"
 
 .PHONY: cluster-up
