@@ -18,12 +18,13 @@ from typing import Any, NoReturn
 import sqlalchemy as sa
 
 from revisor import __version__, commands, contract
-from revisor.contract import ENV_RUNNER, ExitCode
+from revisor.contract import ENV_RUNNER, ExitCode, VersionTable, parse_duration
 from revisor.errors import BadInput, DatabaseUnreachable, RevisorError
+from revisor.options import RunOptions
 from revisor.output import Reporter, check_result_file, configure_logging, write_result
+from revisor.project import Project
 from revisor.redaction import scrub
-from revisor.runtime import RunOptions
-from revisor.scripts import ScriptOptions
+from revisor.scripts import ScriptLocation
 
 COMMANDS_WITH_TARGET = {
     "plan": ("head", "where to go (Alembic syntax: head, heads, base, id, +N, -N, branch@head)"),
@@ -42,20 +43,10 @@ class _Parser(argparse.ArgumentParser):
 
 def _seconds(text: str) -> float:
     """``30``, ``30s``, ``5m``, ``1h`` or ``500ms`` → seconds."""
-    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-    raw = text.strip().lower()
-    for suffix in ("ms", "s", "m", "h"):
-        if raw.endswith(suffix) and raw[: -len(suffix)].replace(".", "", 1).isdigit():
-            return float(raw[: -len(suffix)]) * units[suffix]
     try:
-        value = float(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a duration (e.g. 30, 30s, 5m, 500ms)"
-        ) from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: a duration cannot be negative")
-    return value
+        return parse_duration(text, bare_seconds=True)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
@@ -238,31 +229,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _target(args: argparse.Namespace) -> commands.Target:
+def _project(args: argparse.Namespace) -> Project:
     locations: list[str] = []
     for item in args.version_locations or ():
         locations += [part for part in item.replace(",", " ").split() if part]
-    return commands.Target(
-        scripts=ScriptOptions(
+    return Project(
+        location=ScriptLocation(
             config_file=args.config,
             scripts_dir=args.scripts,
             version_locations=tuple(locations),
-            version_table=args.version_table,
-            version_table_schema=args.version_table_schema,
             ini_section=args.name,
         ),
         database_url=args.database_url,
         database_url_file=args.database_url_file,
+        version_table=VersionTable(name=args.version_table, schema=args.version_table_schema),
         env_py=args.env_py,
-        lock_timeout=getattr(args, "lock_timeout", 60.0),
-        statement_timeout=getattr(args, "statement_timeout", None),
-        ddl_lock_timeout=getattr(args, "ddl_lock_timeout", None),
-        runner=os.environ.get(ENV_RUNNER) or None,
     )
 
 
 def dispatch(args: argparse.Namespace, reporter: Reporter) -> commands.Outcome:
-    target = _target(args)
+    project = _project(args)
+    runner = os.environ.get(ENV_RUNNER) or None
     name = args.command
     if name in ("apply", "upgrade", "downgrade"):
         options = RunOptions(
@@ -273,19 +260,27 @@ def dispatch(args: argparse.Namespace, reporter: Reporter) -> commands.Outcome:
             dry_run=args.dry_run,
             expect_plan_hash=args.expect_plan_hash,
             require_reversible=args.require_reversible,
+            lock_timeout=args.lock_timeout,
+            statement_timeout=args.statement_timeout,
+            ddl_lock_timeout=args.ddl_lock_timeout,
+            runner=runner,
         )
-        return commands.run(target, options, reporter)
+        return commands.run(project, options, reporter)
     handlers: dict[str, Any] = {
-        "plan": lambda: commands.plan(target, args.target),
-        "current": lambda: commands.current(target),
-        "heads": lambda: commands.heads(target),
+        "plan": lambda: commands.plan(project, args.target),
+        "current": lambda: commands.current(project),
+        "heads": lambda: commands.heads(project),
         "history": lambda: (
-            commands.runs(target, args.limit) if args.runs else commands.history(target, args.range)
+            commands.runs(project, args.limit)
+            if args.runs
+            else commands.history(project, args.range)
         ),
-        "sql": lambda: commands.offline_sql(target, args.range, args.dialect),
-        "stamp": lambda: commands.stamp_to(target, args.target, reporter),
-        "verify": lambda: commands.verify(target),
-        "check": lambda: commands.check(target, args.metadata),
+        "sql": lambda: commands.offline_sql(project, args.range, args.dialect),
+        "stamp": lambda: commands.stamp_to(
+            project, args.target, reporter, lock_timeout=args.lock_timeout, runner=runner
+        ),
+        "verify": lambda: commands.verify(project),
+        "check": lambda: commands.check(project, args.metadata),
     }
     outcome: commands.Outcome = handlers[name]()
     return outcome

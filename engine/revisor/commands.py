@@ -24,29 +24,21 @@ from alembic.util import to_tuple
 from sqlalchemy.engine import Connection
 
 from revisor import __version__, contract
-from revisor.connection import Database, resolve_database, run_with_connection
-from revisor.contract import ExitCode
+from revisor.connection import run_with_connection
+from revisor.contract import ExitCode, Reason, heads_text
 from revisor.errors import BadInput
 from revisor.history import TABLE_NAME, History
+from revisor.options import RunOptions
 from revisor.output import Reporter
-from revisor.runtime import (
-    DEFAULT_VERSION_TABLE,
-    RunCommand,
-    RunOptions,
-    Session,
-    make_plan,
-    migrate,
-    read_heads,
-    stamp,
-)
+from revisor.project import Project
+from revisor.runtime import make_plan, migrate, read_heads, stamp
 from revisor.scripts import (
     MissingRevisions,
-    ScriptOptions,
     Scripts,
     describe,
+    down_revisions_text,
     file_checksum,
     is_downgrade_target,
-    load_scripts,
     script_errors,
 )
 
@@ -55,56 +47,6 @@ from revisor.scripts import (
 class Outcome:
     result: contract.Result
     text: str
-
-
-@dataclass(frozen=True)
-class Target:
-    """Where the scripts and the database are: the global options, resolved lazily."""
-
-    scripts: ScriptOptions
-    database_url: str | None = None
-    database_url_file: str | None = None
-    env_py: bool = False
-    lock_timeout: float | None = 60.0
-    statement_timeout: float | None = None
-    ddl_lock_timeout: float | None = None
-    runner: str | None = None
-
-    def load(self) -> Scripts:
-        scripts = load_scripts(self.scripts)
-        if self.env_py and not scripts.has_env_py:
-            raise BadInput(
-                f"--env-py: {scripts.directory.dir} has no env.py",
-                hint="drop --env-py to run hermetically, or point --scripts/--config at the "
-                "directory that holds env.py",
-            )
-        return scripts
-
-    def database(self, scripts: Scripts) -> Database:
-        return resolve_database(
-            url=self.database_url,
-            url_file=self.database_url_file,
-            ini_url=scripts.config.get_main_option("sqlalchemy.url") or None,
-        )
-
-    def session(self, scripts: Scripts | None = None) -> Session:
-        scripts = scripts or self.load()
-        return Session(
-            db=self.database(scripts),
-            scripts=scripts,
-            version_table=self.scripts.version_table or DEFAULT_VERSION_TABLE,
-            version_table_schema=self.scripts.version_table_schema,
-            version_table_explicit=self.scripts.version_table is not None,
-            env_py=self.env_py,
-            lock_timeout=self.lock_timeout,
-            statement_timeout=self.statement_timeout,
-            ddl_lock_timeout=self.ddl_lock_timeout,
-            runner=self.runner,
-        )
-
-
-def _heads(heads: Sequence[str]) -> str:
-    return ", ".join(heads) if heads else "base"
 
 
 def _steps_text(steps: Sequence[contract.Step]) -> str:
@@ -122,63 +64,70 @@ def _result(command: str, **kw: Any) -> contract.Result:
 # -- commands that move the database -------------------------------------------------
 
 
-def run(target: Target, options: RunOptions, reporter: Reporter) -> Outcome:
+def run(project: Project, options: RunOptions, reporter: Reporter) -> Outcome:
     """``apply`` / ``upgrade`` / ``downgrade``."""
-    result = migrate(target.session(), options, reporter)
+    result = migrate(project, options, reporter)
     if result.exit_code is ExitCode.OK:
         verb = "dry run reached" if options.dry_run else "at"
-        text = f"{verb} {_heads(result.to_revisions)} (was {_heads(result.from_revisions)})"
+        text = f"{verb} {heads_text(result.to_revisions)} (was {heads_text(result.from_revisions)})"
     else:
         state = "rolled back to" if result.rolled_back else "left at"
-        text = f"failed; database {state} {_heads(result.to_revisions)}"
+        text = f"failed; database {state} {heads_text(result.to_revisions)}"
     return Outcome(result, text)
 
 
-def stamp_to(target: Target, revision: str, reporter: Reporter) -> Outcome:
-    result = stamp(target.session(), revision, reporter)
-    return Outcome(result, f"stamped {_heads(result.to_revisions)}")
+def stamp_to(
+    project: Project,
+    revision: str,
+    reporter: Reporter,
+    *,
+    lock_timeout: float | None,
+    runner: str | None = None,
+) -> Outcome:
+    result = stamp(project, revision, reporter, lock_timeout=lock_timeout, runner=runner)
+    return Outcome(result, f"stamped {heads_text(result.to_revisions)}")
 
 
 # -- commands that read ----------------------------------------------------------------
 
 
-def plan(target: Target, destination: str, command: RunCommand = "apply") -> Outcome:
-    """The steps from the current revision(s) to ``destination``; changes nothing."""
-    session = target.session()
+def plan(project: Project, target: str) -> Outcome:
+    """The steps from the current revision(s) to ``target``, up or down; changes nothing."""
+    scripts = project.scripts
 
     def work(conn: Connection) -> contract.Result:
-        heads = read_heads(conn, session)
-        the_plan = make_plan(session.scripts, command, destination, heads)
+        heads = read_heads(conn, project.version_table)
+        the_plan = make_plan(scripts, "apply", target, heads)
         return _result(
             "plan",
             direction=the_plan.direction,
-            target=destination,
+            target=target,
             from_revisions=heads,
             to_revisions=heads,
             plan=the_plan.contract_steps(),
-            plan_hash=the_plan.hash(session.scripts),
+            plan_hash=the_plan.hash(scripts),
         )
 
-    result = run_with_connection(session.db, work)
+    result = run_with_connection(project.db, work)
     if not result.plan:
         return Outcome(
-            result, f"at {_heads(result.from_revisions)}: nothing to do for {destination}"
+            result, f"at {heads_text(result.from_revisions)}: nothing to do for {target}"
         )
     text = (
-        f"{result.direction} from {_heads(result.from_revisions)} to {destination}, "
+        f"{result.direction} from {heads_text(result.from_revisions)} to {target}, "
         f"{len(result.plan)} step(s):\n{_steps_text(result.plan)}\nplan hash {result.plan_hash}"
     )
     return Outcome(result, text)
 
 
-def current(target: Target) -> Outcome:
-    session = target.session()
-    heads = run_with_connection(session.db, lambda conn: read_heads(conn, session))
-    script_heads = set(session.scripts.heads())
+def current(project: Project) -> Outcome:
+    heads = run_with_connection(project.db, lambda conn: read_heads(conn, project.version_table))
+    scripts = project.scripts
+    script_heads = set(scripts.heads())
     lines = []
     for rev in heads:
         try:
-            doc = describe(session.scripts.revision(rev))
+            doc = describe(scripts.revision(rev))
         except BadInput:
             doc = "(no script file for this revision)"
         mark = " (head)" if rev in script_heads else ""
@@ -187,26 +136,25 @@ def current(target: Target) -> Outcome:
     return Outcome(result, "\n".join(lines) or "base (no revision applied)")
 
 
-def heads(target: Target) -> Outcome:
-    scripts = target.load()
+def heads(project: Project) -> Outcome:
+    scripts = project.scripts
     found = scripts.heads()
     lines = [f"{h} (head) {describe(scripts.revision(h))}".rstrip() for h in found]
     return Outcome(_result("heads", to_revisions=found), "\n".join(lines))
 
 
-def history(target: Target, rng: str | None) -> Outcome:
+def history(project: Project, rng: str | None) -> Outcome:
     """Revisions in ``rng`` (``A:B``, ``A:``, ``:B``; default all), newest first.
 
     ``current`` on either side is the database's revision(s), as in Alembic;
     only then is a database needed.
     """
-    scripts = target.load()
+    scripts = project.scripts
     start, end = _history_range(rng)
     lower: str | tuple[str, ...] = start
     upper: str | tuple[str, ...] = end
     if "current" in (start, end):
-        session = target.session(scripts)
-        at = run_with_connection(session.db, lambda conn: read_heads(conn, session))
+        at = run_with_connection(project.db, lambda conn: read_heads(conn, project.version_table))
         if end == "current" and not at:
             # At base nothing is applied (Alembic would show every revision).
             return Outcome(_result("history", plan=()), "")
@@ -214,11 +162,11 @@ def history(target: Target, rng: str | None) -> Outcome:
             lower = at or "base"
         if end == "current":
             upper = at
-    with script_errors(scripts.dirs, reason="InvalidTarget"):
+    with script_errors(scripts.dirs, reason=Reason.INVALID_TARGET):
         # walk_revisions takes several heads too, as Alembic's own history does.
         revisions = list(scripts.directory.walk_revisions(lower, upper))  # type: ignore[arg-type]
     lines = [
-        f"{','.join(r._format_down_revision().split(', ')) or '<base>'} -> {r.revision}"
+        f"{down_revisions_text(r) or '<base>'} -> {r.revision}"
         + (" (head)" if r.is_head else "")
         + (" (branchpoint)" if r.is_branch_point else "")
         + (" (mergepoint)" if r.is_merge_point else "")
@@ -240,23 +188,22 @@ def _history_range(rng: str | None) -> tuple[str, str]:
         raise BadInput(
             f"history {rng!r}: a range is [start]:[end], [start]: or :[end]",
             hint="e.g. revisor history base:head, history 3c9a:, history :current",
-            reason="InvalidTarget",
+            reason=Reason.INVALID_TARGET,
         )
     lower, upper = (part.strip() for part in rng.split(":"))
     return lower or "base", upper or "heads"
 
 
-def runs(target: Target, limit: int) -> Outcome:
+def runs(project: Project, limit: int) -> Outcome:
     """The runs recorded in ``revisor_history``, newest first."""
-    session = target.session()
-    table = History(session.version_table_schema)
+    table = History(project.version_table.schema)
 
     def work(conn: Connection) -> list[dict[str, Any]]:
         if not table.exists(conn):
             return []
         return [dict(row._mapping) for row in table.runs(conn, limit=limit)]
 
-    rows = run_with_connection(session.db, work)
+    rows = run_with_connection(project.db, work)
     lines = [
         f"{r['started_at']:%Y-%m-%d %H:%M:%S} {r['status']:<15} {r['command']} {r['direction']} "
         f"{r['from_revision']} -> {r['to_revision']} ({(r['duration_seconds'] or 0):.2f}s)"
@@ -267,7 +214,7 @@ def runs(target: Target, limit: int) -> Outcome:
     return Outcome(_result("history", details=details), "\n".join(lines) or "no runs recorded")
 
 
-def verify(target: Target) -> Outcome:
+def verify(project: Project) -> Outcome:
     """Applied revisions against the files: edited after applying, or missing.
 
     A file gone from the middle of the chain breaks Alembic's graph, but
@@ -277,19 +224,19 @@ def verify(target: Target) -> Outcome:
     """
     gaps: MissingRevisions | None = None
     try:
-        scripts = target.load()
+        scripts = project.scripts
     except MissingRevisions as exc:
         scripts, gaps = exc.scripts, exc
-    session = target.session(scripts)
-    table = History(session.version_table_schema)
+        project = project.with_scripts(scripts)
+    table = History(project.version_table.schema)
 
     def work(conn: Connection) -> tuple[tuple[str, ...], dict[str, str]]:
-        heads_now = read_heads(conn, session)
+        heads_now = read_heads(conn, project.version_table)
         recorded = table.applied_checksums(conn) if table.exists(conn) else {}
         conn.rollback()
         return heads_now, recorded
 
-    applied_heads, recorded = run_with_connection(session.db, work)
+    applied_heads, recorded = run_with_connection(project.db, work)
     if gaps is None:
         files, missing = _applied_files(scripts, applied_heads)
     else:
@@ -308,7 +255,7 @@ def verify(target: Target) -> Outcome:
         "missing": missing,
         "unrecorded": len(unrecorded),
     }
-    lines = [f"checked {len(files)} applied revision(s) at {_heads(applied_heads)}"]
+    lines = [f"checked {len(files)} applied revision(s) at {heads_text(applied_heads)}"]
     lines += [f"edited after it was applied: {rev} ({files[rev]})" for rev in edited]
     lines += [
         f"applied but its script is missing: {rev}"
@@ -392,13 +339,12 @@ def _known(scripts: Scripts, rev: str) -> bool:
         return False
 
 
-def check(target: Target, metadata_ref: str) -> Outcome:
+def check(project: Project, metadata_ref: str) -> Outcome:
     """Differences between a SQLAlchemy ``MetaData`` and the live schema."""
     from alembic.autogenerate import compare_metadata
 
     metadata = load_metadata(metadata_ref)
-    session = target.session()
-    skip = {TABLE_NAME, session.version_table}
+    skip = {TABLE_NAME, project.version_table.table}
 
     def include_name(name: str | None, type_: str, _parent: Any) -> bool:
         return not (type_ == "table" and name in skip)
@@ -411,7 +357,7 @@ def check(target: Target, metadata_ref: str) -> Outcome:
         conn.rollback()
         return diffs
 
-    diffs = run_with_connection(session.db, work)
+    diffs = run_with_connection(project.db, work)
     described = [_describe_diff(d) for d in diffs]
     result = _result("check", details={"differences": described[:20], "count": len(described)})
     if described:
@@ -464,9 +410,9 @@ def load_metadata(ref: str) -> sa.MetaData:
     return obj
 
 
-def offline_sql(target: Target, rng: str, dialect: str) -> Outcome:
+def offline_sql(project: Project, rng: str, dialect: str) -> Outcome:
     """The SQL for ``A:B`` (or base to ``B``), without a database."""
-    scripts = target.load()
+    scripts = project.scripts
     start_text, _, end = rng.rpartition(":")
     start = start_text or None
     if not end:
@@ -483,16 +429,15 @@ def offline_sql(target: Target, rng: str, dialect: str) -> Outcome:
     if down and not start_heads:
         raise BadInput(f"sql {rng!r}: a downgrade needs its starting revision, e.g. head:{end}")
     buffer = io.StringIO()
-    directory = scripts.directory
 
     def fn(rev: Any, _ctx: Any) -> Any:
-        return directory._downgrade_revs(end, rev) if down else directory._upgrade_revs(end, rev)
+        return scripts.downgrade_steps(end, rev) if down else scripts.upgrade_steps(end, rev)
 
     with (
         script_errors(scripts.dirs),
         EnvironmentContext(
             scripts.config,
-            directory,
+            scripts.directory,
             fn=fn,
             as_sql=True,
             starting_rev=start if start not in (None, "base") else None,
@@ -504,8 +449,8 @@ def offline_sql(target: Target, rng: str, dialect: str) -> Outcome:
             output_buffer=buffer,
             literal_binds=True,
             transaction_per_migration=True,
-            version_table=target.scripts.version_table or DEFAULT_VERSION_TABLE,
-            version_table_schema=target.scripts.version_table_schema,
+            version_table=project.version_table.table,
+            version_table_schema=project.version_table.schema,
         )
         with env.begin_transaction():
             env.run_migrations()
@@ -522,7 +467,6 @@ def offline_sql(target: Target, rng: str, dialect: str) -> Outcome:
 __all__ = [
     "Outcome",
     "RunOptions",
-    "Target",
     "check",
     "current",
     "heads",

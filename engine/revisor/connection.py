@@ -43,7 +43,8 @@ CONNECT_TIMEOUT_SECONDS = 10
 #: TCP keepalives, both ends: a dead peer is noticed after about a minute
 #: (30 s idle, then 3 probes 10 s apart) instead of the kernel's two hours.
 #: The server side (set per session in :mod:`revisor.dialects`) is what frees
-#: the advisory lock of a runner whose node vanished (FIELD-NOTES).
+#: the advisory lock of a runner whose node vanished: until the server gives
+#: up on the connection, the session and its lock live on.
 KEEPALIVE_IDLE_SECONDS = 30
 KEEPALIVE_INTERVAL_SECONDS = 10
 KEEPALIVE_COUNT = 3
@@ -275,8 +276,8 @@ def committer(conn: Connection) -> Callable[[str, Mapping[str, Any]], None] | No
     as any other) and waits once, at the end; the server is then idle, so
     the ``commit()`` SQLAlchemy issues next sends nothing (psycopg skips
     COMMIT outside a transaction). History uses it for a step's row: a
-    round trip is the largest part of what that row costs
-    (bench/history_row.py). ``conn.commit()`` inside a pipeline would not
+    round trip is the largest part of what that row costs (measured by
+    ``bench/history_row.py``). ``conn.commit()`` inside a pipeline would not
     do: it waits for its own result, and leaving the pipeline waits again.
     Other drivers (sqlite3, asyncpg, psycopg async behind SQLAlchemy's
     adapter), and a libpq without pipeline mode, get None.

@@ -2,10 +2,10 @@
 
 Both ways of running are here: hermetic (Revisor configures Alembic itself on
 its locked connection) and ``--env-py`` (the project's env.py runs and calls
-``context.configure()`` itself). :class:`RevisorEnvironment` merges
-Revisor's options in after env.py's, so the lock, the transaction mode and
-the progress callbacks hold whichever way the run goes (FIELD-NOTES: env.py
-overwrites options passed to it).
+``context.configure()`` itself). A project's env.py overwrites the options
+passed to it, so :class:`RevisorEnvironment` merges Revisor's options in
+after env.py's: the lock, the transaction mode and the progress callbacks
+hold whichever way the run goes.
 
 env.py is the project's code, so its mistakes are bad input (exit 2) until
 it reaches ``run_migrations()``; from there an exception is a revision's
@@ -21,7 +21,6 @@ from __future__ import annotations
 import inspect
 import traceback
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from alembic.runtime.environment import EnvironmentContext
@@ -29,33 +28,16 @@ from alembic.runtime.migration import MigrationContext
 from alembic.util import to_tuple
 from sqlalchemy.engine import Connection
 
-from revisor.connection import Database
+from revisor.contract import Reason
 from revisor.dialects import support_for
 from revisor.errors import BadInput, RevisorError
+from revisor.project import Project
 from revisor.redaction import scrub
-from revisor.scripts import Scripts, script_errors
-
-DEFAULT_VERSION_TABLE = "alembic_version"
-
-
-@dataclass(frozen=True)
-class Session:
-    """Which database and version table, and how to hold the connection."""
-
-    db: Database
-    scripts: Scripts
-    version_table: str = DEFAULT_VERSION_TABLE
-    version_table_schema: str | None = None
-    version_table_explicit: bool = False
-    env_py: bool = False
-    lock_timeout: float | None = 60.0
-    statement_timeout: float | None = None
-    ddl_lock_timeout: float | None = None
-    runner: str | None = None
+from revisor.scripts import script_errors
 
 
 def run_environment(
-    session: Session,
+    project: Project,
     conn: Connection,
     *,
     fn: Callable[[Sequence[str], MigrationContext], Iterator[Any]],
@@ -70,33 +52,35 @@ def run_environment(
     the transactions (:meth:`RevisorEnvironment.configure`).
     """
     if conn.in_transaction() and not keep_transaction:
-        # Alembic must own the transactions: the silent-rollback trap (FIELD-NOTES).
+        # Alembic must own the transactions: handed a connection that is in
+        # a transaction, Alembic takes it for the caller's, runs every
+        # revision inside it, and nothing commits until it ends.
         conn.commit()
-    scripts = session.scripts
+    scripts = project.scripts
     enforced: dict[str, Any] = {
         "transaction_per_migration": per_migration,
-        "version_table": session.version_table,
-        "version_table_schema": session.version_table_schema,
+        "version_table": project.version_table.table,
+        "version_table_schema": project.version_table.schema,
         # Alembic assumes SQLite DDL is not transactional; our connection
         # makes it so (revisor.connection), and all-or-nothing relies on it.
-        "transactional_ddl": support_for(session.db).transactional_ddl,
+        "transactional_ddl": support_for(project.db).transactional_ddl,
     }
     callbacks = (on_version_apply,) if on_version_apply else ()
     env = RevisorEnvironment(
         scripts.config,
         scripts.directory,
         fn=fn,
-        revisor_session=session,
+        revisor_project=project,
         revisor_conn=conn,
         enforced=enforced,
         callbacks=callbacks,
         keep_transaction=keep_transaction,
     )
     with env:
-        if session.env_py:
+        if project.env_py:
             scripts.config.attributes["connection"] = conn
             try:
-                _run_env_py(session, env)
+                _run_env_py(project, env)
             finally:
                 scripts.config.attributes.pop("connection", None)
         else:
@@ -105,9 +89,9 @@ def run_environment(
                 env.run_migrations()
 
 
-def _run_env_py(session: Session, env: RevisorEnvironment) -> None:
+def _run_env_py(project: Project, env: RevisorEnvironment) -> None:
     """Run the project's env.py; its own errors become :class:`BadInput`."""
-    scripts = session.scripts
+    scripts = project.scripts
     try:
         scripts.directory.run_env()
     except RevisorError:
@@ -115,7 +99,7 @@ def _run_env_py(session: Session, env: RevisorEnvironment) -> None:
     except Exception as exc:
         if env.migrations_started:
             raise  # a revision failed: the runtime reports the step
-        if session.db.is_async and _is_nested_event_loop(exc):
+        if project.db.is_async and _is_nested_event_loop(exc):
             _close_unstarted_coroutines(exc)
             raise BadInput(
                 f"env.py starts its own event loop ({exc}) and would open its own "
@@ -125,7 +109,7 @@ def _run_env_py(session: Session, env: RevisorEnvironment) -> None:
                 "connection = config.attributes.get('connection'); if it is None, "
                 "asyncio.run(run_async_migrations()), else do_run_migrations(connection) "
                 "(Alembic cookbook: connection sharing with asyncio)",
-                reason="InvalidScripts",
+                reason=Reason.INVALID_SCRIPTS,
             ) from None
         with script_errors(scripts.dirs, what="env.py"):
             raise
@@ -160,16 +144,16 @@ class RevisorEnvironment(EnvironmentContext):
     """Alembic's environment with the options Revisor owns pinned.
 
     A project's env.py calls ``context.configure()`` itself and would
-    overwrite our callbacks and transaction mode (FIELD-NOTES). Here those
-    options are merged in after env.py's, and a connection env.py opened on
-    its own to the same database is swapped for the locked one, so the lock
-    covers every statement.
+    overwrite our callbacks and transaction mode. Here those options are
+    merged in after env.py's, and a connection env.py opened on its own to
+    the same database is swapped for the locked one, so the lock covers
+    every statement.
     """
 
     def __init__(
         self,
         *args: Any,
-        revisor_session: Session,
+        revisor_project: Project,
         revisor_conn: Connection,
         enforced: dict[str, Any],
         callbacks: Sequence[Callable[..., None]],
@@ -177,7 +161,7 @@ class RevisorEnvironment(EnvironmentContext):
         **kw: Any,
     ) -> None:
         super().__init__(*args, **kw)
-        self._revisor_session = revisor_session
+        self._revisor_project = revisor_project
         self._revisor_conn = revisor_conn
         self._enforced = enforced
         self._callbacks = tuple(callbacks)
@@ -190,7 +174,7 @@ class RevisorEnvironment(EnvironmentContext):
         super().run_migrations(**kw)
 
     def configure(self, connection: Connection | None = None, **kw: Any) -> None:  # type: ignore[override]
-        session = self._revisor_session
+        project = self._revisor_project
         if connection is None:
             raise BadInput(
                 "env.py configured Alembic without a connection (offline mode)",
@@ -201,7 +185,7 @@ class RevisorEnvironment(EnvironmentContext):
                 raise BadInput(
                     scrub(
                         f"env.py connected to {connection.engine.url.render_as_string()} "
-                        f"but Revisor was given {session.db.display}"
+                        f"but Revisor was given {project.db.display}"
                     ),
                     hint="pass the same URL, or make env.py use config.attributes['connection']",
                 )
@@ -211,7 +195,7 @@ class RevisorEnvironment(EnvironmentContext):
             if (
                 theirs is not None
                 and theirs != self._enforced[name]
-                and not session.version_table_explicit
+                and not project.version_table.chosen
             ):
                 flag = "--" + name.replace("_", "-")
                 raise BadInput(
@@ -220,8 +204,8 @@ class RevisorEnvironment(EnvironmentContext):
                     hint=f"pass {flag} {theirs} so the lock and history use the same table",
                 )
         if connection.in_transaction() and not self._keep_transaction:
-            # The silent-rollback trap (FIELD-NOTES), set by env.py: SQL run
-            # before configure() leaves a transaction open, and Alembic would
+            # SQL that env.py ran before configure() left a transaction open,
+            # and Alembic would
             # take it for the caller's: no revision committed on its own, and
             # a failure at revision 3 rolling back 1 and 2, reported as
             # applied. Committing it here would drop what it holds (SET
@@ -235,7 +219,7 @@ class RevisorEnvironment(EnvironmentContext):
                 hint="end it before configure(): connection.commit() after the setup SQL "
                 "(as in Alembic's multi-tenancy recipe; SET, not SET LOCAL, outlasts it), "
                 "and no 'with connection.begin():' around configure()",
-                reason="InvalidScripts",
+                reason=Reason.INVALID_SCRIPTS,
             )
         kw.update(self._enforced)
         kw["on_version_apply"] = (

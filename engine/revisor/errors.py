@@ -41,9 +41,9 @@ class RevisorError(Exception):
 class BadInput(RevisorError):
     """Arguments, URL, target or scripts are wrong; nothing was done.
 
-    ``reason`` says which, for the operator's conditions: ``InvalidTarget``,
-    ``InvalidScripts``, ``NotReversible``, ``PlanChanged`` (default
-    ``InvalidInput``).
+    ``reason`` says which, for the operator's conditions
+    (:class:`revisor.contract.Reason`: ``InvalidTarget``, ``InvalidScripts``,
+    ``NotReversible``, ``PlanChanged``; default ``InvalidInput``).
     """
 
     exit_code = ExitCode.BAD_INPUT
@@ -55,25 +55,7 @@ class LockTimeout(RevisorError):
     exit_code = ExitCode.LOCK_TIMEOUT
 
 
-class MigrationFailed(RevisorError):
-    """A revision failed; the database is at the last committed revision or the start."""
-
-    exit_code = ExitCode.MIGRATION_FAILED
-
-
-class RollbackFailed(RevisorError):
-    """A revision failed and undoing this run failed too: a human is needed."""
-
-    exit_code = ExitCode.ROLLBACK_FAILED
-
-
 class DatabaseUnreachable(RevisorError):
     """The database could not be reached, or refused the credentials."""
 
     exit_code = ExitCode.UNREACHABLE
-
-
-class Mismatch(RevisorError):
-    """``verify`` or ``check`` found a difference."""
-
-    exit_code = ExitCode.MISMATCH

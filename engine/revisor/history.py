@@ -186,9 +186,8 @@ class History:
         """
         finished = utcnow()
         # One constant statement with a parameter dict: SQLAlchemy compiles it
-        # once. Building .values(...) per step cost 0.8 ms against 0.2 ms, a
-        # quarter of a trivial revision's time (bench/upgrade_vs_alembic.py);
-        # dropping RETURNING (inline(), above) took another ~0.1 ms.
+        # once, where building .values(...) per step would compile it anew
+        # for every revision (bench/history_row.py prices the difference).
         params = {
             "run_id": run.run_id,
             "kind": "step",

@@ -1,32 +1,26 @@
-"""Keep secrets out of every output: logs, errors, results, history rows.
+"""The engine's registry of secrets: every credential it resolves is masked in all output.
 
-Passwords reach the engine inside database URLs. They are registered here
-the moment a URL is resolved, and :func:`scrub` removes every registered
-secret (and its URL-encoded form) from any text that leaves the process. The
-CLI edge, the log pipeline and the result writer all call it, so a driver
-error that happens to echo a connection string cannot leak it.
+Credentials are registered the moment a database URL is resolved — the
+password always, and every part of the connection (user, host, database)
+that came from a Kubernetes Secret, since a Secret's keys can be pointed at
+any of its values. :func:`scrub` then masks them, and anything shaped like
+a credential (:func:`revisor.contract.redact`), in every text that leaves
+the process: progress lines, JSON logs, the result document, history rows,
+error messages. The CLI edge, the log pipeline and the result writer all
+call it.
 """
 
 from __future__ import annotations
 
-import re
-from urllib.parse import quote, quote_plus
+from revisor.contract import redact
 
-MASK = "***"
 _secrets: set[str] = set()
-
-# user:password@ inside any URL-looking text, even one we never registered.
-_USERINFO = re.compile(
-    r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@\s]*)@"
-)
-# password=... in libpq-style connection strings.
-_KEYVALUE = re.compile(r"(?P<key>\bpassword\s*=\s*)(?P<pw>'[^']*'|\S+)", re.IGNORECASE)
 
 
 def register_secret(secret: str | None) -> None:
     """Remember a secret so :func:`scrub` removes it from all later output."""
-    if secret and len(secret) >= 3:
-        _secrets.update({secret, quote(secret, safe=""), quote_plus(secret)})
+    if secret:
+        _secrets.add(secret)
 
 
 def forget_secrets() -> None:
@@ -35,9 +29,5 @@ def forget_secrets() -> None:
 
 
 def scrub(text: str) -> str:
-    """``text`` with every registered secret and URL password replaced by ``***``."""
-    text = _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", text)
-    text = _KEYVALUE.sub(lambda m: f"{m['key']}{MASK}", text)
-    for secret in sorted(_secrets, key=len, reverse=True):
-        text = text.replace(secret, MASK)
-    return text
+    """``text`` with every registered secret and credential-shaped value replaced by ``***``."""
+    return redact(text, _secrets)

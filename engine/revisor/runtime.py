@@ -8,14 +8,17 @@ The order is what makes a run safe:
 3. refuse bad plans before writing anything (unknown target, irreversible
    steps under ``--on-failure rollback``, autocommit scripts in a dry run,
    a plan that is not the approved one);
-4. run the steps through Alembic with a generator ``fn``: the code after
-   each ``yield`` runs once that step's transaction has committed, so
-   progress is only reported for committed work (FIELD-NOTES);
+4. run the steps through Alembic with a generator ``fn``: Alembic wraps
+   each step it pulls from ``fn`` in that step's transaction, so the code
+   after each ``yield`` runs once the step has committed, and progress is
+   only reported for committed work (``on_version_apply`` callbacks run
+   before the commit);
 5. on failure, optionally run the committed steps backwards.
 
 The connection is committed before Alembic is configured, so Alembic owns
-its transactions ("silent rollback trap"); a dry run is the deliberate use of
-that trap: an outer transaction that is rolled back at the end.
+its transactions: handed a connection inside a transaction, Alembic would
+take it for the caller's and commit nothing on its own. A dry run uses that
+on purpose: one outer transaction, rolled back at the end.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any
 
 import sqlalchemy as sa
 from alembic.runtime.migration import MigrationContext, MigrationInfo, RevisionStep
@@ -33,10 +36,10 @@ from sqlalchemy.engine import Connection
 
 from revisor import __version__, contract
 from revisor.connection import run_with_connection
-from revisor.contract import ExitCode
+from revisor.contract import ExitCode, VersionTable, heads_text
 from revisor.dialects import DialectSupport, lock_key, support_for
-from revisor.environment import DEFAULT_VERSION_TABLE, Session, run_environment
-from revisor.errors import BadInput, RevisorError
+from revisor.environment import run_environment
+from revisor.errors import RevisorError
 from revisor.history import (
     APPLIED,
     FAILED,
@@ -47,42 +50,28 @@ from revisor.history import (
     new_run,
     utcnow,
 )
+from revisor.options import RunCommand, RunOptions
 from revisor.output import Reporter
+from revisor.preflight import refuse_unsafe
+from revisor.project import Project
 from revisor.redaction import scrub
 from revisor.scripts import (
     Plan,
     Scripts,
+    contract_step,
     describe,
     plan_apply,
     plan_downgrade,
     plan_upgrade,
-    reversal_problems,
-    script_errors,
-    uses_autocommit,
+    reversed_step,
 )
 
-RunCommand = Literal["apply", "upgrade", "downgrade"]
 
-
-@dataclass(frozen=True)
-class RunOptions:
-    command: RunCommand
-    target: str
-    single_transaction: bool = False
-    on_failure: Literal["stop", "rollback"] = "stop"
-    dry_run: bool = False
-    expect_plan_hash: str | None = None
-    require_reversible: bool = False
-
-
-def read_heads(conn: Connection, session: Session) -> tuple[str, ...]:
+def read_heads(conn: Connection, version_table: VersionTable) -> tuple[str, ...]:
     """The revisions in the version table; ends the read transaction."""
     ctx = MigrationContext.configure(
         connection=conn,
-        opts={
-            "version_table": session.version_table,
-            "version_table_schema": session.version_table_schema,
-        },
+        opts={"version_table": version_table.table, "version_table_schema": version_table.schema},
     )
     heads = tuple(ctx.get_current_heads())
     conn.rollback()
@@ -95,30 +84,32 @@ def make_plan(scripts: Scripts, command: RunCommand, target: str, heads: Sequenc
 
 
 def with_lock(
-    session: Session,
+    project: Project,
     work: Callable[[Connection, DialectSupport], Any],
     *,
+    lock_timeout: float | None,
+    statement_timeout: float | None = None,
+    ddl_lock_timeout: float | None = None,
     reporter: Reporter | None = None,
 ) -> Any:
     """Open the connection, hold the advisory lock around ``work``, release it.
 
     ``reporter`` hears it when the run has to wait for another runner's lock.
     """
+    db, table = project.db, project.version_table
 
     def locked(conn: Connection) -> Any:
-        dialect = support_for(session.db)
-        key = lock_key(session.db, schema=session.version_table_schema, table=session.version_table)
+        dialect = support_for(db)
+        key = lock_key(db, schema=table.schema, table=table.table)
         dialect.acquire_lock(
             conn,
             key=key,
-            timeout=session.lock_timeout,
+            timeout=lock_timeout,
             on_wait=reporter.info if reporter is not None else None,
         )
         try:
             dialect.prepare_session(
-                conn,
-                statement_timeout=session.statement_timeout,
-                ddl_lock_timeout=session.ddl_lock_timeout,
+                conn, statement_timeout=statement_timeout, ddl_lock_timeout=ddl_lock_timeout
             )
             return work(conn, dialect)
         finally:
@@ -127,16 +118,17 @@ def with_lock(
                     conn.rollback()
                 dialect.release_lock(conn, key=key)
 
-    return run_with_connection(session.db, locked)
+    return run_with_connection(db, locked)
 
 
-def migrate(session: Session, options: RunOptions, reporter: Reporter) -> contract.Result:
+def migrate(project: Project, options: RunOptions, reporter: Reporter) -> contract.Result:
     """Move the database to ``options.target``; the outcome is a contract Result."""
     started = utcnow()
+    table = project.version_table
 
     def work(conn: Connection, dialect: DialectSupport) -> contract.Result:
-        heads = read_heads(conn, session)
-        plan = make_plan(session.scripts, options.command, options.target, heads)
+        heads = read_heads(conn, table)
+        plan = make_plan(project.scripts, options.command, options.target, heads)
         planned = plan.contract_steps()
         base = contract.Result(
             command=options.command,
@@ -146,26 +138,33 @@ def migrate(session: Session, options: RunOptions, reporter: Reporter) -> contra
             from_revisions=heads,
             to_revisions=heads,
             plan=planned,
-            plan_hash=plan.hash(session.scripts),
+            plan_hash=plan.hash(project.scripts),
             dry_run=options.dry_run,
             started_at=_iso(started),
             engine_version=__version__,
-            runner=session.runner,
+            runner=options.runner,
         )
-        _refuse_unsafe(session, options, plan, base, dialect)
+        refuse_unsafe(
+            scripts=project.scripts,
+            backend=project.db.backend,
+            options=options,
+            plan=plan,
+            base=base,
+            dialect=dialect,
+        )
         # Only now, past every refusal, may the run write anything.
-        history = History(session.version_table_schema)
+        history = History(table.schema)
         if not options.dry_run and history.exists(conn):
             stale = history.mark_interrupted(conn)
             conn.commit()
             if stale:
                 reporter.info(f"marked {stale} run(s) left by a stopped runner as interrupted")
         if not plan.steps:
-            reporter.info(f"already at {options.target} ({_heads_text(heads)}); nothing to do")
+            reporter.info(f"already at {options.target} ({heads_text(heads)}); nothing to do")
             return _finished(base)
         reporter.planned(planned, dry_run=options.dry_run)
         return _Run(
-            session=session,
+            project=project,
             options=options,
             reporter=reporter,
             history=history,
@@ -174,72 +173,15 @@ def migrate(session: Session, options: RunOptions, reporter: Reporter) -> contra
             base=base,
         ).execute()
 
-    result: contract.Result = with_lock(session, work, reporter=reporter)
+    result: contract.Result = with_lock(
+        project,
+        work,
+        lock_timeout=options.lock_timeout,
+        statement_timeout=options.statement_timeout,
+        ddl_lock_timeout=options.ddl_lock_timeout,
+        reporter=reporter,
+    )
     return result
-
-
-def _refuse_unsafe(
-    session: Session,
-    options: RunOptions,
-    plan: Plan,
-    base: contract.Result,
-    dialect: DialectSupport,
-) -> None:
-    """Refuse, before anything is written, a run that must not start.
-
-    Every refusal carries ``base`` (the revisions and the plan with its hash)
-    so the result shows what would have run; for ``PlanChanged`` that is the
-    new plan a person has to review and approve.
-    """
-    scripts = session.scripts
-    plan_hash = base.plan_hash or ""
-    # An empty plan changes nothing, so it needs no approval: "already at the
-    # target" is the truth whatever hash was approved.
-    approved = options.expect_plan_hash
-    if approved is not None and approved != plan_hash and plan.steps:
-        raise BadInput(
-            f"the plan changed since it was approved: approved {approved}, "
-            f"now {plan_hash} ({len(plan.steps)} step(s) from {_heads_text(plan.from_heads)})",
-            hint="review the new plan and approve its hash",
-            reason="PlanChanged",
-            context=base,
-        )
-    if plan.direction == "downgrade":
-        problems = reversal_problems(scripts, plan.revisions)
-        if problems:
-            raise BadInput(
-                "cannot downgrade: " + "; ".join(problems),
-                hint="write the downgrade() of these revisions; nothing was run",
-                reason="NotReversible",
-                context=base,
-            )
-    if plan.direction == "upgrade" and (
-        options.on_failure == "rollback" or options.require_reversible
-    ):
-        problems = reversal_problems(scripts, plan.revisions)
-        if problems:
-            why = "--require-reversible" if options.require_reversible else "--on-failure rollback"
-            raise BadInput(
-                f"{why} needs every planned revision to be reversible: " + "; ".join(problems),
-                hint="write their downgrade()"
-                + ("" if options.require_reversible else ", or run with --on-failure stop"),
-                reason="NotReversible",
-                context=base,
-            )
-    if options.dry_run:
-        if not dialect.transactional_ddl:
-            raise BadInput(
-                f"--dry-run needs transactional DDL, which {session.db.backend} lacks",
-                context=base,
-            )
-        autocommit = [s.revision.revision for s in plan.steps if uses_autocommit(s.revision)]
-        if autocommit:
-            raise BadInput(
-                "--dry-run cannot undo autocommit_block() (it commits on its own), used by: "
-                + ", ".join(autocommit),
-                hint="review those revisions by hand, or run revisor sql for their SQL",
-                context=base,
-            )
 
 
 @dataclass
@@ -267,7 +209,7 @@ class _Run:
     def __init__(
         self,
         *,
-        session: Session,
+        project: Project,
         options: RunOptions,
         reporter: Reporter,
         history: History,
@@ -275,14 +217,14 @@ class _Run:
         plan: Plan,
         base: contract.Result,
     ) -> None:
-        self.session, self.options, self.reporter = session, options, reporter
+        self.project, self.options, self.reporter = project, options, reporter
         self.history, self.conn, self.plan, self.base = history, conn, plan, base
         self.run = new_run(
             command=options.command,
             direction=plan.direction,
             from_heads=plan.from_heads,
             target=options.target,
-            runner=session.runner,
+            runner=options.runner,
             engine_version=__version__,
         )
         self.record = not options.dry_run
@@ -303,29 +245,40 @@ class _Run:
             # env.py refused to run (its own error, a wrong database, offline
             # mode): the run row must not stay "running" for the next runner
             # to call interrupted.
-            self._refused(refused)
+            if refused.context is None:
+                refused.context = self.base
+            with suppress(sa.exc.DBAPIError):
+                if self.conn.in_transaction():
+                    self.conn.rollback()
+                self._finish(FAILED, error=scrub(str(refused)))
             raise
-        heads = read_heads(self.conn, self.session)
-        if self.record:
-            self.history.finish_run(self.conn, self.run, status=SUCCEEDED, to_heads=heads)
-            self.conn.commit()
+        result = self._finish(SUCCEEDED, applied=progress.applied)
         if self.options.dry_run:
             self.reporter.info("dry run: every step ran and was rolled back")
-        return _finished(self.base, applied=tuple(progress.applied), to=heads)
+        return result
 
-    def _refused(self, refused: RevisorError) -> None:
-        if refused.context is None:
-            refused.context = self.base
-        if not self.record:
-            return
-        with suppress(sa.exc.DBAPIError):
-            if self.conn.in_transaction():
-                self.conn.rollback()
-            heads = read_heads(self.conn, self.session)
-            self.history.finish_run(
-                self.conn, self.run, status=FAILED, to_heads=heads, error=scrub(str(refused))
-            )
+    def _finish(
+        self,
+        status: str,
+        *,
+        code: ExitCode = ExitCode.OK,
+        applied: Sequence[contract.Step] = (),
+        error: str | None = None,
+        rolled_back: bool = False,
+    ) -> contract.Result:
+        """Read where the database is, close the run's history row, and say how it ended."""
+        heads = read_heads(self.conn, self.project.version_table)
+        if self.record:
+            self.history.finish_run(self.conn, self.run, status=status, to_heads=heads, error=error)
             self.conn.commit()
+        return _finished(
+            self.base,
+            code=code,
+            applied=tuple(applied),
+            to=heads,
+            error=error,
+            rolled_back=rolled_back,
+        )
 
     def _failed(self, failure: StepFailed, progress: _Progress) -> contract.Result:
         with suppress(sa.exc.DBAPIError):
@@ -333,27 +286,21 @@ class _Run:
         message = _failure_message(failure)
         step = failure.step
         if step is not None:
-            self.reporter.step_failed(progress.index, len(self.plan.steps), step_of(step), message)
+            self.reporter.step_failed(
+                progress.index, len(self.plan.steps), contract_step(step), message
+            )
         if self.record and step is not None:
             self._record_failed_step(step, progress, message)
-        heads = read_heads(self.conn, self.session)
         committed = [] if self._all_or_nothing else list(progress.committed)
         rollback = self.options.on_failure == "rollback"
         if rollback and committed:
             return self._roll_back(committed, progress, message)
         # Nothing to undo: either --on-failure stop, or nothing had committed
         # (first step, or all or nothing), so the database is at the start.
-        if self.record:
-            status = ROLLED_BACK if rollback else FAILED
-            self.history.finish_run(
-                self.conn, self.run, status=status, to_heads=heads, error=message
-            )
-            self.conn.commit()
-        return _finished(
-            self.base,
+        return self._finish(
+            ROLLED_BACK if rollback else FAILED,
             code=ExitCode.MIGRATION_FAILED,
-            applied=tuple(progress.applied) if committed else (),
-            to=heads,
+            applied=progress.applied if committed else (),
             error=message,
             rolled_back=rollback,
         )
@@ -365,42 +312,27 @@ class _Run:
     def _roll_back(
         self, committed: list[RevisionStep], progress: _Progress, message: str
     ) -> contract.Result:
-        reverse = [
-            RevisionStep(s.revision_map, s.revision, not s.is_upgrade) for s in reversed(committed)
-        ]
+        reverse = [reversed_step(s) for s in reversed(committed)]
         self.reporter.info(
-            f"rolling back {len(reverse)} step(s) to {_heads_text(self.plan.from_heads)}"
+            f"rolling back {len(reverse)} step(s) to {heads_text(self.plan.from_heads)}"
         )
         back = _Progress()
         try:
-            self._run_steps(reverse, [step_of(s) for s in reverse], back, dry_run=False)
+            self._run_steps(reverse, [contract_step(s) for s in reverse], back, dry_run=False)
         except StepFailed as again:
             second = _failure_message(again)
             if again.step is not None:
                 self._record_failed_step(again.step, back, second)
-            heads = read_heads(self.conn, self.session)
-            error = f"{message}; then the rollback failed: {second}"
-            self.history.finish_run(
-                self.conn, self.run, status=ROLLBACK_FAILED, to_heads=heads, error=error
-            )
-            self.conn.commit()
-            return _finished(
-                self.base,
+            return self._finish(
+                ROLLBACK_FAILED,
                 code=ExitCode.ROLLBACK_FAILED,
-                applied=tuple(progress.applied),
-                to=heads,
-                error=error,
+                applied=progress.applied,
+                error=f"{message}; then the rollback failed: {second}",
             )
-        heads = read_heads(self.conn, self.session)
-        self.history.finish_run(
-            self.conn, self.run, status=ROLLED_BACK, to_heads=heads, error=message
-        )
-        self.conn.commit()
-        return _finished(
-            self.base,
+        return self._finish(
+            ROLLED_BACK,
             code=ExitCode.MIGRATION_FAILED,
-            applied=tuple(progress.applied),
-            to=heads,
+            applied=progress.applied,
             error=message,
             rolled_back=True,
         )
@@ -421,7 +353,7 @@ class _Run:
                 description=describe(step.revision),
                 started_at=progress.started_at,
                 status=FAILED,
-                checksum=self.session.scripts.checksum(rev),
+                checksum=self.project.scripts.checksum(rev),
                 error=message,
             )
             self.conn.commit()
@@ -436,20 +368,20 @@ class _Run:
     ) -> None:
         """Run ``steps`` through Alembic on the locked connection.
 
-        ``described`` is ``steps`` as :func:`step_of` gives them, built once
+        ``described`` is ``steps`` as :func:`contract_step` gives them, built once
         per run rather than per step and per line (a thousand-step run reads
         each revision's docstring once).
         """
-        conn, session = self.conn, self.session
+        conn, scripts = self.conn, self.project.scripts
         total = len(steps)
-        expected_heads = read_heads(conn, session)
+        expected_heads = read_heads(conn, self.project.version_table)
         per_migration = not (self.options.single_transaction or dry_run)
 
         def fn(heads: Sequence[str], _ctx: MigrationContext) -> Iterator[RevisionStep]:
             if set(heads) != set(expected_heads):
                 raise RuntimeError(
                     f"the version table changed under the lock: expected "
-                    f"{_heads_text(expected_heads)}, found {_heads_text(heads)}"
+                    f"{heads_text(expected_heads)}, found {heads_text(heads)}"
                 )
             for index, (step, planned) in enumerate(zip(steps, described, strict=True), 1):
                 progress.current, progress.described, progress.index = step, planned, index
@@ -482,7 +414,7 @@ class _Run:
                 description=planned.description,
                 started_at=progress.started_at,
                 status=APPLIED,
-                checksum=session.scripts.checksum(rev),
+                checksum=scripts.checksum(rev),
                 # Ours is the last callback; Alembic commits the step next.
                 commit=per_migration,
             )
@@ -490,7 +422,7 @@ class _Run:
         outer = conn.begin() if dry_run else None
         try:
             run_environment(
-                session,
+                self.project,
                 conn,
                 fn=fn,
                 per_migration=per_migration,
@@ -510,15 +442,6 @@ class _Run:
             outer.rollback()
 
 
-def step_of(step: RevisionStep, *, seconds: float | None = None) -> contract.Step:
-    return contract.Step(
-        revision=step.revision.revision,
-        direction="upgrade" if step.is_upgrade else "downgrade",
-        description=describe(step.revision),
-        seconds=seconds,
-    )
-
-
 def _failure_message(failure: StepFailed) -> str:
     cause = failure.cause
     if isinstance(cause, sa.exc.StatementError):
@@ -536,10 +459,6 @@ def _failure_message(failure: StepFailed) -> str:
     direction = "upgrade" if step.is_upgrade else "downgrade"
     label = f"{step.revision.revision}" + (f" ({what})" if what else "")
     return scrub(f"{direction} {label} failed: {detail}")
-
-
-def _heads_text(heads: Sequence[str]) -> str:
-    return ", ".join(heads) if heads else "base"
 
 
 def _iso(moment: dt.datetime) -> str:
@@ -566,31 +485,38 @@ def _finished(
     )
 
 
-def stamp(session: Session, target: str, reporter: Reporter) -> contract.Result:
+def stamp(
+    project: Project,
+    target: str,
+    reporter: Reporter,
+    *,
+    lock_timeout: float | None,
+    runner: str | None = None,
+) -> contract.Result:
     """Set the version table to ``target`` without running any script."""
     started = utcnow()
+    table = project.version_table
 
     def work(conn: Connection, _dialect: DialectSupport) -> contract.Result:
-        heads = read_heads(conn, session)
-        with script_errors(session.scripts.dirs):
-            steps = session.scripts.directory._stamp_revs(target, heads)
-        history = History(session.version_table_schema)
+        heads = read_heads(conn, table)
+        steps = project.scripts.stamp_steps(target, heads)
+        history = History(table.schema)
         run = new_run(
             command="stamp",
             direction="stamp",
             from_heads=heads,
             target=target,
-            runner=session.runner,
+            runner=runner,
             engine_version=__version__,
         )
         history.ensure(conn)
         history.start_run(conn, run)
         conn.commit()
-        run_environment(session, conn, fn=lambda _heads, _ctx: iter(steps), per_migration=True)
-        after = read_heads(conn, session)
+        run_environment(project, conn, fn=lambda _heads, _ctx: iter(steps), per_migration=True)
+        after = read_heads(conn, table)
         history.finish_run(conn, run, status=SUCCEEDED, to_heads=after)
         conn.commit()
-        reporter.info(f"stamped {_heads_text(heads)} -> {_heads_text(after)}")
+        reporter.info(f"stamped {heads_text(heads)} -> {heads_text(after)}")
         return contract.Result(
             command="stamp",
             exit_code=ExitCode.OK,
@@ -601,19 +527,11 @@ def stamp(session: Session, target: str, reporter: Reporter) -> contract.Result:
             started_at=_iso(started),
             finished_at=_iso(utcnow()),
             engine_version=__version__,
-            runner=session.runner,
+            runner=runner,
         )
 
-    result: contract.Result = with_lock(session, work, reporter=reporter)
+    result: contract.Result = with_lock(project, work, lock_timeout=lock_timeout, reporter=reporter)
     return result
 
 
-__all__ = [
-    "DEFAULT_VERSION_TABLE",
-    "RunOptions",
-    "Session",
-    "migrate",
-    "read_heads",
-    "stamp",
-    "with_lock",
-]
+__all__ = ["RunCommand", "RunOptions", "make_plan", "migrate", "read_heads", "stamp", "with_lock"]

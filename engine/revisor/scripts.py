@@ -7,6 +7,11 @@ connection is opened and the database stays untouched.
 Alembic's own error messages for targets and revision graphs are good
 ("Multiple head revisions are present...", "Can't locate revision...") and
 are passed through verbatim; only their type changes to :class:`BadInput`.
+
+This is the one module that uses Alembic's private API (``_upgrade_revs``,
+``_downgrade_revs``, ``_stamp_revs``, ``_load_revisions``,
+``_format_down_revision``, stable for years): an Alembic release that
+changes them changes this file only.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from alembic.config import Config
 from alembic.runtime.migration import RevisionStep
@@ -29,26 +34,28 @@ from alembic.script.revision import RevisionError
 from alembic.util import CommandError, to_tuple
 
 from revisor import contract
+from revisor.contract import Reason
 from revisor.errors import BadInput
 
 Direction = Literal["upgrade", "downgrade", "none"]
 
 
 @dataclass(frozen=True)
-class ScriptOptions:
+class ScriptLocation:
     """Where the scripts are: an ``alembic.ini``, a directory, or both."""
 
     config_file: str | None = None
     scripts_dir: str | None = None
     version_locations: tuple[str, ...] = ()
-    version_table: str | None = None
-    version_table_schema: str | None = None
     ini_section: str = "alembic"
 
 
 @contextlib.contextmanager
 def script_errors(
-    dirs: Sequence[str] = (), *, reason: str = "InvalidScripts", what: str = "a revision script"
+    dirs: Sequence[str] = (),
+    *,
+    reason: str = Reason.INVALID_SCRIPTS,
+    what: str = "a revision script",
 ) -> Iterator[None]:
     """Turn errors raised by loading or walking scripts into :class:`BadInput`.
 
@@ -63,7 +70,7 @@ def script_errors(
         raise BadInput(
             f"{exc.filename}:{exc.lineno}: syntax error in {what}: {exc.msg}",
             hint="fix the script; nothing was run",
-            reason="InvalidScripts",
+            reason=Reason.INVALID_SCRIPTS,
         ) from None
     except (CommandError, RevisionError) as exc:
         # Alembic rewraps some precise errors ("Multiple revisions start with
@@ -79,18 +86,18 @@ def script_errors(
             raise BadInput(
                 f"{where}: the revision script has no {exc.name}() function",
                 hint=f"add def {exc.name}() -> None to it; nothing was run",
-                reason="NotReversible" if exc.name == "downgrade" else "InvalidScripts",
+                reason=Reason.NOT_REVERSIBLE if exc.name == "downgrade" else "InvalidScripts",
             ) from None
         raise BadInput(
             f"{_script_frame(exc, dirs)}AttributeError while loading {what}: {exc}",
             hint="fix the script; nothing was run",
-            reason="InvalidScripts",
+            reason=Reason.INVALID_SCRIPTS,
         ) from None
     except Exception as exc:
         raise BadInput(
             f"{_script_frame(exc, dirs)}{type(exc).__name__} while loading {what}: {exc}",
             hint="fix the script; nothing was run",
-            reason="InvalidScripts",
+            reason=Reason.INVALID_SCRIPTS,
         ) from None
 
 
@@ -124,7 +131,7 @@ class MissingRevisions(BadInput):
             described,
             hint="restore the missing file(s), or name every version directory "
             "(--version-locations); nothing was run",
-            reason="InvalidScripts",
+            reason=Reason.INVALID_SCRIPTS,
         )
         self.scripts = scripts
         self.found = dict(found)
@@ -177,10 +184,20 @@ class Scripts:
         with script_errors(self.dirs):
             return tuple(self.directory.get_heads())
 
-    def walk(self) -> list[Script]:
-        """Every revision, newest first."""
+    def upgrade_steps(self, target: str, heads: Sequence[str]) -> tuple[RevisionStep, ...]:
+        """Alembic's steps from ``heads`` up to ``target`` (what ``alembic upgrade`` runs)."""
+        with script_errors(self.dirs, reason=Reason.INVALID_TARGET):
+            return tuple(self.directory._upgrade_revs(target, tuple(heads)))  # type: ignore[arg-type]
+
+    def downgrade_steps(self, target: str, heads: Sequence[str]) -> tuple[RevisionStep, ...]:
+        """Alembic's steps from ``heads`` down to ``target`` (what ``alembic downgrade`` runs)."""
+        with script_errors(self.dirs, reason=Reason.INVALID_TARGET):
+            return tuple(self.directory._downgrade_revs(target, tuple(heads)))  # type: ignore[arg-type]
+
+    def stamp_steps(self, target: str, heads: Sequence[str]) -> tuple[Any, ...]:
+        """Alembic's version-table changes that set ``heads`` to ``target`` (``alembic stamp``)."""
         with script_errors(self.dirs):
-            return list(self.directory.walk_revisions())
+            return tuple(self.directory._stamp_revs(target, tuple(heads)))
 
     def checksum(self, rev: str) -> str:
         """sha256 of the revision's file as it is now."""
@@ -192,12 +209,17 @@ class Scripts:
 def file_checksum(path: str | Path) -> str:
     """sha256 of a revision file, as ``revisor_history`` records it."""
     # open() rather than Path.read_bytes(): every planned file is hashed
-    # before the first step; for 1,000 files that is 12 ms instead of 21 ms.
+    # before the first step, and pathlib's extra work shows on long chains.
     with open(path, "rb") as script:  # noqa: PTH123
         return hashlib.sha256(script.read()).hexdigest()
 
 
-def load_scripts(options: ScriptOptions) -> Scripts:
+def down_revisions_text(script: Script) -> str:
+    """The revisions ``script`` revises, comma-separated, as Alembic's history shows them."""
+    return ",".join(script._format_down_revision().split(", "))
+
+
+def load_scripts(options: ScriptLocation) -> Scripts:
     """Build the Alembic ``Config`` and load every revision, or raise :class:`BadInput`."""
     if options.config_file is not None and not Path(options.config_file).is_file():
         raise BadInput(
@@ -250,14 +272,7 @@ class Plan:
         return [step.revision.revision for step in self.steps]
 
     def contract_steps(self) -> tuple[contract.Step, ...]:
-        return tuple(
-            contract.Step(
-                revision=step.revision.revision,
-                direction="upgrade" if step.is_upgrade else "downgrade",
-                description=describe(step.revision),
-            )
-            for step in self.steps
-        )
+        return tuple(contract_step(step) for step in self.steps)
 
     def hash(self, scripts: Scripts) -> str:
         """Changes when the start, the target, the steps or any step's file changes."""
@@ -277,20 +292,33 @@ class Plan:
 
 
 def describe(script: Script) -> str:
+    """The first line of a revision's docstring (its message)."""
     doc = script.doc  # a property that re-splits the docstring: read it once
     return doc.strip().splitlines()[0] if doc else ""
 
 
+def contract_step(step: RevisionStep) -> contract.Step:
+    """One of Alembic's steps as the contract (result, progress lines) describes it."""
+    return contract.Step(
+        revision=step.revision.revision,
+        direction="upgrade" if step.is_upgrade else "downgrade",
+        description=describe(step.revision),
+    )
+
+
+def reversed_step(step: RevisionStep) -> RevisionStep:
+    """The step that undoes ``step`` (a downgrade for an upgrade, and back)."""
+    return RevisionStep(step.revision_map, step.revision, not step.is_upgrade)
+
+
 def plan_upgrade(scripts: Scripts, target: str, heads: Sequence[str]) -> Plan:
-    with script_errors(scripts.dirs, reason="InvalidTarget"):
-        steps = scripts.directory._upgrade_revs(target, tuple(heads))  # type: ignore[arg-type]
-    return Plan("upgrade" if steps else "none", target, tuple(heads), tuple(steps))
+    steps = scripts.upgrade_steps(target, heads)
+    return Plan("upgrade" if steps else "none", target, tuple(heads), steps)
 
 
 def plan_downgrade(scripts: Scripts, target: str, heads: Sequence[str]) -> Plan:
-    with script_errors(scripts.dirs, reason="InvalidTarget"):
-        steps = scripts.directory._downgrade_revs(target, tuple(heads))  # type: ignore[arg-type]
-    return Plan("downgrade" if steps else "none", target, tuple(heads), tuple(steps))
+    steps = scripts.downgrade_steps(target, heads)
+    return Plan("downgrade" if steps else "none", target, tuple(heads), steps)
 
 
 def plan_apply(scripts: Scripts, target: str, heads: Sequence[str]) -> Plan:
@@ -307,7 +335,7 @@ def is_downgrade_target(scripts: Scripts, target: str, heads: Sequence[str]) -> 
         return bool(heads)
     if spec in ("head", "heads") or spec.startswith("+") or not heads:
         return False
-    with script_errors(scripts.dirs, reason="InvalidTarget"):
+    with script_errors(scripts.dirs, reason=Reason.INVALID_TARGET):
         wanted = scripts.directory.revision_map.get_revisions(target)
         below = {
             s.revision

@@ -82,8 +82,7 @@ def engine_request(spec: MigrationSpec) -> RunRequest:
     common: dict[str, Any] = {
         "target": spec.target,
         "scripts": SCRIPTS_DIR,
-        "version_table": spec.version_table.name,
-        "version_table_schema": spec.version_table.schema,
+        "version_table": spec.version_table,
         "lock_timeout": float(spec.lock_timeout_seconds),
         "output": "json",
         "log_format": "json",

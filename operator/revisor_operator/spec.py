@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from revisor.contract import OnFailure
+from revisor.contract import OnFailure, VersionTable
 
 Mode = Literal["Apply", "Plan", "DryRun"]
 PullPolicy = Literal["Always", "IfNotPresent", "Never"]
@@ -162,12 +162,6 @@ class Runner:
     tolerations: tuple[Mapping[str, Any], ...] = ()
     backoff_limit: int = 0
     active_deadline_seconds: int | None = None
-
-
-@dataclass(frozen=True)
-class VersionTable:
-    name: str | None = None
-    schema: str | None = None
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+import structlog
 from revisor.cli import main
 from revisor.redaction import forget_secrets
 
@@ -45,6 +46,17 @@ def revisor(capsys: pytest.CaptureFixture[str]) -> Callable[..., Run]:
 def _fresh_secrets() -> Iterator[None]:
     yield
     forget_secrets()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_structlog() -> Iterator[None]:
+    """``--log-format json`` points structlog at the test's captured stream; undo it.
+
+    Left configured, later tests (the operator's, which log through structlog
+    too) would write to a stream pytest has closed.
+    """
+    yield
+    structlog.reset_defaults()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

@@ -6,7 +6,15 @@ import json
 
 import pytest
 from revisor.cli import build_parser
-from revisor.contract import MAX_RESULT_BYTES, RESULT_SCHEMA, ExitCode, Result, RunRequest, Step
+from revisor.contract import (
+    MAX_RESULT_BYTES,
+    RESULT_SCHEMA,
+    ExitCode,
+    Result,
+    RunRequest,
+    Step,
+    VersionTable,
+)
 
 
 def test_every_exit_code_has_a_reason() -> None:
@@ -39,8 +47,7 @@ def test_rolled_back_failure_has_its_own_reason() -> None:
             output="json",
             log_format="json",
             result_file="/dev/termination-log",
-            version_table="v",
-            version_table_schema="ops",
+            version_table=VersionTable(name="v", schema="ops"),
         ),
         RunRequest(
             command="apply",

@@ -6,7 +6,13 @@ import json
 from typing import Any
 
 import pytest
-from revisor.contract import ENV_DATABASE_PARTS, ENV_DATABASE_URL, ENV_RUNNER, RunRequest
+from revisor.contract import (
+    ENV_DATABASE_PARTS,
+    ENV_DATABASE_URL,
+    ENV_RUNNER,
+    RunRequest,
+    VersionTable,
+)
 from revisor_operator.jobs import JobDefaults, Owner, build_job, engine_request
 from revisor_operator.naming import fingerprint_config_map, fingerprint_run, job_name
 from revisor_operator.spec import parse_spec
@@ -125,8 +131,7 @@ def test_command_is_the_contract_run_request() -> None:
         command="apply",
         target="-1",
         scripts="/scripts",
-        version_table="versions",
-        version_table_schema="app",
+        version_table=VersionTable(name="versions", schema="app"),
         lock_timeout=5.0,
         statement_timeout=600.0,
         ddl_lock_timeout=5.0,

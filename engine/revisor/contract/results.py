@@ -1,44 +1,47 @@
-"""The Job contract: what the operator passes to the engine and what it gets back.
+"""What a run did: exit codes, reasons, and the result document.
 
-This is the only engine module the operator may import (an import-linter
-contract enforces it), so the two sides cannot drift apart: the operator
-builds a Job's arguments with :class:`RunRequest.to_argv`, the engine's CLI
-parses exactly those options, and the engine's answer is a :class:`Result`
-serialised to at most :data:`MAX_RESULT_BYTES` so that it fits a Kubernetes
-termination message (4096 bytes, kubelet truncates beyond).
-
-Pure data and pure functions only: no Alembic, SQLAlchemy, kopf or kubernetes.
+The engine's answer is a :class:`Result` serialised to at most
+:data:`MAX_RESULT_BYTES`, so that it fits a Kubernetes termination message
+(the kubelet keeps 4096 bytes and truncates the rest). Every exit code maps
+to one :class:`Reason`; finer reasons (``InvalidTarget`` for exit code 2)
+travel in the document.
 """
 
 from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 RESULT_SCHEMA = "revisor.dev/result/v1"
 MAX_RESULT_BYTES = 4096
 
-#: Environment variables the engine reads. The operator wires the URL from a
-#: Secret with ``secretKeyRef``: it is never copied into the Job's spec.
-ENV_DATABASE_URL = "REVISOR_DATABASE_URL"
-#: Who runs the migration, recorded in ``revisor_history`` (the pod's name).
-ENV_RUNNER = "REVISOR_RUNNER"
-#: Host/port/name/user/password parts, for Secrets that hold parts, not a URL.
-ENV_DATABASE_PARTS = {
-    "driver": "REVISOR_DATABASE_DRIVER",
-    "host": "REVISOR_DATABASE_HOST",
-    "port": "REVISOR_DATABASE_PORT",
-    "name": "REVISOR_DATABASE_NAME",
-    "user": "REVISOR_DATABASE_USER",
-    "password": "REVISOR_DATABASE_PASSWORD",
-}
-
 Direction = Literal["upgrade", "downgrade", "stamp", "none"]
-Command = Literal["plan", "apply", "upgrade", "downgrade", "stamp", "verify", "current"]
-OnFailure = Literal["stop", "rollback"]
+
+
+class Reason(enum.StrEnum):
+    """Why a run ended as it did: the condition reasons the engine can name.
+
+    Each exit code has one (:attr:`ExitCode.reason`); the rest are finer
+    words for the same codes. The operator adds its own for what only it
+    can see (a missing Secret, a rollout), never respelling these.
+    """
+
+    MIGRATED = "Migrated"
+    INTERNAL_ERROR = "InternalError"
+    INVALID_INPUT = "InvalidInput"
+    INVALID_TARGET = "InvalidTarget"
+    INVALID_SCRIPTS = "InvalidScripts"
+    NOT_REVERSIBLE = "NotReversible"
+    PLAN_CHANGED = "PlanChanged"
+    LOCK_TIMEOUT = "LockTimeout"
+    MIGRATION_FAILED = "MigrationFailed"
+    ROLLED_BACK = "RolledBack"
+    ROLLBACK_FAILED = "RollbackFailed"
+    DATABASE_UNREACHABLE = "DatabaseUnreachable"
+    MISMATCH = "Mismatch"
 
 
 class ExitCode(enum.IntEnum):
@@ -54,7 +57,7 @@ class ExitCode(enum.IntEnum):
     MISMATCH = 7
 
     @property
-    def reason(self) -> str:
+    def reason(self) -> Reason:
         """The CamelCase reason the operator puts on conditions and Events."""
         return _REASONS[self]
 
@@ -68,14 +71,14 @@ class ExitCode(enum.IntEnum):
 
 
 _REASONS = {
-    ExitCode.OK: "Migrated",
-    ExitCode.INTERNAL: "InternalError",
-    ExitCode.BAD_INPUT: "InvalidInput",
-    ExitCode.LOCK_TIMEOUT: "LockTimeout",
-    ExitCode.MIGRATION_FAILED: "MigrationFailed",
-    ExitCode.ROLLBACK_FAILED: "RollbackFailed",
-    ExitCode.UNREACHABLE: "DatabaseUnreachable",
-    ExitCode.MISMATCH: "Mismatch",
+    ExitCode.OK: Reason.MIGRATED,
+    ExitCode.INTERNAL: Reason.INTERNAL_ERROR,
+    ExitCode.BAD_INPUT: Reason.INVALID_INPUT,
+    ExitCode.LOCK_TIMEOUT: Reason.LOCK_TIMEOUT,
+    ExitCode.MIGRATION_FAILED: Reason.MIGRATION_FAILED,
+    ExitCode.ROLLBACK_FAILED: Reason.ROLLBACK_FAILED,
+    ExitCode.UNREACHABLE: Reason.DATABASE_UNREACHABLE,
+    ExitCode.MISMATCH: Reason.MISMATCH,
 }
 
 
@@ -137,10 +140,11 @@ class Result:
 
     @property
     def reason(self) -> str:
+        """The finest reason known: the engine's own word, else the exit code's."""
         if self.detail_reason:
             return self.detail_reason
         if self.rolled_back and self.exit_code is ExitCode.MIGRATION_FAILED:
-            return "RolledBack"
+            return Reason.ROLLED_BACK
         return self.exit_code.reason
 
     def to_dict(self) -> dict[str, Any]:
@@ -256,86 +260,3 @@ def _truncate(text: str, size: int) -> str:
     if len(text) <= size:
         return text
     return text[: max(size - 1, 0)] + "…"
-
-
-@dataclass(frozen=True)
-class RunRequest:
-    """The engine invocation a Job runs, as data; :meth:`to_argv` is its command line.
-
-    The database URL is *not* a field: it reaches the engine through
-    :data:`ENV_DATABASE_URL` (from a ``secretKeyRef``) or
-    ``database_url_file`` (a mounted Secret), never through arguments that
-    ``kubectl describe`` would show.
-    """
-
-    command: Command
-    target: str | None = None
-    scripts: str | None = None
-    config: str | None = None
-    database_url_file: str | None = None
-    version_table: str | None = None
-    version_table_schema: str | None = None
-    lock_timeout: float | None = None
-    statement_timeout: float | None = None
-    ddl_lock_timeout: float | None = None
-    on_failure: OnFailure | None = None
-    dry_run: bool = False
-    single_transaction: bool = False
-    #: Refuse to run unless the plan computed at run time has this hash (approval).
-    expect_plan_hash: str | None = None
-    #: Refuse an upgrade any of whose revisions could not be downgraded again.
-    require_reversible: bool = False
-    result_file: str | None = None
-    output: Literal["text", "json"] | None = None
-    log_format: Literal["console", "json"] | None = None
-    extra: Sequence[str] = ()
-
-    def to_argv(self, program: str = "revisor") -> list[str]:
-        argv = [program]
-        globals_: list[tuple[str, object]] = [
-            ("--config", self.config),
-            ("--scripts", self.scripts),
-            ("--database-url-file", self.database_url_file),
-            ("--version-table", self.version_table),
-            ("--version-table-schema", self.version_table_schema),
-            ("--output", self.output),
-            ("--log-format", self.log_format),
-            ("--result-file", self.result_file),
-        ]
-        argv += _options(globals_)
-        argv.append(self.command)
-        run_options: list[tuple[str, object]] = [
-            ("--lock-timeout", self.lock_timeout),
-            ("--statement-timeout", self.statement_timeout),
-            ("--ddl-lock-timeout", self.ddl_lock_timeout),
-            ("--on-failure", self.on_failure),
-            ("--expect-plan-hash", self.expect_plan_hash),
-        ]
-        if self.command in ("apply", "upgrade", "downgrade"):
-            argv += _options(run_options)
-            if self.dry_run:
-                argv.append("--dry-run")
-            if self.single_transaction:
-                argv.append("--single-transaction")
-            if self.require_reversible:
-                argv.append("--require-reversible")
-        elif self.command == "stamp":
-            argv += _options(run_options[:1])
-        argv += list(self.extra)
-        if self.target is not None:
-            # "--" keeps relative targets such as "-1" from reading as options.
-            argv += ["--", self.target]
-        return argv
-
-
-def _options(pairs: Sequence[tuple[str, object]]) -> list[str]:
-    out: list[str] = []
-    for flag, value in pairs:
-        if value is None:
-            continue
-        out += [flag, _format_number(value) if isinstance(value, float) else str(value)]
-    return out
-
-
-def _format_number(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else str(value)

@@ -1,0 +1,60 @@
+"""The Job contract: what the operator passes to the engine and what it gets back.
+
+This package is the only part of the engine the operator may import (an
+import-linter contract enforces it), so the two sides cannot drift apart:
+
+* :mod:`.requests` — the engine invocation a Job runs (:class:`RunRequest`)
+  and the environment variables that carry the database;
+* :mod:`.results` — exit codes, reasons and the result document the engine
+  writes to its termination message;
+* :mod:`.redaction` — the one function that masks passwords in text, used by
+  the engine before anything leaves the process and by the operator before
+  anything reaches status, Events or logs;
+* :mod:`.words` — the grammar both sides share: durations, revision lists.
+
+Pure data and pure functions only: no Alembic, SQLAlchemy, kopf or kubernetes.
+"""
+
+from revisor.contract.redaction import MASK, redact
+from revisor.contract.requests import (
+    DEFAULT_VERSION_TABLE,
+    ENV_DATABASE_PARTS,
+    ENV_DATABASE_URL,
+    ENV_RUNNER,
+    Command,
+    OnFailure,
+    RunRequest,
+    VersionTable,
+)
+from revisor.contract.results import (
+    MAX_RESULT_BYTES,
+    RESULT_SCHEMA,
+    Direction,
+    ExitCode,
+    Reason,
+    Result,
+    Step,
+)
+from revisor.contract.words import heads_text, parse_duration
+
+__all__ = [
+    "DEFAULT_VERSION_TABLE",
+    "ENV_DATABASE_PARTS",
+    "ENV_DATABASE_URL",
+    "ENV_RUNNER",
+    "MASK",
+    "MAX_RESULT_BYTES",
+    "RESULT_SCHEMA",
+    "Command",
+    "Direction",
+    "ExitCode",
+    "OnFailure",
+    "Reason",
+    "Result",
+    "RunRequest",
+    "Step",
+    "VersionTable",
+    "heads_text",
+    "parse_duration",
+    "redact",
+]

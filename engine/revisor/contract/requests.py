@@ -1,0 +1,137 @@
+"""What the operator asks of the engine: one invocation, as data.
+
+The operator builds a Job's command line with :meth:`RunRequest.to_argv`
+and the engine's CLI parses exactly those options, so a Job can only hold
+options the engine knows. Credentials are never options: they arrive in the
+environment variables named here, from ``secretKeyRef``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+#: Environment variables the engine reads. The operator wires the URL from a
+#: Secret with ``secretKeyRef``: it is never copied into the Job's spec.
+ENV_DATABASE_URL = "REVISOR_DATABASE_URL"
+#: Who runs the migration, recorded in ``revisor_history`` (the pod's name).
+ENV_RUNNER = "REVISOR_RUNNER"
+#: Host/port/name/user/password parts, for Secrets that hold parts, not a URL.
+ENV_DATABASE_PARTS = {
+    "driver": "REVISOR_DATABASE_DRIVER",
+    "host": "REVISOR_DATABASE_HOST",
+    "port": "REVISOR_DATABASE_PORT",
+    "name": "REVISOR_DATABASE_NAME",
+    "user": "REVISOR_DATABASE_USER",
+    "password": "REVISOR_DATABASE_PASSWORD",
+}
+
+#: Alembic's own default name for the version table.
+DEFAULT_VERSION_TABLE = "alembic_version"
+
+Command = Literal["plan", "apply", "upgrade", "downgrade", "stamp", "verify", "current"]
+OnFailure = Literal["stop", "rollback"]
+
+
+@dataclass(frozen=True)
+class VersionTable:
+    """Where Alembic keeps the revision a database is at; ``revisor_history`` sits beside it.
+
+    ``name`` None means Alembic's default (:data:`DEFAULT_VERSION_TABLE`) and
+    says that nobody chose one: a project's env.py may then name its own.
+    """
+
+    name: str | None = None
+    schema: str | None = None
+
+    @property
+    def table(self) -> str:
+        return self.name or DEFAULT_VERSION_TABLE
+
+    @property
+    def chosen(self) -> bool:
+        """Whether the name was given (flag or spec) rather than defaulted."""
+        return self.name is not None
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """The engine invocation a Job runs, as data; :meth:`to_argv` is its command line.
+
+    The database URL is *not* a field: it reaches the engine through
+    :data:`ENV_DATABASE_URL` (from a ``secretKeyRef``) or
+    ``database_url_file`` (a mounted Secret), never through arguments that
+    ``kubectl describe`` would show.
+    """
+
+    command: Command
+    target: str | None = None
+    scripts: str | None = None
+    config: str | None = None
+    database_url_file: str | None = None
+    version_table: VersionTable = VersionTable()
+    lock_timeout: float | None = None
+    statement_timeout: float | None = None
+    ddl_lock_timeout: float | None = None
+    on_failure: OnFailure | None = None
+    dry_run: bool = False
+    single_transaction: bool = False
+    #: Refuse to run unless the plan computed at run time has this hash (approval).
+    expect_plan_hash: str | None = None
+    #: Refuse an upgrade any of whose revisions could not be downgraded again.
+    require_reversible: bool = False
+    result_file: str | None = None
+    output: Literal["text", "json"] | None = None
+    log_format: Literal["console", "json"] | None = None
+    extra: Sequence[str] = ()
+
+    def to_argv(self, program: str = "revisor") -> list[str]:
+        argv = [program]
+        globals_: list[tuple[str, object]] = [
+            ("--config", self.config),
+            ("--scripts", self.scripts),
+            ("--database-url-file", self.database_url_file),
+            ("--version-table", self.version_table.name),
+            ("--version-table-schema", self.version_table.schema),
+            ("--output", self.output),
+            ("--log-format", self.log_format),
+            ("--result-file", self.result_file),
+        ]
+        argv += _options(globals_)
+        argv.append(self.command)
+        run_options: list[tuple[str, object]] = [
+            ("--lock-timeout", self.lock_timeout),
+            ("--statement-timeout", self.statement_timeout),
+            ("--ddl-lock-timeout", self.ddl_lock_timeout),
+            ("--on-failure", self.on_failure),
+            ("--expect-plan-hash", self.expect_plan_hash),
+        ]
+        if self.command in ("apply", "upgrade", "downgrade"):
+            argv += _options(run_options)
+            if self.dry_run:
+                argv.append("--dry-run")
+            if self.single_transaction:
+                argv.append("--single-transaction")
+            if self.require_reversible:
+                argv.append("--require-reversible")
+        elif self.command == "stamp":
+            argv += _options(run_options[:1])
+        argv += list(self.extra)
+        if self.target is not None:
+            # "--" keeps relative targets such as "-1" from reading as options.
+            argv += ["--", self.target]
+        return argv
+
+
+def _options(pairs: Sequence[tuple[str, object]]) -> list[str]:
+    out: list[str] = []
+    for flag, value in pairs:
+        if value is None:
+            continue
+        out += [flag, _format_number(value) if isinstance(value, float) else str(value)]
+    return out
+
+
+def _format_number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)

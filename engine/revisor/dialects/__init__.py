@@ -1,0 +1,29 @@
+"""Everything that differs per database: the advisory lock and session settings.
+
+One small interface, :class:`~revisor.dialects.base.DialectSupport`, with one
+module per backend. A new dialect is a module here and one line in
+:func:`support_for`.
+"""
+
+from __future__ import annotations
+
+from revisor.connection import Database
+from revisor.dialects.base import Backoff, DialectSupport, LockKey, lock_key, poll
+from revisor.dialects.postgresql import PostgresSupport
+from revisor.dialects.sqlite import SqliteSupport
+from revisor.errors import BadInput
+from revisor.redaction import scrub
+
+__all__ = ["Backoff", "DialectSupport", "LockKey", "lock_key", "poll", "support_for"]
+
+
+def support_for(db: Database) -> DialectSupport:
+    """The implementation for ``db``'s backend, or a clear refusal."""
+    if db.backend == "postgresql":
+        return PostgresSupport()
+    if db.backend == "sqlite":
+        return SqliteSupport(db)
+    raise BadInput(
+        scrub(f"{db.display}: the {db.backend!r} database is not supported yet"),
+        hint="Revisor supports PostgreSQL and SQLite; MySQL/MariaDB is planned",
+    )

@@ -1,0 +1,110 @@
+"""PostgreSQL: ``pg_try_advisory_lock`` polled on the migration connection, session settings."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from revisor.connection import (
+    KEEPALIVE_COUNT,
+    KEEPALIVE_IDLE_SECONDS,
+    KEEPALIVE_INTERVAL_SECONDS,
+)
+from revisor.dialects.base import LockKey, milliseconds, poll, waiting_phrase
+from revisor.errors import LockTimeout
+
+
+class PostgresSupport:
+    """``pg_try_advisory_lock``, polled: a waiter holds no transaction, no snapshot, no lock.
+
+    Waiting inside ``SELECT pg_advisory_lock(k)`` would keep that statement's
+    snapshot for the whole wait. ``CREATE INDEX CONCURRENTLY`` (and
+    ``REINDEX``/``DROP INDEX CONCURRENTLY``) in the lock holder waits for
+    every older snapshot, so PostgreSQL would find a deadlock and kill one
+    side, leaving an INVALID index when the victim is the holder. So each
+    try is one short transaction, ended at once, and the waiter sleeps idle
+    between tries (:func:`poll`), as Flyway and Rails do.
+    """
+
+    transactional_ddl = True
+
+    def acquire_lock(
+        self,
+        conn: Connection,
+        *,
+        key: LockKey,
+        timeout: float | None,
+        on_wait: Callable[[str], None] | None = None,
+    ) -> None:
+        def try_once() -> bool:
+            got = conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key.value})
+            acquired = bool(got.scalar())
+            conn.commit()
+            return acquired
+
+        def waiting() -> None:
+            if on_wait is not None:
+                on_wait(waiting_phrase(timeout, f"the lock {key.name}{self._holder(conn, key)}"))
+
+        if not poll(try_once, timeout=timeout, on_first_miss=waiting):
+            raise self._timeout(conn, key, timeout)
+
+    def _timeout(self, conn: Connection, key: LockKey, timeout: float | None) -> LockTimeout:
+        return LockTimeout(
+            f"another migration holds the lock {key.name}{self._holder(conn, key)}; "
+            f"gave up after {timeout:g}s",
+            hint="wait for it to finish, or raise --lock-timeout",
+        )
+
+    def _holder(self, conn: Connection, key: LockKey) -> str:
+        """Who holds the lock, as a phrase (empty if it cannot be told)."""
+        try:
+            row = conn.execute(
+                sa.text(
+                    "SELECT a.pid, a.application_name, a.client_addr, a.backend_start "
+                    "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                    "WHERE l.locktype = 'advisory' AND l.granted "
+                    "AND ((l.classid::bigint << 32) | l.objid::bigint) = :k"
+                ),
+                {"k": key.value},
+            ).first()
+        except sa.exc.DBAPIError:
+            row = None
+        finally:
+            with contextlib.suppress(sa.exc.DBAPIError):
+                conn.rollback()
+        if row is None:
+            return ""
+        return (
+            f" (held by backend pid {row.pid}, application {row.application_name!r}, "
+            f"client {row.client_addr or 'local'}, connected since {row.backend_start})"
+        )
+
+    def release_lock(self, conn: Connection, *, key: LockKey) -> None:
+        conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": key.value})
+        conn.commit()
+
+    def prepare_session(
+        self,
+        conn: Connection,
+        *,
+        statement_timeout: float | None,
+        ddl_lock_timeout: float | None,
+    ) -> None:
+        settings = {
+            "statement_timeout": milliseconds(statement_timeout),
+            # After the advisory lock: from here on lock_timeout bounds DDL waits.
+            "lock_timeout": milliseconds(ddl_lock_timeout),
+            # Server-side keepalives: a runner on a vanished node loses its
+            # session (and so its lock) in about a minute, not two hours.
+            # Set here, on the locked connection, whatever the driver.
+            "tcp_keepalives_idle": str(KEEPALIVE_IDLE_SECONDS),
+            "tcp_keepalives_interval": str(KEEPALIVE_INTERVAL_SECONDS),
+            "tcp_keepalives_count": str(KEEPALIVE_COUNT),
+        }
+        for name, value in settings.items():
+            conn.execute(sa.text("SELECT set_config(:n, :v, false)"), {"n": name, "v": value})
+        conn.commit()
