@@ -73,7 +73,11 @@ class Kube:
 
     @classmethod
     def from_environment(cls) -> Kube:
-        """In-cluster credentials when running in a pod, else ``$KUBECONFIG``/``~/.kube/config``."""
+        """In-cluster credentials when running in a pod, else ``$KUBECONFIG``/``~/.kube/config``.
+
+        With neither, the ``KubeError`` says in one line where it looked: what
+        an operator that cannot start has to say is where credentials were expected.
+        """
         configuration = client.Configuration()
         try:
             config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
@@ -85,7 +89,17 @@ class Kube:
                     config_file=paths[0] or None, client_configuration=configuration
                 )
             except config.ConfigException as exc:
-                raise KubeError(f"no Kubernetes credentials: {exc}") from exc
+                token = Path(SERVICE_ACCOUNT_DIR, "token")
+                host = os.environ.get("KUBERNETES_SERVICE_HOST")
+                in_pod = "exists" if token.exists() else "does not exist"
+                service = f"={host}" if host else " unset"
+                default = Path("~/.kube/config").expanduser()
+                kubeconfig = f"={paths[0]}" if paths[0] else f" unset, {default}"
+                raise KubeError(
+                    f"no Kubernetes credentials: in-cluster: token {token} {in_pod}, "
+                    f"KUBERNETES_SERVICE_HOST{service}; kubeconfig: $KUBECONFIG{kubeconfig}: "
+                    + " ".join(str(exc).split())
+                ) from exc
         return cls(client.ApiClient(configuration))
 
     @staticmethod

@@ -112,10 +112,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
     )
     from . import handlers  # registers the handlers with kopf's default registry
-    from .kube import Kube
+    from .kube import Kube, KubeError
 
     metrics.serve(settings.metrics_port)
-    runtime = handlers.Runtime(settings=settings, kube=Kube.from_environment())
+    try:
+        kube = Kube.from_environment()
+    except KubeError as exc:
+        print(f"revisor-operator: {exc}", file=sys.stderr)
+        return 1
+    runtime = handlers.Runtime(settings=settings, kube=kube)
     kopf.run(
         clusterwide=not settings.namespaces,
         namespaces=settings.namespaces,

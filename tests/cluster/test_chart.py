@@ -10,11 +10,13 @@ README's default ``helm install``, the operator run with
 ``--all-namespaces`` as its Deployment runs it) — and so do the static
 manifests, applied for real with ``kubectl apply -k``.
 
-The chart's own Deployment is installed with ``operator.replicas=0``: under
-localkube's process-kubelet its pod would run ``revisor-operator`` from this
-checkout without the in-cluster token and CA files a real kubelet mounts, so
-it proves nothing there; the in-process operator with the same identity is
-the same program with the same permissions.
+Those releases install the chart's Deployment with ``operator.replicas=0``, so
+that the operator's output can be searched for refusals in this process. The
+README's own command is also run as written (``test_readme_install_...``): the
+Deployment's pod, started by localkube's process-kubelet with its
+ServiceAccount token at the standard path (``localkube.privatemounts``), runs
+``revisor-operator`` with the standard in-cluster configuration and takes a
+DatabaseMigration to Succeeded.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import base64
 import dataclasses
 import os
 import shutil
+import socket
 import subprocess
 import textwrap
 import uuid
@@ -34,6 +37,7 @@ import pytest
 import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
+from localkube.privatemounts import check_support
 
 from tests.chart.render import CHART, REPO, helm
 from tests.cluster.conftest import Kube
@@ -520,16 +524,32 @@ def test_cluster_wide_release_migrates_and_follows_a_rollout_as_its_service_acco
                rollout=True)  # fmt: skip
 
 
+def namespace_free(kube: Kube, name: str, *, timeout: float = 120) -> bool:
+    """No namespace ``name``, once one being deleted (an earlier test's install) is gone."""
+
+    def phase() -> str | None:
+        try:
+            found = client.CoreV1Api(kube.api).read_namespace(name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return str(found.status.phase)
+
+    last = wait_for(phase, lambda now: now != "Terminating", timeout=timeout,
+                    what=f"namespace {name} to finish terminating")  # fmt: skip
+    return last is None
+
+
 @pytest.fixture
 def kustomized(kube: Kube, tmp_path: Path) -> Iterator[str]:
     """`kubectl apply -k manifests/` for real, through an overlay that only sets replicas: 0.
 
     The overlay is the one change: under the process-kubelet the Deployment's pod would
-    run this checkout's operator without a ServiceAccount token, serving every namespace
-    of the session. Removed afterwards, except the CRD, which the session shares.
+    run this checkout's operator, serving every namespace of the session, beside the one
+    this test runs. Removed afterwards, except the CRD, which the session shares.
     """
-    core = client.CoreV1Api(kube.api)
-    if any(n.metadata.name == "revisor-system" for n in core.list_namespace().items):
+    if not namespace_free(kube, "revisor-system"):
         pytest.skip("namespace revisor-system exists: applying manifests/ would overwrite it")
     overlay = tmp_path / "overlay"
     overlay.mkdir()
@@ -586,6 +606,135 @@ def test_static_manifests_install_a_working_operator_with_kustomize(
         alone_in_the_cluster(kube, ns)
         migrate_as(kube, ("revisor-system", "revisor"), ns, tmp_path, caplog,
                    all_namespaces=True)  # fmt: skip
+    finally:
+        delete_namespace(kube, ns)
+
+
+# -- the README's `helm install`, its Deployment's pod running the operator ----------------
+
+README_RELEASE = "revisor"
+README_NAMESPACE = "revisor-system"
+OPERATOR_SELECTOR = "app.kubernetes.io/component=operator"
+
+
+def port_taken(port: int) -> bool:
+    """Whether something on this machine listens on ``port`` (the pod shares its network)."""
+    with socket.socket() as probe:
+        try:
+            probe.bind(("0.0.0.0", port))
+        except OSError:
+            return True
+    return False
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def readme_install(process_kubelet: Kube, tmp_path: Path) -> Iterator[Kube]:
+    """``helm install revisor charts/revisor -n revisor-system --create-namespace``, as written.
+
+    Plus what any test on a shared cluster needs: ``--kubeconfig``, ``--take-ownership``
+    of the session's CRD and ``--wait``; and, only if this machine already has them in
+    use, other ports for the pod's liveness and metrics endpoints (its pod shares the
+    host's network here). Uninstalled afterwards, and ``revisor-system`` deleted, before
+    the next test: a cluster-wide operator left running would serve its resources.
+    """
+    kube = process_kubelet
+    unsupported = check_support()
+    if unsupported is not None:
+        pytest.skip(f"the process-kubelet cannot mount ServiceAccount tokens here: {unsupported}")
+    if not namespace_free(kube, README_NAMESPACE):
+        pytest.skip(f"namespace {README_NAMESPACE} exists: installing there would overwrite it")
+    install_crd(kube)
+    alone_in_the_cluster(kube, "")
+    ports = {"operator.livenessPort": 8080, "metrics.port": 9090}
+    values = [
+        arg
+        for value, port in ports.items()
+        if port_taken(port)
+        for arg in ("--set", f"{value}={free_port()}")
+    ]
+    env = helm_env(tmp_path)
+    try:
+        run(
+            [helm(), "install", README_RELEASE, str(CHART), "-n", README_NAMESPACE,
+             "--create-namespace", "--kubeconfig", str(kube.kubeconfig), "--take-ownership",
+             "--wait", "--timeout", "3m", *values],
+            env=env,
+        )  # fmt: skip
+        yield kube
+    finally:
+        subprocess.run(
+            [helm(), "uninstall", README_RELEASE, "-n", README_NAMESPACE, "--kubeconfig",
+             str(kube.kubeconfig), "--wait"],
+            env=env, capture_output=True, check=False, timeout=180,
+        )  # fmt: skip
+        delete_namespace(kube, README_NAMESPACE)
+        assert namespace_free(kube, README_NAMESPACE)
+
+
+def operator_pod(kube: Kube) -> Any:
+    """The chart's operator pod, once it is Ready."""
+    core = client.CoreV1Api(kube.api)
+
+    def fetch() -> list[Any]:
+        return list(
+            core.list_namespaced_pod(README_NAMESPACE, label_selector=OPERATOR_SELECTOR).items
+        )
+
+    pods = wait_for(
+        fetch,
+        lambda pods: (
+            len(pods) == 1
+            and any(
+                c.type == "Ready" and c.status == "True" for c in pods[0].status.conditions or []
+            )
+        ),
+        timeout=120,
+        what="the operator's pod to be Ready",
+    )
+    return pods[0]
+
+
+def test_readme_install_runs_the_operator_in_its_own_pod_to_a_migration(
+    readme_install: Kube, tmp_path: Path
+) -> None:
+    """The Deployment's pod, with only its in-cluster credentials, migrates to Succeeded."""
+    kube = readme_install
+    pod = operator_pod(kube)
+    name = pod.metadata.name
+    spec = pod.spec
+    assert spec.service_account_name == "revisor"
+    assert spec.containers[0].command == ["revisor-operator"]
+    assert "--all-namespaces" in spec.containers[0].args
+    # The ServiceAccount admission's token volume, at the path in-cluster clients read.
+    mounts = {m.mount_path: m.name for m in spec.containers[0].volume_mounts}
+    token_volume = mounts.get("/var/run/secrets/kubernetes.io/serviceaccount", "")
+    assert token_volume.startswith("kube-api-access-"), mounts
+
+    ns = create_namespace(kube, "chart", "in-pod")
+    try:
+        tmp_path.chmod(0o777)  # the Job's pod runs as another user on a real node
+        create_secret(kube, ns, f"sqlite:///{tmp_path / 'app.db'}")
+        create_config_map(kube, ns, REVS)
+        create(kube, ns, migration("app"))
+        done = settled(kube, ns, "app", timeout=120)
+        assert done["status"]["phase"] == "Succeeded", done["status"]
+        assert ready(done)["status"] == "True"
+        assert done["status"]["currentRevision"] == REVS[-1].id
+        events_with(kube, ns, {"Running", "Migrated"}, involving="app")
+        # It was this pod, never restarted, that did it.
+        log = client.CoreV1Api(kube.api).read_namespaced_pod_log(name, README_NAMESPACE)
+        assert ns in log, log
+        for word in ("Forbidden", "forbidden", "no Kubernetes credentials"):
+            assert word not in log, log
+        again = operator_pod(kube)
+        assert again.metadata.uid == pod.metadata.uid
+        assert again.status.container_statuses[0].restart_count == 0
     finally:
         delete_namespace(kube, ns)
 

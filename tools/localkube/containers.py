@@ -4,8 +4,10 @@ The image is never pulled: ``command`` + ``args`` run from this machine's
 environment (the kubelet's PATH, so the project's virtualenv); an image with
 a root filesystem only lends its files, by path (``images``). Each run is
 started under ``shim``, its supervisor, so nothing it forks outlives it or
-the kubelet. A run ends when its process exits; a waiter thread reports that
-to the pod worker at once (the shim says so on a pipe), so nothing polls.
+the kubelet; the shim also gives it a mount namespace of its own when it
+needs one (``privatemounts``). A run ends when its process exits; a waiter
+thread reports that to the pod worker at once (the shim says so on a pipe),
+so nothing polls.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import IO
 
 from localkube import processes
 from localkube.node import now
+from localkube.shim import PrivateMounts
 
 SHIM = Path(__file__).resolve().with_name("shim.py")
 
@@ -98,7 +101,9 @@ class ContainerRun:
         termination_file: Path,
         message_policy: str,
         on_exit: Callable[[], None],
+        mounts: PrivateMounts | None = None,
     ) -> None:
+        """``mounts``: what the run sees in a mount namespace of its own (``privatemounts``)."""
         self._termination_file = termination_file
         self._message_policy = message_policy
         self._log = log
@@ -114,7 +119,7 @@ class ContainerRun:
         #: The container's main process (its pid is also its process group).
         self.pid: int | None = None
         self._shim: subprocess.Popen[bytes] | None = None
-        started = self._start_shim(argv, env=env, cwd=cwd, log=log)
+        started = self._start_shim(argv, env=env, cwd=cwd, log=log, mounts=mounts)
         if started is None:
             return
         threading.Thread(
@@ -122,12 +127,20 @@ class ContainerRun:
         ).start()
 
     def _start_shim(
-        self, argv: Sequence[str], *, env: Mapping[str, str], cwd: Path, log: Path
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str],
+        cwd: Path,
+        log: Path,
+        mounts: PrivateMounts | None,
     ) -> IO[str] | None:
         """Start the run under its shim; return the shim's status pipe once the run has begun."""
         status_read, status_write = os.pipe()
         fd = lifeline()
-        shim_argv = [sys.executable, "-I", "-S", str(SHIM), str(fd), str(status_write), "--"]
+        options = mounts.options() if mounts else []
+        shim_argv = [sys.executable, "-I", "-S", str(SHIM), str(fd), str(status_write), *options]
+        shim_argv.append("--")
         try:
             # No death signal: the shim must outlive a SIGKILLed kubelet to clean up.
             self._shim = processes.spawn(

@@ -8,7 +8,11 @@ kubelet does. Processes run as the kubelet's own user. Logs are files under
 by ``logserver``; ``exec``, ``attach`` and ``port-forward`` do not work.
 Images are not pulled: with ``images_dir``, an image that has a directory
 there has that root filesystem (``images``); the Node's annotation
-``localkube.dev/images-dir`` says where it is.
+``localkube.dev/images-dir`` says where it is. Every container gets the
+``kubernetes`` Service's variables (``KUBERNETES_SERVICE_HOST``/``_PORT``,
+pointing at the API server itself) and, as root, its pod's ServiceAccount
+token at the standard path (``privatemounts``): a program that uses the
+standard in-cluster configuration runs here unchanged.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from localkube.images import IMAGES_DIR_ANNOTATION, ImageRegistry
 from localkube.logserver import LogServer
 from localkube.node import NodeAgent
 from localkube.podworker import Host, PodWorker
+from localkube.privatemounts import SERVICE_ACCOUNT_DIR, check_support
 from localkube.sources import ApiSources, Pod
 
 DEFAULT_NODE_NAME = "localkube"
@@ -79,6 +84,21 @@ class Kubelet:
         ``images_dir`` is the registry of image root filesystems (``images``).
         """
         images_dir = images_dir.resolve() if images_dir else None
+        unsupported = check_support()
+        if unsupported is None:
+            log.info(
+                "containers with a volume under /var/run/secrets get a mount namespace of "
+                "their own with it mounted there (the ServiceAccount token at %s)",
+                SERVICE_ACCOUNT_DIR,
+            )
+        else:
+            log.warning(
+                "containers cannot have mount namespaces of their own here (%s): a "
+                "ServiceAccount token reaches a container only through paths in its argv "
+                "and env, so in-cluster clients, which read %s, find none",
+                unsupported,
+                SERVICE_ACCOUNT_DIR,
+            )
         self.api = api
         self.node_name = node_name
         self.root = root
@@ -89,6 +109,7 @@ class Kubelet:
             base_env=inherited_env(os.environ, python_bin=str(Path(sys.executable).parent)),
             service_env=service_env(api.credentials.server),
             images=ImageRegistry(images_dir),
+            mount_namespaces=unsupported is None,
         )
         self.log_server = (
             LogServer(root=root, cert_file=tls[0], key_file=tls[1], is_running=self._is_running)

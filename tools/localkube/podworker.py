@@ -30,7 +30,9 @@ from localkube.containers import ContainerRun, Exit
 from localkube.environment import POD_IP, container_argv, container_env
 from localkube.images import ImagePullError, ImageRegistry
 from localkube.node import now
+from localkube.privatemounts import private_mounts
 from localkube.probes import ReadinessProbe, run_exec
+from localkube.shim import PrivateMounts
 from localkube.sources import MissingSourceError, Pod, Sources
 from localkube.volumes import MountMap, container_mounts, materialise
 
@@ -52,6 +54,8 @@ class Host:
     base_env: Mapping[str, str]
     service_env: Mapping[str, str]
     images: ImageRegistry = field(default_factory=ImageRegistry)
+    #: Containers may have mount namespaces of their own (``privatemounts.check_support``).
+    mount_namespaces: bool = False
 
 
 @dataclass
@@ -355,6 +359,9 @@ class PodWorker:
         full_env.setdefault("HOSTNAME", self.pod["metadata"]["name"])
         cwd = self._working_dir(spec, mounts, cdir)
         log_file = self.dir / "logs" / f"{container.name}.log"
+        private = (
+            private_mounts(spec, self.volumes) if self.host.mount_namespaces else PrivateMounts()
+        )
         container.run = ContainerRun(
             argv=argv,
             env=full_env,
@@ -363,6 +370,7 @@ class PodWorker:
             termination_file=termination_file,
             message_policy=spec.get("terminationMessagePolicy", "File"),
             on_exit=self._wake.set,
+            mounts=private,
         )
         container.waiting_reason, container.waiting_message = "", ""
         probe_spec = spec.get("readinessProbe")

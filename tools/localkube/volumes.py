@@ -1,14 +1,17 @@
 """Pod volumes as plain directories, and the mapping of mount paths onto them.
 
-There is no mount namespace: a container's ``/etc/app/config`` cannot exist
-for one process only. So each volume is materialised as a directory under the
-pod's directory, and a container's view is approximated by rewriting paths:
-an argv element or env value equal to, or starting with, a ``mountPath`` (or
-the ``terminationMessagePath``) is rewritten to the local directory or file.
-``--flag=/mount/path`` is rewritten after the ``=`` too. Paths that a program
-builds itself or has compiled in (e.g. the in-cluster ServiceAccount token
-path) are not seen; pass them explicitly. A path under no mount may still be
-in the container's image, when the image has a root filesystem (``images``).
+Containers share this machine's filesystem: a container's ``/etc/app/config``
+cannot exist for one process only. So each volume is materialised as a
+directory under the pod's directory, and a container's view is approximated by
+rewriting paths: an argv element or env value equal to, or starting with, a
+``mountPath`` (or the ``terminationMessagePath``) is rewritten to the local
+directory or file. ``--flag=/mount/path`` is rewritten after the ``=`` too.
+Paths that a program builds itself or has compiled in are not seen; pass them
+explicitly. The exception is what is mounted under ``/var/run/secrets/``, the
+in-cluster ServiceAccount token above all: where this machine allows it, it is
+really mounted there, in the container's own mount namespace (``privatemounts``).
+A path under no mount may still be in the container's image, when the image
+has a root filesystem (``images``).
 """
 
 from __future__ import annotations
