@@ -53,6 +53,7 @@ def _steps_text(steps: Sequence[contract.Step]) -> str:
     return "\n".join(
         f"  {i}. {'upgrade' if s.direction == 'upgrade' else 'downgrade'} {s.revision}"
         + (f"  {s.description}" if s.description else "")
+        + ("  (no-op: its downgrade() is only pass)" if s.noop else "")
         for i, s in enumerate(steps, 1)
     )
 

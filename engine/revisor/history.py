@@ -28,6 +28,8 @@ SUCCEEDED = "succeeded"
 FAILED = "failed"
 ROLLED_BACK = "rolled_back"
 ROLLBACK_FAILED = "rollback_failed"
+#: Rolled back as far as a revision that cannot be downgraded, and no further.
+ROLLBACK_INCOMPLETE = "rollback_partial"  # the status column holds 16 characters
 INTERRUPTED = "interrupted"
 APPLIED = "applied"
 

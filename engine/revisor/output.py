@@ -29,7 +29,11 @@ class Reporter(Protocol):
 
 def _label(step: contract.Step) -> str:
     arrow = "" if step.direction == "upgrade" else "(down) "
-    return f"{arrow}{step.revision}" + (f" {step.description}" if step.description else "")
+    return (
+        f"{arrow}{step.revision}"
+        + (f" {step.description}" if step.description else "")
+        + (" (no-op)" if step.noop else "")
+    )
 
 
 class ConsoleReporter:

@@ -13,7 +13,16 @@ from revisor.contract import Reason, heads_text
 from revisor.dialects import DialectSupport
 from revisor.errors import BadInput
 from revisor.options import RunOptions
-from revisor.scripts import Plan, Scripts, reversal_problems, uses_autocommit
+from revisor.scripts import (
+    IRREVERSIBLE,
+    DowngradeProblem,
+    Plan,
+    Scripts,
+    reversal_problems,
+    uses_autocommit,
+)
+
+STRICT: frozenset[DowngradeProblem] = frozenset({"missing", "noop", "raises"})
 
 
 def refuse_unsafe(
@@ -38,8 +47,13 @@ def refuse_unsafe(
             reason=Reason.PLAN_CHANGED,
             context=base,
         )
+    # As in Alembic, a downgrade that is only `pass` runs as a no-op; one
+    # that is missing or raises cannot run at all, so it is refused before
+    # the first step rather than found half-way. --require-reversible is
+    # stricter: no-ops count as irreversible, in both directions.
+    strict = options.require_reversible
     if plan.direction == "downgrade":
-        problems = reversal_problems(scripts, plan.revisions)
+        problems = reversal_problems(scripts, plan.revisions, of=STRICT if strict else IRREVERSIBLE)
         if problems:
             raise BadInput(
                 "cannot downgrade: " + "; ".join(problems),
@@ -47,16 +61,14 @@ def refuse_unsafe(
                 reason=Reason.NOT_REVERSIBLE,
                 context=base,
             )
-    if plan.direction == "upgrade" and (
-        options.on_failure == "rollback" or options.require_reversible
-    ):
-        problems = reversal_problems(scripts, plan.revisions)
+    if plan.direction == "upgrade" and strict:
+        problems = reversal_problems(scripts, plan.revisions, of=STRICT)
         if problems:
-            why = "--require-reversible" if options.require_reversible else "--on-failure rollback"
             raise BadInput(
-                f"{why} needs every planned revision to be reversible: " + "; ".join(problems),
-                hint="write their downgrade()"
-                + ("" if options.require_reversible else ", or run with --on-failure stop"),
+                "--require-reversible needs every planned revision to be reversible: "
+                + "; ".join(problems),
+                hint="write their downgrade(), or run without --require-reversible "
+                "(empty downgrades then run as no-ops, as in Alembic)",
                 reason=Reason.NOT_REVERSIBLE,
                 context=base,
             )

@@ -36,7 +36,7 @@ from sqlalchemy.engine import Connection
 
 from revisor import __version__, contract
 from revisor.connection import run_with_connection
-from revisor.contract import ExitCode, VersionTable, heads_text
+from revisor.contract import ExitCode, Reason, VersionTable, heads_text
 from revisor.dialects import DialectSupport, lock_key, support_for
 from revisor.environment import run_environment
 from revisor.errors import RevisorError
@@ -44,6 +44,7 @@ from revisor.history import (
     APPLIED,
     FAILED,
     ROLLBACK_FAILED,
+    ROLLBACK_INCOMPLETE,
     ROLLED_BACK,
     SUCCEEDED,
     History,
@@ -56,13 +57,17 @@ from revisor.preflight import refuse_unsafe
 from revisor.project import Project
 from revisor.redaction import scrub
 from revisor.scripts import (
+    IRREVERSIBLE,
+    DowngradeProblem,
     Plan,
     Scripts,
     contract_step,
     describe,
+    downgrade_problem,
     plan_apply,
     plan_downgrade,
     plan_upgrade,
+    problem_text,
     reversed_step,
 )
 
@@ -265,19 +270,23 @@ class _Run:
         applied: Sequence[contract.Step] = (),
         error: str | None = None,
         rolled_back: bool = False,
+        reason: str | None = None,
     ) -> contract.Result:
         """Read where the database is, close the run's history row, and say how it ended."""
         heads = read_heads(self.conn, self.project.version_table)
         if self.record:
             self.history.finish_run(self.conn, self.run, status=status, to_heads=heads, error=error)
             self.conn.commit()
-        return _finished(
-            self.base,
-            code=code,
-            applied=tuple(applied),
-            to=heads,
-            error=error,
-            rolled_back=rolled_back,
+        return replace(
+            _finished(
+                self.base,
+                code=code,
+                applied=tuple(applied),
+                to=heads,
+                error=error,
+                rolled_back=rolled_back,
+            ),
+            detail_reason=reason,
         )
 
     def _failed(self, failure: StepFailed, progress: _Progress) -> contract.Result:
@@ -312,13 +321,20 @@ class _Run:
     def _roll_back(
         self, committed: list[RevisionStep], progress: _Progress, message: str
     ) -> contract.Result:
-        reverse = [reversed_step(s) for s in reversed(committed)]
-        self.reporter.info(
-            f"rolling back {len(reverse)} step(s) to {heads_text(self.plan.from_heads)}"
-        )
+        undo = list(reversed(committed))
+        # As far back as the first step that cannot run backwards (no
+        # downgrade(), or one that raises); a `pass` downgrade runs as a no-op.
+        stop = next((i for i, s in enumerate(undo) if _irreversible(s) is not None), len(undo))
+        possible = [reversed_step(s) for s in undo[:stop]]
+        if possible:
+            self.reporter.info(
+                f"rolling back {len(possible)} step(s)"
+                + (f" to {heads_text(self.plan.from_heads)}" if stop == len(undo) else "")
+            )
         back = _Progress()
         try:
-            self._run_steps(reverse, [contract_step(s) for s in reverse], back, dry_run=False)
+            if possible:
+                self._run_steps(possible, [contract_step(s) for s in possible], back, dry_run=False)
         except StepFailed as again:
             second = _failure_message(again)
             if again.step is not None:
@@ -328,6 +344,20 @@ class _Run:
                 code=ExitCode.ROLLBACK_FAILED,
                 applied=progress.applied,
                 error=f"{message}; then the rollback failed: {second}",
+            )
+        if stop < len(undo):
+            blocked = undo[stop]
+            problem = _irreversible(blocked)
+            assert problem is not None
+            heads = read_heads(self.conn, self.project.version_table)
+            why = problem_text(self.project.scripts, blocked.revision.revision, problem)
+            return self._finish(
+                ROLLBACK_INCOMPLETE,
+                code=ExitCode.MIGRATION_FAILED,
+                applied=progress.applied,
+                error=f"{message}; rolled back {stop} of {len(undo)} step(s), to "
+                f"{heads_text(heads)}, and stopped there: {why}",
+                reason=Reason.ROLLBACK_INCOMPLETE,
             )
         return self._finish(
             ROLLED_BACK,
@@ -440,6 +470,14 @@ class _Run:
             raise StepFailed(progress.current, exc) from exc
         if outer is not None:
             outer.rollback()
+
+
+def _irreversible(step: RevisionStep) -> DowngradeProblem | None:
+    """Why committed ``step`` cannot be run backwards at all (None: it can)."""
+    if not step.is_upgrade:
+        return None  # undoing a downgrade is an upgrade, which always exists
+    problem = downgrade_problem(step.revision)
+    return problem if problem in IRREVERSIBLE else None
 
 
 def _failure_message(failure: StepFailed) -> str:

@@ -298,11 +298,16 @@ def describe(script: Script) -> str:
 
 
 def contract_step(step: RevisionStep) -> contract.Step:
-    """One of Alembic's steps as the contract (result, progress lines) describes it."""
+    """One of Alembic's steps as the contract (result, progress lines) describes it.
+
+    A downgrade whose ``downgrade()`` is only ``pass`` is marked ``noop``
+    (upgrades are not read: a long upgrade plan parses no source for it).
+    """
     return contract.Step(
         revision=step.revision.revision,
         direction="upgrade" if step.is_upgrade else "downgrade",
         description=describe(step.revision),
+        noop=not step.is_upgrade and downgrade_problem(step.revision) == "noop",
     )
 
 
@@ -348,7 +353,12 @@ def is_downgrade_target(scripts: Scripts, target: str, heads: Sequence[str]) -> 
     return bool(ids) and ids <= below and not ids <= current
 
 
-DowngradeProblem = Literal["missing", "empty", "raises"]
+#: Why a revision's ``downgrade()`` does not undo its ``upgrade()``: it has none,
+#: it raises, or it is only ``pass`` (a no-op Alembic runs: the version moves,
+#: the changes stay — data backfills, enum values PostgreSQL cannot drop).
+DowngradeProblem = Literal["missing", "noop", "raises"]
+#: The problems that stop a downgrade from running at all.
+IRREVERSIBLE: frozenset[DowngradeProblem] = frozenset({"missing", "raises"})
 
 
 def _function_body(tree: ast.Module, name: str) -> list[ast.stmt] | None:
@@ -368,11 +378,9 @@ def _is_empty(body: list[ast.stmt] | None) -> bool:
 
 
 def downgrade_problem(script: Script) -> DowngradeProblem | None:
-    """Why ``script`` cannot be undone, read from its source.
+    """Why ``script``'s downgrade does not undo it, read from its source; None if it does.
 
-    No ``downgrade()``, an empty one (only ``pass``) under an upgrade that
-    does something, or one that raises first. A merge revision, empty both
-    ways, is reversible: there is nothing to undo.
+    A merge revision, empty both ways, is reversible: there is nothing to undo.
     """
     try:
         tree = ast.parse(Path(script.path).read_text())
@@ -382,7 +390,7 @@ def downgrade_problem(script: Script) -> DowngradeProblem | None:
     if down is None:
         return None if callable(getattr(script.module, "downgrade", None)) else "missing"
     if _is_empty(down):
-        return None if _is_empty(_function_body(tree, "upgrade")) else "empty"
+        return None if _is_empty(_function_body(tree, "upgrade")) else "noop"
     if isinstance(down[0], ast.Raise):
         return "raises"
     return None
@@ -400,17 +408,27 @@ def uses_autocommit(script: Script) -> bool:
     )
 
 
-def reversal_problems(scripts: Scripts, revisions: Sequence[str]) -> list[str]:
-    """Human lines, one per revision in ``revisions`` that cannot be downgraded."""
+_WORDING: dict[DowngradeProblem, str] = {
+    "missing": "has no downgrade()",
+    "noop": "has an empty downgrade() (only pass)",
+    "raises": "has a downgrade() that raises",
+}
+
+
+def reversal_problems(
+    scripts: Scripts, revisions: Sequence[str], *, of: frozenset[DowngradeProblem]
+) -> list[str]:
+    """Human lines, one per revision in ``revisions`` whose downgrade problem is in ``of``."""
     out = []
-    wording = {
-        "missing": "has no downgrade()",
-        "empty": "has an empty downgrade() (only pass)",
-        "raises": "has a downgrade() that raises",
-    }
     for rev in revisions:
         script = scripts.revision(rev)
         problem = downgrade_problem(script)
-        if problem is not None:
-            out.append(f"{rev} ({describe(script) or Path(script.path).name}) {wording[problem]}")
+        if problem in of:
+            out.append(f"{rev} ({describe(script) or Path(script.path).name}) {_WORDING[problem]}")
     return out
+
+
+def problem_text(scripts: Scripts, rev: str, problem: DowngradeProblem) -> str:
+    """``rev (its message) has no downgrade()``, as :func:`reversal_problems` words it."""
+    script = scripts.revision(rev)
+    return f"{rev} ({describe(script) or Path(script.path).name}) {_WORDING[problem]}"

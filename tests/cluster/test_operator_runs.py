@@ -180,11 +180,22 @@ def test_failed_revision_rolls_back_or_stops(
 
 
 def _advisory_lock_waiters(url: str) -> int:
+    """Engine sessions connected while another engine session holds the migration lock.
+
+    A waiter polls the lock (it never sits inside pg_advisory_lock), so it
+    shows as a connected ``revisor`` session that holds no advisory lock.
+    """
     engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    query = (
+        "SELECT count(*) FILTER (WHERE l.pid IS NULL), count(*) FILTER (WHERE l.pid IS NOT NULL) "
+        "FROM pg_stat_activity a LEFT JOIN pg_locks l "
+        "ON l.pid = a.pid AND l.locktype = 'advisory' AND l.granted "
+        "WHERE a.application_name = 'revisor' AND a.datname = current_database()"
+    )
     try:
         with engine.connect() as conn:
-            query = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-            return int(conn.execute(sa.text(query)).scalar_one())
+            waiting, holding = conn.execute(sa.text(query)).one()
+            return int(waiting) if holding == 1 else 0
     finally:
         engine.dispose()
 

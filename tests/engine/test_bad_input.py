@@ -104,11 +104,15 @@ def test_revision_cycle_is_exit_2_with_alembics_message(
 
 
 @pytest.mark.parametrize(
-    ("body", "wording"),
-    [("pass", "empty downgrade()"), ("raise NotImplementedError()", "downgrade() that raises")],
+    ("body", "wording", "strict"),
+    [
+        ("raise NotImplementedError()", "downgrade() that raises", False),
+        ("pass", "empty downgrade()", True),
+    ],
+    ids=["raises", "pass-with-require-reversible"],
 )
 def test_downgrade_through_an_irreversible_revision_is_refused_before_anything_runs(
-    revisor, db_url, tmp_path: Path, body: str, wording: str
+    revisor, db_url, tmp_path: Path, *, body: str, wording: str, strict: bool
 ) -> None:
     revs = [
         *chain(1),
@@ -122,7 +126,7 @@ def test_downgrade_through_an_irreversible_revision_is_refused_before_anything_r
     project = make_project(tmp_path, revs)
     args = (*project.args(), "--database-url", db_url)
     assert revisor(*args, "upgrade").code == 0
-    run = revisor(*args, "downgrade", "base")
+    run = revisor(*args, "downgrade", "base", *(["--require-reversible"] if strict else []))
     assert run.code == 2
     assert "0002x0000000" in run.err and wording in run.err
     assert version(db_url) == {"0002x0000000"}, "nothing was downgraded"

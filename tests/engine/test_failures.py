@@ -104,14 +104,6 @@ def test_failing_rollback_is_exit_5(revisor, db_url, tmp_path: Path) -> None:
     assert history_rows(db_url)[-1]["status"] == "rollback_failed"
 
 
-def test_rollback_mode_refuses_irreversible_plans_up_front(revisor, db_url, tmp_path: Path) -> None:
-    project = failing_project(tmp_path, downgrade_of_second="pass")
-    run = revisor(*project.args(), "--database-url", db_url, "upgrade", "--on-failure", "rollback")
-    assert run.code == 2
-    assert "needs every planned revision to be reversible" in run.err and "0002t0000000" in run.err
-    assert not tables(db_url)
-
-
 def test_single_transaction_is_all_or_nothing(revisor, db_url, tmp_path: Path) -> None:
     project = failing_project(tmp_path)
     run = revisor(

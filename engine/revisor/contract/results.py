@@ -40,6 +40,8 @@ class Reason(enum.StrEnum):
     MIGRATION_FAILED = "MigrationFailed"
     ROLLED_BACK = "RolledBack"
     ROLLBACK_FAILED = "RollbackFailed"
+    #: The rollback stopped at a revision that cannot be downgraded.
+    ROLLBACK_INCOMPLETE = "RollbackIncomplete"
     DATABASE_UNREACHABLE = "DatabaseUnreachable"
     MISMATCH = "Mismatch"
 
@@ -84,12 +86,17 @@ _REASONS = {
 
 @dataclass(frozen=True)
 class Step:
-    """One revision applied (or to be applied) in one direction."""
+    """One revision applied (or to be applied) in one direction.
+
+    ``noop`` marks a downgrade whose ``downgrade()`` is only ``pass``: Alembic
+    runs it (the version moves) but the revision's changes stay.
+    """
 
     revision: str
     direction: Direction
     description: str = ""
     seconds: float | None = None
+    noop: bool = False
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"revision": self.revision, "direction": self.direction}
@@ -97,6 +104,8 @@ class Step:
             out["description"] = self.description
         if self.seconds is not None:
             out["seconds"] = round(self.seconds, 3)
+        if self.noop:
+            out["noop"] = True
         return out
 
     @classmethod
@@ -107,6 +116,7 @@ class Step:
             direction=data.get("direction", "upgrade"),
             description=str(data.get("description", "")),
             seconds=float(seconds) if seconds is not None else None,
+            noop=bool(data.get("noop", False)),
         )
 
 
