@@ -49,6 +49,13 @@ def _seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _count(text: str) -> int:
+    """A whole number, zero or more."""
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number (0, 1, 2, ...)")
+    return int(text)
+
+
 def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     def default(value: Any) -> Any:
         return argparse.SUPPRESS if suppress else value
@@ -144,6 +151,14 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
         type=_seconds,
         default=None,
         help="abort DDL waiting longer for a table lock (PostgreSQL lock_timeout)",
+    )
+    g.add_argument(
+        "--ddl-lock-retries",
+        type=_count,
+        default=0,
+        metavar="N",
+        help="re-run a revision whose DDL hit --ddl-lock-timeout up to N times, waiting "
+        "longer each time (default 0; never a revision with an autocommit block)",
     )
 
 
@@ -263,6 +278,7 @@ def dispatch(args: argparse.Namespace, reporter: Reporter) -> commands.Outcome:
             lock_timeout=args.lock_timeout,
             statement_timeout=args.statement_timeout,
             ddl_lock_timeout=args.ddl_lock_timeout,
+            ddl_lock_retries=args.ddl_lock_retries,
             runner=runner,
         )
         return commands.run(project, options, reporter)

@@ -31,6 +31,8 @@ ROLLBACK_FAILED = "rollback_failed"
 #: Rolled back as far as a revision that cannot be downgraded, and no further.
 ROLLBACK_INCOMPLETE = "rollback_partial"  # the status column holds 16 characters
 INTERRUPTED = "interrupted"
+#: A step tried again: it timed out waiting for a table lock (--ddl-lock-retries).
+RETRIED = "retried"
 APPLIED = "applied"
 
 

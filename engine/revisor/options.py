@@ -29,5 +29,7 @@ class RunOptions:
     lock_timeout: float | None = 60.0
     statement_timeout: float | None = None
     ddl_lock_timeout: float | None = None
+    #: Times a revision that timed out on a table lock is re-run as a whole.
+    ddl_lock_retries: int = 0
     #: Who runs (a pod's name), recorded in ``revisor_history``.
     runner: str | None = None

@@ -37,12 +37,13 @@ from sqlalchemy.engine import Connection
 from revisor import __version__, contract
 from revisor.connection import run_with_connection
 from revisor.contract import ExitCode, Reason, VersionTable, heads_text
-from revisor.dialects import DialectSupport, lock_key, support_for
+from revisor.dialects import Backoff, DialectSupport, lock_key, sqlstate, support_for
 from revisor.environment import run_environment
 from revisor.errors import RevisorError
 from revisor.history import (
     APPLIED,
     FAILED,
+    RETRIED,
     ROLLBACK_FAILED,
     ROLLBACK_INCOMPLETE,
     ROLLED_BACK,
@@ -69,7 +70,14 @@ from revisor.scripts import (
     plan_upgrade,
     problem_text,
     reversed_step,
+    uses_autocommit,
 )
+
+#: PostgreSQL's SQLSTATE for a lock wait that ran past ``lock_timeout``.
+LOCK_NOT_AVAILABLE = "55P03"
+#: Pauses between retries of a revision that timed out on a table lock (as
+#: pgroll does: starting at about a second, growing to a minute).
+DDL_RETRY_BACKOFF = Backoff(first=1.0, cap=60.0)
 
 
 def read_heads(conn: Connection, version_table: VersionTable) -> tuple[str, ...]:
@@ -167,6 +175,11 @@ def migrate(project: Project, options: RunOptions, reporter: Reporter) -> contra
         if not plan.steps:
             reporter.info(f"already at {options.target} ({heads_text(heads)}); nothing to do")
             return _finished(base)
+        invalid = dialect.invalid_indexes(conn)
+        if invalid:
+            warning = _invalid_indexes_warning(invalid)
+            reporter.info(f"warning: {warning}")
+            base = replace(base, warnings=(*base.warnings, warning))
         reporter.planned(planned, dry_run=options.dry_run)
         return _Run(
             project=project,
@@ -174,6 +187,8 @@ def migrate(project: Project, options: RunOptions, reporter: Reporter) -> contra
             reporter=reporter,
             history=history,
             conn=conn,
+            dialect=dialect,
+            invalid_before=invalid,
             plan=plan,
             base=base,
         ).execute()
@@ -219,11 +234,16 @@ class _Run:
         reporter: Reporter,
         history: History,
         conn: Connection,
+        dialect: DialectSupport,
+        invalid_before: frozenset[str],
         plan: Plan,
         base: contract.Result,
     ) -> None:
         self.project, self.options, self.reporter = project, options, reporter
         self.history, self.conn, self.plan, self.base = history, conn, plan, base
+        self.dialect = dialect
+        #: INVALID indexes that were there before this run (left by another).
+        self.invalid_before = invalid_before
         self.run = new_run(
             command=options.command,
             direction=plan.direction,
@@ -241,11 +261,9 @@ class _Run:
             self.conn.commit()
         progress = _Progress()
         try:
-            self._run_steps(
-                list(self.plan.steps), self.base.plan, progress, dry_run=self.options.dry_run
-            )
-        except StepFailed as failure:
-            return self._failed(failure, progress)
+            failure = self._run_with_retries(progress)
+            if failure is not None:
+                return self._failed(failure, progress)
         except RevisorError as refused:
             # env.py refused to run (its own error, a wrong database, offline
             # mode): the run row must not stay "running" for the next runner
@@ -261,6 +279,76 @@ class _Run:
         if self.options.dry_run:
             self.reporter.info("dry run: every step ran and was rolled back")
         return result
+
+    def _run_with_retries(self, progress: _Progress) -> StepFailed | None:
+        """Run the plan; a step that timed out waiting for a table lock is tried again.
+
+        With ``--ddl-lock-timeout``, a revision whose DDL waits longer than
+        that for a table lock (SQLSTATE 55P03) is re-run as a whole, after a
+        growing, jittered pause, up to ``--ddl-lock-retries`` times: its
+        transaction was rolled back, so nothing of it is left. A revision with
+        an autocommit block is never re-run (part of it may have committed).
+        Each retry is logged and recorded in ``revisor_history`` (status
+        ``retried``). Returns the failure that ended the run, or None.
+        """
+        steps, described = list(self.plan.steps), list(self.base.plan)
+        retries = 0
+        while True:
+            done = 0 if self._all_or_nothing else len(progress.committed)
+            if self._all_or_nothing:
+                progress.applied.clear()
+                progress.committed.clear()
+            try:
+                self._run_steps(
+                    steps[done:],
+                    described[done:],
+                    progress,
+                    dry_run=self.options.dry_run,
+                    offset=done,
+                    total=len(steps),
+                )
+            except StepFailed as failure:
+                if not self._may_retry(failure, retries):
+                    return failure
+                retries += 1
+                self._retry_later(failure, progress, retries)
+                continue
+            return None
+
+    def _may_retry(self, failure: StepFailed, retries: int) -> bool:
+        step = failure.step
+        return (
+            retries < self.options.ddl_lock_retries
+            and step is not None
+            and sqlstate(failure.cause) == LOCK_NOT_AVAILABLE
+            and not uses_autocommit(step.revision)
+        )
+
+    def _retry_later(self, failure: StepFailed, progress: _Progress, attempt: int) -> None:
+        with suppress(sa.exc.DBAPIError):
+            self.conn.rollback()
+        message = _failure_message(failure) + self._blockers_note(failure)
+        pause = DDL_RETRY_BACKOFF.delay(attempt - 1)
+        step = failure.step
+        assert step is not None
+        self.reporter.info(
+            f"{step.revision.revision} waited too long for a table lock; retrying it in "
+            f"{pause:.1f}s (retry {attempt} of {self.options.ddl_lock_retries}): {message}"
+        )
+        if self.record:
+            self._record_failed_step(step, progress, message, status=RETRIED)
+        time.sleep(pause)
+
+    def _blockers_note(self, failure: StepFailed) -> str:
+        """Who held the table lock a statement timed out on, when that was the failure."""
+        if sqlstate(failure.cause) != LOCK_NOT_AVAILABLE:
+            return ""
+        statement = getattr(failure.cause, "statement", None) or ""
+        try:
+            blockers = self.dialect.lock_holders(self.conn, statement=str(statement))
+        except sa.exc.DBAPIError:
+            return ""
+        return f"; {blockers}" if blockers else ""
 
     def _finish(
         self,
@@ -292,7 +380,11 @@ class _Run:
     def _failed(self, failure: StepFailed, progress: _Progress) -> contract.Result:
         with suppress(sa.exc.DBAPIError):
             self.conn.rollback()
-        message = _failure_message(failure)
+        message = (
+            _failure_message(failure)
+            + self._blockers_note(failure)
+            + self._invalid_indexes_note(failure)
+        )
         step = failure.step
         if step is not None:
             self.reporter.step_failed(
@@ -313,6 +405,41 @@ class _Run:
             error=message,
             rolled_back=rollback,
         )
+
+    def _invalid_indexes_note(self, failure: StepFailed) -> str:
+        """What a failed concurrent index build left behind, and how to clear it.
+
+        An index this run left INVALID (its CREATE INDEX CONCURRENTLY failed
+        in an autocommit block, which no rollback undoes) is named with the
+        fix; so is an INVALID index an earlier run left that this run then
+        tripped over ("already exists"), instead of failing obscurely.
+        """
+        try:
+            now = self.dialect.invalid_indexes(self.conn)
+        except sa.exc.DBAPIError:
+            return ""
+        left = sorted(now - self.invalid_before)
+        notes = []
+        if left:
+            notes.append(
+                f"it left INVALID index(es) {', '.join(left)} (a concurrent index build that "
+                "failed half-way, which no rollback undoes): drop them with "
+                + "; ".join(f"DROP INDEX CONCURRENTLY {name}" for name in left)
+                + " before running again"
+            )
+        text = str(failure.cause)
+        tripped = sorted(
+            name
+            for name in self.invalid_before & now
+            if "already exists" in text and f'"{name.rpartition(".")[2]}"' in text
+        )
+        if tripped:
+            notes.append(
+                f"{', '.join(tripped)} is an INVALID index an earlier failed run left behind: "
+                + "; ".join(f"DROP INDEX CONCURRENTLY {name}" for name in tripped)
+                + ", then run again"
+            )
+        return "".join(f"; {note}" for note in notes)
 
     @property
     def _all_or_nothing(self) -> bool:
@@ -367,7 +494,9 @@ class _Run:
             rolled_back=True,
         )
 
-    def _record_failed_step(self, step: RevisionStep, progress: _Progress, message: str) -> None:
+    def _record_failed_step(
+        self, step: RevisionStep, progress: _Progress, message: str, *, status: str = FAILED
+    ) -> None:
         with suppress(sa.exc.DBAPIError):
             if self.conn.in_transaction():
                 self.conn.rollback()
@@ -382,7 +511,7 @@ class _Run:
                 to_revision=",".join(step.to_revisions) or "base",
                 description=describe(step.revision),
                 started_at=progress.started_at,
-                status=FAILED,
+                status=status,
                 checksum=self.project.scripts.checksum(rev),
                 error=message,
             )
@@ -395,15 +524,20 @@ class _Run:
         progress: _Progress,
         *,
         dry_run: bool,
+        offset: int = 0,
+        total: int | None = None,
     ) -> None:
         """Run ``steps`` through Alembic on the locked connection.
+
+        ``offset`` steps of the plan ran already (numbering goes on from
+        there, out of ``total``) when a retry resumes it.
 
         ``described`` is ``steps`` as :func:`contract_step` gives them, built once
         per run rather than per step and per line (a thousand-step run reads
         each revision's docstring once).
         """
         conn, scripts = self.conn, self.project.scripts
-        total = len(steps)
+        total = len(steps) if total is None else total
         expected_heads = read_heads(conn, self.project.version_table)
         per_migration = not (self.options.single_transaction or dry_run)
 
@@ -413,7 +547,8 @@ class _Run:
                     f"the version table changed under the lock: expected "
                     f"{heads_text(expected_heads)}, found {heads_text(heads)}"
                 )
-            for index, (step, planned) in enumerate(zip(steps, described, strict=True), 1):
+            pairs = zip(steps, described, strict=True)
+            for index, (step, planned) in enumerate(pairs, offset + 1):
                 progress.current, progress.described, progress.index = step, planned, index
                 progress.started_mono, progress.started_at = time.monotonic(), utcnow()
                 self.reporter.step_started(index, total, planned)
@@ -470,6 +605,15 @@ class _Run:
             raise StepFailed(progress.current, exc) from exc
         if outer is not None:
             outer.rollback()
+
+
+def _invalid_indexes_warning(names: frozenset[str]) -> str:
+    listed = ", ".join(sorted(names))
+    return (
+        f"INVALID index(es) {listed} found, left by a concurrent index build that failed or "
+        "was interrupted; a revision that creates one again fails with 'already exists': "
+        + "; ".join(f"DROP INDEX CONCURRENTLY {name}" for name in sorted(names))
+    )
 
 
 def _irreversible(step: RevisionStep) -> DowngradeProblem | None:

@@ -44,6 +44,7 @@ def test_rolled_back_failure_has_its_own_reason() -> None:
             on_failure="rollback",
             statement_timeout=600,
             ddl_lock_timeout=5,
+            ddl_lock_retries=4,
             output="json",
             log_format="json",
             result_file="/dev/termination-log",
@@ -76,6 +77,7 @@ def test_run_request_argv_is_accepted_by_the_engine_cli(request_: RunRequest) ->
         assert args.dry_run is request_.dry_run
         assert args.expect_plan_hash == request_.expect_plan_hash
         assert args.require_reversible is request_.require_reversible
+        assert args.ddl_lock_retries == request_.ddl_lock_retries
 
 
 def test_result_round_trips_through_json() -> None:

@@ -74,6 +74,7 @@ class RunRequest:
     lock_timeout: float | None = None
     statement_timeout: float | None = None
     ddl_lock_timeout: float | None = None
+    ddl_lock_retries: int = 0
     on_failure: OnFailure | None = None
     dry_run: bool = False
     single_transaction: bool = False
@@ -104,6 +105,7 @@ class RunRequest:
             ("--lock-timeout", self.lock_timeout),
             ("--statement-timeout", self.statement_timeout),
             ("--ddl-lock-timeout", self.ddl_lock_timeout),
+            ("--ddl-lock-retries", self.ddl_lock_retries or None),
             ("--on-failure", self.on_failure),
             ("--expect-plan-hash", self.expect_plan_hash),
         ]

@@ -145,6 +145,9 @@ class Result:
     engine_version: str | None = None
     runner: str | None = None
     details: Mapping[str, Any] = field(default_factory=dict)
+    #: Things a person should know though the run went on (an env.py not used,
+    #: an INVALID index found), each one sentence.
+    warnings: tuple[str, ...] = ()
     #: A finer reason than the exit code's, e.g. InvalidTarget for exit code 2.
     detail_reason: str | None = None
 
@@ -184,6 +187,8 @@ class Result:
             out["rolledBack"] = True
         if self.dry_run:
             out["dryRun"] = True
+        if self.warnings:
+            out["warnings"] = list(self.warnings)
         if self.details:
             out["details"] = dict(self.details)
         return out
@@ -234,7 +239,7 @@ class Result:
         known = {
             "schema", "command", "exitCode", "reason", "direction", "from", "to", "applied",
             "target", "error", "startedAt", "finishedAt", "engineVersion", "runner",
-            "planHash", "plan", "rolledBack", "dryRun", "details",
+            "planHash", "plan", "rolledBack", "dryRun", "details", "warnings",
         }  # fmt: skip
         reason = data.get("reason")
         default = cls(command="", exit_code=code, rolled_back=bool(data.get("rolledBack"))).reason
@@ -258,6 +263,7 @@ class Result:
             engine_version=data.get("engineVersion"),
             runner=data.get("runner"),
             details=details,
+            warnings=tuple(str(w) for w in data.get("warnings") or ()),
             detail_reason=reason if isinstance(reason, str) and reason != default else None,
         )
 

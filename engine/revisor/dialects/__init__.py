@@ -8,13 +8,21 @@ module per backend. A new dialect is a module here and one line in
 from __future__ import annotations
 
 from revisor.connection import Database
-from revisor.dialects.base import Backoff, DialectSupport, LockKey, lock_key, poll
+from revisor.dialects.base import Backoff, DialectSupport, LockKey, lock_key, poll, sqlstate
 from revisor.dialects.postgresql import PostgresSupport
 from revisor.dialects.sqlite import SqliteSupport
 from revisor.errors import BadInput
 from revisor.redaction import scrub
 
-__all__ = ["Backoff", "DialectSupport", "LockKey", "lock_key", "poll", "support_for"]
+__all__ = [
+    "Backoff",
+    "DialectSupport",
+    "LockKey",
+    "lock_key",
+    "poll",
+    "sqlstate",
+    "support_for",
+]
 
 
 def support_for(db: Database) -> DialectSupport:

@@ -74,6 +74,19 @@ class DialectSupport(Protocol):
     ) -> None:
         """Apply session settings for the migrations; ends the transaction."""
 
+    def lock_holders(self, conn: Connection, *, statement: str) -> str:
+        """Who holds table locks ``statement`` waited for, as a phrase ("" when unknown).
+
+        Ends the transaction.
+        """
+
+    def invalid_indexes(self, conn: Connection) -> frozenset[str]:
+        """Indexes a failed or interrupted concurrent build left unusable (``schema.name``).
+
+        Only PostgreSQL builds indexes concurrently; other dialects have none.
+        Ends the transaction.
+        """
+
 
 def waiting_phrase(timeout: float | None, what: str) -> str:
     """What a runner that has to wait says, once, before it waits."""

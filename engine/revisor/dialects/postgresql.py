@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Callable
 
 import sqlalchemy as sa
@@ -108,3 +109,43 @@ class PostgresSupport:
         for name, value in settings.items():
             conn.execute(sa.text("SELECT set_config(:n, :v, false)"), {"n": name, "v": value})
         conn.commit()
+
+    def invalid_indexes(self, conn: Connection) -> frozenset[str]:
+        rows = conn.execute(
+            sa.text(
+                "SELECT n.nspname || '.' || c.relname FROM pg_index i "
+                "JOIN pg_class c ON c.oid = i.indexrelid "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE NOT i.indisvalid"
+            )
+        ).scalars()
+        found = frozenset(str(name) for name in rows)
+        conn.rollback()
+        return found
+
+    def lock_holders(self, conn: Connection, *, statement: str) -> str:
+        """Other sessions' table locks on the relations ``statement`` names.
+
+        PostgreSQL does not say which lock a timed-out statement waited for;
+        the sessions still holding locks on the tables it names are the ones
+        to look at (all table locks, if it names none of them).
+        """
+        rows = conn.execute(
+            sa.text(
+                "SELECT a.pid, a.state, c.relname, l.mode, left(a.query, 200) AS query, "
+                "extract(epoch FROM now() - coalesce(a.xact_start, a.query_start))::int AS age "
+                "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                "JOIN pg_class c ON c.oid = l.relation "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE l.locktype = 'relation' AND l.granted AND l.pid <> pg_backend_pid() "
+                "AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+                "ORDER BY a.pid, c.relname"
+            )
+        ).all()
+        conn.rollback()
+        named = [r for r in rows if re.search(rf"\b{re.escape(r.relname)}\b", statement, re.I)]
+        shown = (named or rows)[:3]
+        return "; ".join(
+            f"blocked by pid {r.pid} ({r.state}, transaction open {r.age}s, holding {r.mode} "
+            f"on {r.relname}; its last query: {' '.join(str(r.query).split())})"
+            for r in shown
+        )

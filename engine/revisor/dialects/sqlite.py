@@ -107,3 +107,9 @@ class SqliteSupport:
         busy = int((ddl_lock_timeout or 30) * 1000)
         conn.exec_driver_sql(f"PRAGMA busy_timeout = {busy}")
         conn.commit()
+
+    def invalid_indexes(self, conn: Connection) -> frozenset[str]:
+        return frozenset()
+
+    def lock_holders(self, conn: Connection, *, statement: str) -> str:
+        return ""
