@@ -110,7 +110,16 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
         "--env-py",
         action="store_true",
         default=default(False),
-        help="run the project's env.py with Revisor's connection",
+        help="run the project's env.py with Revisor's connection (default: hermetic, "
+        "Revisor configures Alembic itself)",
+    )
+    g.add_argument(
+        "--metadata",
+        metavar="MOD:ATTR",
+        default=default(None),
+        help="the project's SQLAlchemy MetaData (e.g. app.models:Base.metadata): its naming "
+        "convention names constraints in hermetic runs and sql, as env.py's target_metadata "
+        "would; check compares the schema with it",
     )
     g.add_argument(
         "--output",
@@ -239,8 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target")
     p.add_argument("--lock-timeout", type=_seconds, default=60.0)
     command("verify", "check applied revisions against their files (exit 7 on mismatch)")
-    p = command("check", "compare a SQLAlchemy MetaData with the live schema (exit 7 on drift)")
-    p.add_argument("--metadata", required=True, metavar="MOD:ATTR")
+    command("check", "compare --metadata with the live schema (exit 7 on a difference)")
     return parser
 
 
@@ -259,6 +267,7 @@ def _project(args: argparse.Namespace) -> Project:
         database_url_file=args.database_url_file,
         version_table=VersionTable(name=args.version_table, schema=args.version_table_schema),
         env_py=args.env_py,
+        metadata=args.metadata,
     )
 
 
@@ -296,7 +305,7 @@ def dispatch(args: argparse.Namespace, reporter: Reporter) -> commands.Outcome:
             project, args.target, reporter, lock_timeout=args.lock_timeout, runner=runner
         ),
         "verify": lambda: commands.verify(project),
-        "check": lambda: commands.check(project, args.metadata),
+        "check": lambda: commands.check(project),
     }
     outcome: commands.Outcome = handlers[name]()
     return outcome

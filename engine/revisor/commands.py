@@ -8,15 +8,12 @@ so the API and the CLI cannot drift apart. Every command returns an
 
 from __future__ import annotations
 
-import importlib
 import io
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
 from alembic.runtime.environment import EnvironmentContext
 from alembic.runtime.migration import MigrationContext
 from alembic.script.revision import ResolutionError
@@ -340,11 +337,17 @@ def _known(scripts: Scripts, rev: str) -> bool:
         return False
 
 
-def check(project: Project, metadata_ref: str) -> Outcome:
-    """Differences between a SQLAlchemy ``MetaData`` and the live schema."""
+def check(project: Project) -> Outcome:
+    """Differences between the project's SQLAlchemy ``MetaData`` (``--metadata``) and the schema."""
     from alembic.autogenerate import compare_metadata
 
-    metadata = load_metadata(metadata_ref)
+    metadata = project.target_metadata
+    if metadata is None:
+        raise BadInput(
+            "check needs the models to compare with: --metadata MODULE:ATTR",
+            hint="e.g. revisor check --metadata myapp.models:Base.metadata",
+        )
+    metadata_ref = project.metadata
     skip = {TABLE_NAME, project.version_table.table}
 
     def include_name(name: str | None, type_: str, _parent: Any) -> bool:
@@ -384,31 +387,6 @@ def _describe_diff(diff: Any) -> str:
         elif isinstance(part, str):
             names.append(part)
     return f"{kind} {' '.join(names)}".strip()
-
-
-def load_metadata(ref: str) -> sa.MetaData:
-    module_name, _, attr = ref.partition(":")
-    if not module_name or not attr:
-        raise BadInput(
-            f"--metadata {ref!r}: expected MODULE:ATTRIBUTE, e.g. myapp.models:Base.metadata"
-        )
-    if str(Path.cwd()) not in sys.path:
-        sys.path.insert(0, str(Path.cwd()))
-    try:
-        obj: Any = importlib.import_module(module_name)
-    except Exception as exc:
-        raise BadInput(
-            f"--metadata {ref}: cannot import {module_name}: {type(exc).__name__}: {exc}"
-        ) from None
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise BadInput(f"--metadata {ref}: {module_name} has no attribute {attr!r}")
-        obj = getattr(obj, part)
-    if not isinstance(obj, sa.MetaData):
-        raise BadInput(
-            f"--metadata {ref}: {attr} is a {type(obj).__name__}, not a sqlalchemy MetaData"
-        )
-    return obj
 
 
 def offline_sql(project: Project, rng: str, dialect: str) -> Outcome:
@@ -452,6 +430,7 @@ def offline_sql(project: Project, rng: str, dialect: str) -> Outcome:
             transaction_per_migration=True,
             version_table=project.version_table.table,
             version_table_schema=project.version_table.schema,
+            target_metadata=project.target_metadata,
         )
         with env.begin_transaction():
             env.run_migrations()

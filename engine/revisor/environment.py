@@ -84,7 +84,7 @@ def run_environment(
             finally:
                 scripts.config.attributes.pop("connection", None)
         else:
-            env.configure(connection=conn)
+            env.configure(connection=conn, target_metadata=project.target_metadata)
             with env.begin_transaction():
                 env.run_migrations()
 

@@ -9,8 +9,14 @@ and a bad URL is reported only by commands that connect.
 
 from __future__ import annotations
 
+import importlib
+import sys
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
 
 from revisor.connection import Database, resolve_database
 from revisor.contract import VersionTable
@@ -28,6 +34,10 @@ class Project:
     version_table: VersionTable = field(default_factory=VersionTable)
     #: Run the project's own env.py (with Revisor's connection) instead of hermetically.
     env_py: bool = False
+    #: ``MODULE:ATTR`` of a SQLAlchemy MetaData whose naming convention a
+    #: hermetic run gives Alembic, as the project's env.py would (its
+    #: ``target_metadata``): constraints then get the names the project expects.
+    metadata: str | None = None
 
     @cached_property
     def scripts(self) -> Scripts:
@@ -50,6 +60,13 @@ class Project:
             ini_url=self.scripts.config.get_main_option("sqlalchemy.url") or None,
         )
 
+    @cached_property
+    def target_metadata(self) -> sa.MetaData | None:
+        """The MetaData named by :attr:`metadata`, imported once (None when none is named)."""
+        if self.metadata is None:
+            return None
+        return load_metadata(self.metadata, search=self.scripts.dirs)
+
     def with_scripts(self, scripts: Scripts) -> Project:
         """This project over ``scripts`` already loaded (``verify`` loads them its own way)."""
         other = Project(
@@ -58,6 +75,41 @@ class Project:
             database_url_file=self.database_url_file,
             version_table=self.version_table,
             env_py=self.env_py,
+            metadata=self.metadata,
         )
         other.__dict__["scripts"] = scripts
         return other
+
+
+def load_metadata(ref: str, *, search: list[str] | None = None) -> sa.MetaData:
+    """Import ``MODULE:ATTR`` (dotted attributes allowed) and check it is a MetaData.
+
+    The module is looked up on ``sys.path`` with the current directory and
+    ``search`` (the script directories) in front, as Alembic's
+    ``prepend_sys_path`` does for env.py.
+    """
+    module_name, _, attr = ref.partition(":")
+    if not module_name or not attr:
+        raise BadInput(
+            f"--metadata {ref!r}: expected MODULE:ATTRIBUTE, e.g. myapp.models:Base.metadata"
+        )
+    for path in [str(Path.cwd()), *(search or [])]:
+        if path not in sys.path:
+            sys.path.insert(0, path)
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except Exception as exc:
+        raise BadInput(
+            f"--metadata {ref}: cannot import {module_name}: {type(exc).__name__}: {exc}",
+            hint="the module must be importable where the engine runs (in a Job: the "
+            "runner image, see the image docs)",
+        ) from None
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise BadInput(f"--metadata {ref}: {module_name} has no attribute {attr!r}")
+        obj = getattr(obj, part)
+    if not isinstance(obj, sa.MetaData):
+        raise BadInput(
+            f"--metadata {ref}: {attr} is a {type(obj).__name__}, not a sqlalchemy MetaData"
+        )
+    return obj

@@ -65,6 +65,7 @@ from revisor.scripts import (
     contract_step,
     describe,
     downgrade_problem,
+    env_py_findings,
     plan_apply,
     plan_downgrade,
     plan_upgrade,
@@ -180,6 +181,7 @@ def migrate(project: Project, options: RunOptions, reporter: Reporter) -> contra
             warning = _invalid_indexes_warning(invalid)
             reporter.info(f"warning: {warning}")
             base = replace(base, warnings=(*base.warnings, warning))
+        base = _with_env_py_note(project, base, reporter)
         reporter.planned(planned, dry_run=options.dry_run)
         return _Run(
             project=project,
@@ -605,6 +607,32 @@ class _Run:
             raise StepFailed(progress.current, exc) from exc
         if outer is not None:
             outer.rollback()
+
+
+def _with_env_py_note(
+    project: Project, base: contract.Result, reporter: Reporter
+) -> contract.Result:
+    """A hermetic run over scripts that ship an env.py says so once; a warning if it matters."""
+    scripts = project.scripts
+    if project.env_py or not scripts.has_env_py:
+        return base
+    findings = env_py_findings(scripts.env_py)
+    if not findings:
+        reporter.info(f"{scripts.env_py} not run (hermetic run; --env-py runs it)")
+        return base
+    warning = (
+        f"{scripts.env_py} was not run (a hermetic run), but it {'; it '.join(findings)}: "
+        "the schema may differ from what the project's own alembic builds; run it with "
+        "--env-py (spec.source.envPy), or give its naming convention with --metadata "
+        "MOD:ATTR (spec.metadata)"
+    )
+    if project.metadata is not None:
+        warning = (
+            f"{scripts.env_py} was not run (a hermetic run with --metadata "
+            f"{project.metadata}); it {'; it '.join(findings)}: --env-py runs it"
+        )
+    reporter.info(f"warning: {warning}")
+    return replace(base, warnings=(*base.warnings, warning))
 
 
 def _invalid_indexes_warning(names: frozenset[str]) -> str:

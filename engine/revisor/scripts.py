@@ -10,8 +10,9 @@ are passed through verbatim; only their type changes to :class:`BadInput`.
 
 This is the one module that uses Alembic's private API (``_upgrade_revs``,
 ``_downgrade_revs``, ``_stamp_revs``, ``_load_revisions``,
-``_format_down_revision``, stable for years): an Alembic release that
-changes them changes this file only.
+``_format_down_revision``, ``_version_locations``, ``Script._list_py_dir``,
+``Script._from_path``, stable for years): an Alembic release that changes
+them changes this file only.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import ast
 import contextlib
 import hashlib
 import json
+import os
 import traceback
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -30,7 +32,7 @@ from typing import Any, Literal
 from alembic.config import Config
 from alembic.runtime.migration import RevisionStep
 from alembic.script import Script, ScriptDirectory
-from alembic.script.revision import RevisionError
+from alembic.script.revision import RevisionError, RevisionMap
 from alembic.util import CommandError, to_tuple
 
 from revisor import contract
@@ -170,8 +172,12 @@ class Scripts:
         return [self.directory.dir, *self.directory.version_locations]
 
     @property
+    def env_py(self) -> Path:
+        return Path(self.directory.dir, "env.py")
+
+    @property
     def has_env_py(self) -> bool:
-        return Path(self.directory.dir, "env.py").is_file()
+        return self.env_py.is_file()
 
     def revision(self, rev: str) -> Script:
         with script_errors(self.dirs):
@@ -214,19 +220,48 @@ def file_checksum(path: str | Path) -> str:
         return hashlib.sha256(script.read()).hexdigest()
 
 
+def _revisions_except_env_py(directory: ScriptDirectory) -> Iterator[Script]:
+    """Alembic's loading of revision files, leaving out the script directory's env.py."""
+    env_py = Path(directory.dir, "env.py").resolve()
+    for location in directory._version_locations:
+        if not location.exists():
+            continue
+        for path in Script._list_py_dir(directory, location):
+            if path.resolve() == env_py:
+                continue
+            script = Script._from_path(directory, path)
+            if script is not None:
+                yield script
+
+
 def down_revisions_text(script: Script) -> str:
     """The revisions ``script`` revises, comma-separated, as Alembic's history shows them."""
     return ",".join(script._format_down_revision().split(", "))
 
 
+def default_config_file(environ: Mapping[str, str] | None = None) -> str | None:
+    """The ini file Alembic's own CLI would read: ``$ALEMBIC_CONFIG``, else ``./alembic.ini``."""
+    env = os.environ if environ is None else environ
+    if env.get("ALEMBIC_CONFIG"):
+        return env["ALEMBIC_CONFIG"]
+    return "alembic.ini" if Path("alembic.ini").is_file() else None
+
+
 def load_scripts(options: ScriptLocation) -> Scripts:
-    """Build the Alembic ``Config`` and load every revision, or raise :class:`BadInput`."""
-    if options.config_file is not None and not Path(options.config_file).is_file():
+    """Build the Alembic ``Config`` and load every revision, or raise :class:`BadInput`.
+
+    With neither ``--config`` nor ``--scripts``, the ini file Alembic itself
+    would read is used (:func:`default_config_file`).
+    """
+    config_file = options.config_file
+    if config_file is None and options.scripts_dir is None:
+        config_file = default_config_file()
+    if config_file is not None and not Path(config_file).is_file():
         raise BadInput(
-            f"--config {options.config_file}: no such file",
+            f"--config {config_file}: no such file",
             hint="point --config at your alembic.ini, or use --scripts DIR",
         )
-    config = Config(options.config_file, ini_section=options.ini_section)
+    config = Config(config_file, ini_section=options.ini_section)
     if options.scripts_dir is not None:
         scripts_dir = Path(options.scripts_dir)
         if not scripts_dir.is_dir():
@@ -243,12 +278,18 @@ def load_scripts(options: ScriptLocation) -> Scripts:
         config.set_main_option("version_locations", " ".join(options.version_locations))
         config.set_main_option("path_separator", "space")
     if not config.get_main_option("script_location"):
+        where = f"{config_file} has no script_location" if config_file else "no alembic.ini here"
         raise BadInput(
-            "no script directory given",
+            f"no script directory given ({where})",
             hint="pass --scripts DIR, or --config alembic.ini with script_location set",
         )
     with script_errors():
         directory = ScriptDirectory.from_config(config)
+    if Path(directory.dir).resolve() in {Path(d).resolve() for d in directory.version_locations}:
+        # A flat directory (a mounted ConfigMap) may hold the project's env.py
+        # beside the revisions: it is the environment, not a revision, and
+        # importing it as one would run it outside any migration.
+        directory.revision_map = RevisionMap(lambda: _revisions_except_env_py(directory))
     scripts = Scripts(config, directory)
     with script_errors(scripts.dirs), _missing_revisions_reported(scripts):
         # Loads and compiles every file; surfaces syntax errors and cycles now.
@@ -432,3 +473,39 @@ def problem_text(scripts: Scripts, rev: str, problem: DowngradeProblem) -> str:
     """``rev (its message) has no downgrade()``, as :func:`reversal_problems` words it."""
     script = scripts.revision(rev)
     return f"{rev} ({describe(script) or Path(script.path).name}) {_WORDING[problem]}"
+
+
+#: ``context.configure()`` options that change what the revisions do to the
+#: database (the rest concern autogenerate, output or the connection).
+_SHAPING_OPTIONS = frozenset(
+    {"version_table", "version_table_schema", "version_table_pk", "include_schemas",
+     "render_as_batch", "transactional_ddl", "transaction_per_migration"}
+)  # fmt: skip
+
+
+def env_py_findings(path: Path) -> list[str]:
+    """What an env.py does that a hermetic run (which does not run it) would not do.
+
+    Read from its source: a ``target_metadata`` other than None (whose naming
+    convention names constraints), ``configure()`` options that shape DDL,
+    and SQL run on the connection (``SET search_path``, ``SET ROLE``).
+    Alembic's stock env.py does none of these.
+    """
+    try:
+        tree = ast.parse(path.read_text())
+    except (OSError, SyntaxError):
+        return []
+    found: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "target_metadata" for t in node.targets
+        ):
+            if not (isinstance(node.value, ast.Constant) and node.value.value is None):
+                found.append("sets target_metadata (its naming convention names constraints)")
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            if node.func.attr == "configure":
+                options = sorted(k.arg for k in node.keywords if k.arg in _SHAPING_OPTIONS)
+                found += [f"passes {option} to configure()" for option in options]
+            elif node.func.attr in ("execute", "exec_driver_sql"):
+                found.append("runs SQL on the connection (e.g. SET search_path or SET ROLE)")
+    return list(dict.fromkeys(found))
