@@ -49,6 +49,19 @@ def _seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+#: The dialects SQLAlchemy ships, for ``revisor sql --dialect``.
+SQL_DIALECTS = ("postgresql", "mysql", "mariadb", "sqlite", "mssql", "oracle")
+
+
+def _dialect(text: str) -> str:
+    name = "postgresql" if text == "postgres" else text
+    if name not in SQL_DIALECTS:
+        raise argparse.ArgumentTypeError(
+            f"unknown dialect {text!r}: use one of {', '.join(SQL_DIALECTS)}"
+        )
+    return name
+
+
 def _count(text: str) -> int:
     """A whole number, zero or more."""
     if not text.isdigit():
@@ -66,7 +79,8 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
         "--config",
         metavar="INI",
         default=default(None),
-        help="an alembic.ini (script_location, version_locations, sqlalchemy.url)",
+        help="an alembic.ini (script_location, version_locations, sqlalchemy.url); default "
+        "$ALEMBIC_CONFIG, else ./alembic.ini when --scripts is not given",
     )
     g.add_argument(
         "--name", default=default("alembic"), help="section of the ini file (default alembic)"
@@ -104,7 +118,8 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     g.add_argument(
         "--version-table-schema",
         default=default(None),
-        help="schema of the version table and of revisor_history",
+        help="schema of the version table and of revisor_history (default: the "
+        "connection's default schema)",
     )
     g.add_argument(
         "--env-py",
@@ -125,19 +140,19 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
         "--output",
         choices=("text", "json"),
         default=default("text"),
-        help="stdout: text, or the result document",
+        help="stdout: text, or the result document (default text)",
     )
     g.add_argument(
         "--log-format",
         choices=("console", "json"),
         default=default("console"),
-        help="stderr: human lines or JSON lines",
+        help="stderr: human lines or JSON lines (default console)",
     )
     g.add_argument(
         "--result-file",
         metavar="PATH",
         default=default(None),
-        help="also write the result document here (e.g. /dev/termination-log)",
+        help="also write the result document here, e.g. /dev/termination-log (default: none)",
     )
 
 
@@ -153,13 +168,14 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
         "--statement-timeout",
         type=_seconds,
         default=None,
-        help="abort any statement running longer (PostgreSQL statement_timeout)",
+        help="abort any statement running longer (PostgreSQL statement_timeout; default: no limit)",
     )
     g.add_argument(
         "--ddl-lock-timeout",
         type=_seconds,
         default=None,
-        help="abort DDL waiting longer for a table lock (PostgreSQL lock_timeout)",
+        help="abort DDL waiting longer for a table lock (PostgreSQL lock_timeout; default: "
+        "no limit)",
     )
     g.add_argument(
         "--ddl-lock-retries",
@@ -203,29 +219,33 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--single-transaction",
             action="store_true",
-            help="all steps in one transaction: all or nothing",
+            help="all steps in one transaction: all or nothing (default: one transaction per "
+            "revision)",
         )
         p.add_argument(
             "--on-failure",
             choices=("stop", "rollback"),
             default="stop",
-            help="stop at the last committed revision, or undo this run",
+            help="on a failed revision, stop at the last committed one, or undo this run "
+            "(default stop, as Alembic; the operator defaults to rollback: nobody watches a Job)",
         )
         p.add_argument(
             "--dry-run",
             action="store_true",
-            help="run every step in one transaction and roll it back",
+            help="run every step in one transaction and roll it back (PostgreSQL, SQLite)",
         )
         p.add_argument(
             "--expect-plan-hash",
             metavar="SHA256",
             default=None,
-            help="refuse unless the plan has this hash (approval)",
+            help="refuse unless the plan has this hash, from revisor plan (approval; default: "
+            "no check)",
         )
         p.add_argument(
             "--require-reversible",
             action="store_true",
-            help="refuse an upgrade whose revisions could not be downgraded again",
+            help="refuse revisions that could not be downgraded again, empty downgrade() "
+            "included (default: empty ones run as no-ops, as in Alembic)",
         )
 
     p = command("plan", "show the steps to TARGET without running them")
@@ -243,10 +263,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=20, help="with --runs: how many (default 20)")
     p = command("sql", "offline SQL for RANGE (FROM:TO), no database needed")
     p.add_argument("range")
-    p.add_argument("--dialect", default="postgresql", help="SQL dialect (default postgresql)")
+    p.add_argument(
+        "--dialect",
+        type=_dialect,
+        default="postgresql",
+        help=f"SQL dialect: {', '.join(SQL_DIALECTS)} (default postgresql)",
+    )
     p = command("stamp", "record TARGET as applied without running scripts")
     p.add_argument("target")
-    p.add_argument("--lock-timeout", type=_seconds, default=60.0)
+    p.add_argument(
+        "--lock-timeout",
+        type=_seconds,
+        default=60.0,
+        help="wait at most this long for the migration lock (default 60s; 0 = try once)",
+    )
     command("verify", "check applied revisions against their files (exit 7 on mismatch)")
     command("check", "compare --metadata with the live schema (exit 7 on a difference)")
     return parser

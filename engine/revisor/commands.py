@@ -9,7 +9,7 @@ so the API and the CLI cannot drift apart. Every command returns an
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -98,6 +98,7 @@ def plan(project: Project, target: str) -> Outcome:
         the_plan = make_plan(scripts, "apply", target, heads)
         return _result(
             "plan",
+            detail_reason=Reason.PLANNED,
             direction=the_plan.direction,
             target=target,
             from_revisions=heads,
@@ -203,13 +204,19 @@ def runs(project: Project, limit: int) -> Outcome:
 
     rows = run_with_connection(project.db, work)
     lines = [
-        f"{r['started_at']:%Y-%m-%d %H:%M:%S} {r['status']:<15} {r['command']} {r['direction']} "
+        f"{r['started_at']:%Y-%m-%d %H:%M:%S} {r['status']:<16} {_run_verb(r)} "
         f"{r['from_revision']} -> {r['to_revision']} ({(r['duration_seconds'] or 0):.2f}s)"
         f"{' by ' + r['runner'] if r['runner'] else ''}"
         for r in rows
     ]
     details = {"runs": [{k: str(v) for k, v in r.items() if v is not None} for r in rows[:10]]}
     return Outcome(_result("history", details=details), "\n".join(lines) or "no runs recorded")
+
+
+def _run_verb(row: Mapping[str, Any]) -> str:
+    """``upgrade``, ``stamp``, or ``apply (downgrade)``: the command, and the way it went."""
+    command, direction = str(row["command"]), str(row["direction"])
+    return command if direction in (command, "none") else f"{command} ({direction})"
 
 
 def verify(project: Project) -> Outcome:

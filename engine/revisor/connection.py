@@ -38,7 +38,7 @@ logging.getLogger("psycopg").addHandler(logging.NullHandler())
 
 ASYNC_DRIVERS = frozenset({"asyncpg", "aiosqlite", "psycopg_async", "aiomysql", "asyncmy"})
 # Bare "postgresql://" means psycopg2 to SQLAlchemy; Revisor ships psycopg 3.
-_DEFAULT_DRIVERS = {"postgresql": "psycopg", "postgres": "psycopg"}
+_DEFAULT_DRIVERS = {"postgresql": "psycopg"}
 CONNECT_TIMEOUT_SECONDS = 10
 #: TCP keepalives, both ends: a dead peer is noticed after about a minute
 #: (30 s idle, then 3 probes 10 s apart) instead of the kernel's two hours.
@@ -145,7 +145,11 @@ def _parse(raw: str, source: str) -> Database:
             "e.g. postgresql+psycopg://app@db:5432/app or sqlite:///app.db",
         ) from None
     register_secret(url.password if isinstance(url.password, str) else None)
-    backend = url.get_backend_name()
+    backend, plus, driver = url.drivername.partition("+")
+    if backend == "postgres":
+        # Heroku, Render, Supabase and libpq itself write postgres://.
+        backend = "postgresql"
+        url = url.set(drivername=f"{backend}{plus}{driver}")
     if "+" not in url.drivername and backend in _DEFAULT_DRIVERS:
         url = url.set(drivername=f"{backend}+{_DEFAULT_DRIVERS[backend]}")
     return Database(url=url, source=source)

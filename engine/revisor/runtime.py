@@ -25,9 +25,11 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -668,7 +670,18 @@ def _failure_message(failure: StepFailed) -> str:
     what = describe(step.revision)
     direction = "upgrade" if step.is_upgrade else "downgrade"
     label = f"{step.revision.revision}" + (f" ({what})" if what else "")
-    return scrub(f"{direction} {label} failed: {detail}")
+    at = _line_in(cause, step.revision.path)
+    return scrub(f"{direction} {label} failed{f' at {at}' if at else ''}: {detail}")
+
+
+def _line_in(exc: BaseException, path: str) -> str:
+    """``path:line`` of the innermost frame of ``exc`` in the revision file ``path``."""
+    target = Path(path).resolve()
+    found = ""
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if Path(frame.filename).resolve() == target:
+            found = f"{path}:{frame.lineno}"
+    return found
 
 
 def _iso(moment: dt.datetime) -> str:

@@ -30,6 +30,8 @@ class Reason(enum.StrEnum):
     """
 
     MIGRATED = "Migrated"
+    #: A plan was computed; nothing was changed.
+    PLANNED = "Planned"
     INTERNAL_ERROR = "InternalError"
     INVALID_INPUT = "InvalidInput"
     INVALID_TARGET = "InvalidTarget"
