@@ -3,7 +3,10 @@
 The URL comes from (first wins) ``--database-url``, ``--database-url-file``
 (a mounted Secret), ``REVISOR_DATABASE_URL``, the ``REVISOR_DATABASE_*``
 parts, or ``sqlalchemy.url`` of ``--config``. Its password is registered
-with :mod:`revisor.redaction` before anything can print it.
+with :mod:`revisor.redaction` before anything can print it; so are the
+user, host and database name when they come from a file or the
+environment, which is where a Kubernetes Secret puts them: a Secret's keys
+can be pointed at any of its values, the password included.
 
 A run holds exactly one connection for its whole length (the advisory lock
 lives on it), from an engine with ``NullPool`` so nothing pooled can keep a
@@ -27,7 +30,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.pool import NullPool
 
-from revisor.contract import ENV_DATABASE_PARTS, ENV_DATABASE_URL
+from revisor.contract import ENV_DATABASE_PARTS, ENV_DATABASE_SOURCE, ENV_DATABASE_URL
 from revisor.errors import BadInput, DatabaseUnreachable
 from revisor.redaction import register_secret, scrub
 
@@ -56,6 +59,9 @@ class Database:
 
     url: URL
     source: str
+    #: User, host and database came from a Secret (a file or the environment):
+    #: messages name :attr:`source` instead of them.
+    secret_parts: bool = False
 
     @property
     def backend(self) -> str:
@@ -72,6 +78,9 @@ class Database:
 
     @property
     def display(self) -> str:
+        """The URL without its password; for a URL from a Secret, only its driver and source."""
+        if self.secret_parts:
+            return f"the {self.url.drivername} database of {self.source}"
         return self.url.render_as_string(hide_password=True)
 
     def __str__(self) -> str:
@@ -88,7 +97,7 @@ def resolve_database(
     """Find the database URL from the documented sources, first one wins."""
     env = os.environ if environ is None else environ
     if url:
-        return _parse(url, "--database-url")
+        return _parse(url, "--database-url", secret_parts=False)
     if url_file:
         path = Path(url_file)
         try:
@@ -100,13 +109,13 @@ def resolve_database(
             ) from None
         if not text:
             raise BadInput(f"--database-url-file {url_file} is empty")
-        return _parse(text, f"--database-url-file {url_file}")
+        return _parse(text, f"--database-url-file {url_file}", secret_parts=True)
     if env.get(ENV_DATABASE_URL):
-        return _parse(env[ENV_DATABASE_URL], ENV_DATABASE_URL)
+        return _parse(env[ENV_DATABASE_URL], _source(env, ENV_DATABASE_URL), secret_parts=True)
     if env.get(ENV_DATABASE_PARTS["host"]) or env.get(ENV_DATABASE_PARTS["name"]):
         return _from_parts(env)
     if ini_url:
-        return _parse(ini_url, "sqlalchemy.url in the config file")
+        return _parse(ini_url, "sqlalchemy.url in the config file", secret_parts=False)
     raise BadInput(
         "no database given",
         hint=(
@@ -116,11 +125,23 @@ def resolve_database(
     )
 
 
+def _source(env: Mapping[str, str], variable: str) -> str:
+    """Where the URL came from, for messages: the Secret the operator named, else the variable."""
+    return env.get(ENV_DATABASE_SOURCE) or variable
+
+
 def _from_parts(env: Mapping[str, str]) -> Database:
     parts = {key: env.get(name) for key, name in ENV_DATABASE_PARTS.items()}
+    for key in ("user", "password", "host", "name"):
+        register_secret(parts[key])
+    source = _source(env, "REVISOR_DATABASE_* variables")
     port = parts["port"]
     if port is not None and not port.isdigit():
-        raise BadInput(f"{ENV_DATABASE_PARTS['port']}={port!r} is not a port number")
+        # Never the value: the port key may point at any value of the Secret.
+        raise BadInput(
+            f"{ENV_DATABASE_PARTS['port']} ({source}) is not a port number",
+            hint="point the port key at a key that holds a number, or leave it out",
+        )
     driver = parts["driver"] or "postgresql+psycopg"
     url = URL.create(
         driver,
@@ -130,11 +151,10 @@ def _from_parts(env: Mapping[str, str]) -> Database:
         port=int(port) if port else None,
         database=parts["name"],
     )
-    register_secret(parts["password"])
-    return _parse(url.render_as_string(hide_password=False), "REVISOR_DATABASE_* variables")
+    return _parse(url.render_as_string(hide_password=False), source, secret_parts=True)
 
 
-def _parse(raw: str, source: str) -> Database:
+def _parse(raw: str, source: str, *, secret_parts: bool) -> Database:
     try:
         url = make_url(raw.strip())
     except (sa.exc.ArgumentError, ValueError):
@@ -145,6 +165,9 @@ def _parse(raw: str, source: str) -> Database:
             "e.g. postgresql+psycopg://app@db:5432/app or sqlite:///app.db",
         ) from None
     register_secret(url.password if isinstance(url.password, str) else None)
+    if secret_parts:
+        for part in (url.username, url.host, url.database):
+            register_secret(part)
     backend, plus, driver = url.drivername.partition("+")
     if backend == "postgres":
         # Heroku, Render, Supabase and libpq itself write postgres://.
@@ -152,7 +175,7 @@ def _parse(raw: str, source: str) -> Database:
         url = url.set(drivername=f"{backend}{plus}{driver}")
     if "+" not in url.drivername and backend in _DEFAULT_DRIVERS:
         url = url.set(drivername=f"{backend}+{_DEFAULT_DRIVERS[backend]}")
-    return Database(url=url, source=source)
+    return Database(url=url, source=source, secret_parts=secret_parts)
 
 
 def _engine_options(db: Database) -> dict[str, Any]:

@@ -8,9 +8,11 @@ left for the command's answer (text, or the result document with
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import sys
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Iterator, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
@@ -166,3 +168,47 @@ def write_result(result: contract.Result, *, path: str | None, stdout: bool) -> 
     if stdout:
         sys.stdout.write(text + "\n")
         sys.stdout.flush()
+
+
+class _ScrubbedLines(io.TextIOBase):
+    """A text stream that passes whole lines to ``target`` through :func:`scrub`.
+
+    Lines, not writes: ``print(url)`` is two writes, and a secret split over
+    two writes would escape a per-write scrub.
+    """
+
+    def __init__(self, target: TextIO) -> None:
+        self.target = target
+        self._pending = ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self._pending += text
+        if "\n" in self._pending:
+            lines, _, self._pending = self._pending.rpartition("\n")
+            self.target.write(scrub(lines + "\n"))
+        return len(text)
+
+    def flush(self) -> None:
+        if self._pending:
+            self.target.write(scrub(self._pending))
+            self._pending = ""
+        self.target.flush()
+
+
+@contextlib.contextmanager
+def revision_output() -> Iterator[None]:
+    """While migrations run, what revisions and env.py print goes to stderr, scrubbed.
+
+    stdout is the result document's (``--output json``); a revision that
+    prints there would break it, and one that prints its connection string
+    would leak it into the Job's log.
+    """
+    stream = _ScrubbedLines(sys.stderr)
+    try:
+        with contextlib.redirect_stdout(stream), contextlib.redirect_stderr(stream):
+            yield
+    finally:
+        stream.flush()

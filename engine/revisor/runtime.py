@@ -55,7 +55,7 @@ from revisor.history import (
     utcnow,
 )
 from revisor.options import RunCommand, RunOptions
-from revisor.output import Reporter
+from revisor.output import Reporter, revision_output
 from revisor.preflight import refuse_unsafe
 from revisor.project import Project
 from revisor.redaction import scrub
@@ -127,7 +127,8 @@ def with_lock(
             dialect.prepare_session(
                 conn, statement_timeout=statement_timeout, ddl_lock_timeout=ddl_lock_timeout
             )
-            return work(conn, dialect)
+            with revision_output():
+                return work(conn, dialect)
         finally:
             with suppress(sa.exc.DBAPIError, OSError):
                 if conn.in_transaction():

@@ -19,6 +19,7 @@ from revisor.contract.redaction import MASK, redact
 from revisor.contract.requests import (
     DEFAULT_VERSION_TABLE,
     ENV_DATABASE_PARTS,
+    ENV_DATABASE_SOURCE,
     ENV_DATABASE_URL,
     ENV_RUNNER,
     Command,
@@ -40,6 +41,7 @@ from revisor.contract.words import heads_text, parse_duration
 __all__ = [
     "DEFAULT_VERSION_TABLE",
     "ENV_DATABASE_PARTS",
+    "ENV_DATABASE_SOURCE",
     "ENV_DATABASE_URL",
     "ENV_RUNNER",
     "MASK",

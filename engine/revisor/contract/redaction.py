@@ -92,6 +92,11 @@ def _forms(secret: str) -> set[str]:
     return {form for form in forms if len(form) >= MIN_SECRET_LENGTH}
 
 
+#: Known secrets shorter than this are masked only as whole words: a user
+#: named "app" leaves "application" alone.
+WHOLE_WORD_BELOW = 8
+
+
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
     """``text`` with every known secret and every credential-shaped value replaced by ``***``."""
     forms: set[str] = set()
@@ -99,7 +104,10 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
         if secret and len(secret) >= MIN_SECRET_LENGTH:
             forms |= _forms(secret)
     for form in sorted(forms, key=len, reverse=True):
-        text = text.replace(form, MASK)
+        if len(form) >= WHOLE_WORD_BELOW:
+            text = text.replace(form, MASK)
+        else:
+            text = re.sub(rf"(?<![A-Za-z0-9_]){re.escape(form)}(?![A-Za-z0-9_])", MASK, text)
     text = _URL_PASSWORD.sub(lambda m: f"{m['head']}{MASK}@", text)
     text = _SQL_PASSWORD.sub(lambda m: f"{m['key']}'{MASK}'", text)
     return _KEY_VALUE.sub(_mask_value, text)

@@ -15,6 +15,10 @@ from typing import Literal
 #: Environment variables the engine reads. The operator wires the URL from a
 #: Secret with ``secretKeyRef``: it is never copied into the Job's spec.
 ENV_DATABASE_URL = "REVISOR_DATABASE_URL"
+#: Where the database's URL or parts come from, in words for messages
+#: ("Secret shop/shop-db, key url"): an unreachable database is named by it,
+#: never by values that came from the Secret.
+ENV_DATABASE_SOURCE = "REVISOR_DATABASE_SOURCE"
 #: Who runs the migration, recorded in ``revisor_history`` (the pod's name).
 ENV_RUNNER = "REVISOR_RUNNER"
 #: Host/port/name/user/password parts, for Secrets that hold parts, not a URL.
