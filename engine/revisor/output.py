@@ -162,7 +162,7 @@ def check_result_file(path: str | None) -> None:
 
 
 def write_result(result: contract.Result, *, path: str | None, stdout: bool) -> None:
-    text = scrub(result.to_json())
+    text = result.with_text(scrub).to_json()
     if path is not None:
         Path(path).write_text(text)
     if stdout:

@@ -1,14 +1,17 @@
-"""kopf wiring: Kubernetes events in, :func:`.reconcile.decide` in the middle, API calls out.
+"""kopf wiring: Kubernetes events in, ``decisions.reconcile.decide`` in the middle, API calls out.
 
-Every handler ends in :func:`reconcile`, which reads the resource afresh,
-gathers its Jobs, pods and references through :mod:`.kube`, asks the pure
-:func:`.reconcile.decide` what to do and does it. That single path is why the
-handlers can overlap safely (a timer tick and a Job event at once): Job
-creation is idempotent (deterministic name, 409 means "already there") and
-status writes carry the ``resourceVersion`` they were computed from, so a
-stale write fails instead of recording a run twice.
+Every handler ends in :func:`reconcile`, one pass that flows one way:
+*gather* (read the resource, parse its spec once, read its Jobs, pods and
+the references that spec needs through :mod:`.adapters.kube`), *decide*
+(the pure :func:`.decisions.reconcile.decide`), *act* (create the Job,
+write status, post the Event). That single path is why the handlers can
+overlap safely (a timer tick and a Job event at once): Job creation is
+idempotent (deterministic name, 409 means "already there") and status
+writes carry the ``resourceVersion`` they were computed from, so a stale
+write fails instead of recording a run twice.
 
-Triggers:
+Triggers (registered by :func:`register`, with the intervals of the
+:class:`~.settings.Settings` the process was started with):
 
 * create / update / resume of a ``DatabaseMigration`` (resume is what adopts
   running Jobs after an operator restart);
@@ -47,7 +50,7 @@ failed:
 
 kopf's own ``retries=`` is not used: it counts :class:`kopf.TemporaryError`
 too, so an API outage would exhaust it. No condition is written for an
-operator failure: conditions describe the migration (only :func:`.reconcile.decide`
+operator failure: conditions describe the migration (only ``decide``
 writes them), and nothing would clear one once the failure is gone.
 
 ``on_delete`` never gives up, whatever fails (``errors=TEMPORARY`` and no
@@ -66,29 +69,25 @@ from typing import Any, cast
 import kopf
 import structlog
 
-from . import GROUP, PLURAL, VERSION, kopf_fixes
-from .bodies import Job, Migration
-from .jobs import MANAGED_BY, MANAGER, MIGRATION_LABEL
-from .kube import Conflict, Forbidden, Kube, KubeError
-from .metrics import job_seen, run_recorded
-from .observe import Run, job_finished, observe_run
-from .reconcile import ConfigMapCheck, Decision, Event, References, decide, references_needed
-from .redaction import redact, shorten
-from .rollout import DeploymentStatus, deployment_status
+from . import GROUP, PLURAL, VERSION
+from .adapters.kopf_namespace_race import serve_namespaces_listed_at_watch_start
+from .adapters.kube import Conflict, Forbidden, Kube, KubeError
+from .adapters.metrics import job_seen, run_recorded
+from .decisions.bodies import Job, Migration
+from .decisions.jobs import MANAGED_BY, MANAGER, MIGRATION_LABEL
+from .decisions.observe import Run, job_finished, observe_run
+from .decisions.reasons import OperatorReason, WindowState
+from .decisions.reconcile import Decision, decide
+from .decisions.redaction import redact, shorten
+from .decisions.references import ConfigMapCheck, References, needed
+from .decisions.rollout import DeploymentStatus, deployment_status
+from .decisions.spec import ConfigMapSource, InvalidSpec, MigrationSpec, parse_spec
+from .decisions.status import Event
 from .settings import Settings
-from .spec import ConfigMapSource, InvalidSpec, parse_spec
 
 log = structlog.get_logger("revisor_operator")
-# Before kopf starts observing namespaces: see kopf_fixes for the race this closes.
-kopf_fixes.serve_namespaces_listed_at_watch_start()
 
 FINALIZER = f"{GROUP}/finalizer"
-#: kopf takes a timer's interval when this module is imported, so the intervals are
-#: read from the environment now, through Settings, the one place that parses them
-#: (main.py imports this module only after its flags are parsed).
-_TIMERS = Settings.from_env()
-RESYNC_SECONDS = _TIMERS.resync_seconds
-ROLLOUT_POLL_SECONDS = _TIMERS.rollout_poll_seconds
 DELETE_POLL_SECONDS = 10.0
 #: Passes of one reconcile: record a finished run, then start what was queued behind it.
 MAX_PASSES = 3
@@ -117,55 +116,96 @@ def runtime_of(memo: Any) -> Runtime:
     return runtime
 
 
-@kopf.on.startup()
-def configure(*, settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
-    """Our own storage prefix and finalizer; our own Events instead of kopf's chatter."""
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration"
-    )
-    settings.persistence.finalizer = FINALIZER
-    # Events come from reconcile(); kopf posts only its warnings and errors.
-    settings.posting.level = logging.WARNING
-    settings.watching.server_timeout = 300
-    settings.watching.client_timeout = 330
-    if "runtime" not in memo:
-        try:
-            kube = Kube.from_environment()
-        except KubeError as exc:
-            raise kopf.PermanentError(str(exc)) from exc
-        memo["runtime"] = Runtime(settings=Settings.from_env(), kube=kube)
+def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
+    """Register every handler with ``registry``, timers at ``settings``' intervals.
+
+    kopf fixes a timer's interval when it is registered, so registration
+    waits for the settings instead of happening when this module is imported.
+    """
+    serve_namespaces_listed_at_watch_start()
+    if registry is not kopf.get_default_registry():
+        # kopf puts its own login handlers in its default registry only.
+        kopf.on.login(registry=registry)(kopf.login_via_client)
+
+    @kopf.on.startup(registry=registry)
+    def configure(*, settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
+        """Our own storage prefix and finalizer; our own Events instead of kopf's chatter."""
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+            prefix=GROUP, key="last-handled-configuration"
+        )
+        settings.persistence.finalizer = FINALIZER
+        # Events come from reconcile(); kopf posts only its warnings and errors.
+        settings.posting.level = logging.WARNING
+        settings.watching.server_timeout = 300
+        settings.watching.client_timeout = 330
+        if "runtime" not in memo:
+            try:
+                kube = Kube.from_environment()
+            except KubeError as exc:
+                raise kopf.PermanentError(str(exc)) from exc
+            memo["runtime"] = Runtime(settings=settings_, kube=kube)
+
+    settings_ = settings
+    kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)(on_change)
+    kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)(on_change)
+    kopf.on.update(GROUP, VERSION, PLURAL, field="spec", registry=registry)(on_change)
+    kopf.timer(
+        GROUP,
+        VERSION,
+        PLURAL,
+        interval=settings.resync_seconds,
+        initial_delay=settings.resync_seconds,
+        registry=registry,
+    )(resync)
+    kopf.timer(
+        GROUP,
+        VERSION,
+        PLURAL,
+        interval=settings.rollout_poll_seconds,
+        when=_watching_rollout,
+        registry=registry,
+    )(follow_rollout)
+    # Never a retry limit here: a deletion handler that gives up releases the finalizer.
+    kopf.on.delete(
+        GROUP,
+        VERSION,
+        PLURAL,
+        errors=kopf.ErrorsMode.TEMPORARY,
+        backoff=DELETE_POLL_SECONDS,
+        registry=registry,
+    )(on_delete)
+    kopf.index(GROUP, VERSION, PLURAL, registry=registry)(config_map_users)
+    kopf.on.event(
+        "batch",
+        "v1",
+        "jobs",
+        labels={MANAGED_BY: MANAGER, MIGRATION_LABEL: kopf.PRESENT},
+        registry=registry,
+    )(on_job_event)
+    kopf.on.event("", "v1", "configmaps", registry=registry)(on_config_map_event)
 
 
 # -- the DatabaseMigration -----------------------------------------------------------
 
 
-@kopf.on.resume(GROUP, VERSION, PLURAL)
-@kopf.on.create(GROUP, VERSION, PLURAL)
-@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
 def on_change(*, body: kopf.Body, retry: int, memo: Any, **_: Any) -> None:
     _reconcile_or_retry(runtime_of(memo), body=body, retry=retry)
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
 def resync(*, body: kopf.Body, memo: Any, retry: int = 0, **_: Any) -> None:
     _reconcile_or_retry(runtime_of(memo), body=body, retry=retry)
 
 
 def _watching_rollout(*, status: Mapping[str, Any], **_: Any) -> bool:
-    return bool((status.get("rollout") or {}).get("state") == "Watching")
+    return bool((status.get("rollout") or {}).get("state") == WindowState.WATCHING)
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=ROLLOUT_POLL_SECONDS, when=_watching_rollout)
 def follow_rollout(*, body: kopf.Body, memo: Any, retry: int = 0, **_: Any) -> None:
     """Judge the Deployment's rollout while the rollback window is open."""
     _reconcile_or_retry(runtime_of(memo), body=body, retry=retry)
 
 
-# Never a retry limit here: a deletion handler that gives up releases the finalizer.
-@kopf.on.delete(
-    GROUP, VERSION, PLURAL, errors=kopf.ErrorsMode.TEMPORARY, backoff=DELETE_POLL_SECONDS
-)
 def on_delete(*, namespace: str | None, name: str, uid: str, memo: Any, **_: Any) -> None:
     """Hold the finalizer until no Job of this resource is running."""
     runtime = runtime_of(memo)
@@ -182,7 +222,6 @@ def on_delete(*, namespace: str | None, name: str, uid: str, memo: Any, **_: Any
         )
 
 
-@kopf.index(GROUP, VERSION, PLURAL)
 def config_map_users(
     *, namespace: str | None, name: str, spec: Mapping[str, Any], **_: Any
 ) -> dict[tuple[str | None, str], str] | None:
@@ -199,7 +238,6 @@ def config_map_users(
 # -- what the DatabaseMigration depends on ---------------------------------------------
 
 
-@kopf.on.event("batch", "v1", "jobs", labels={MANAGED_BY: MANAGER, MIGRATION_LABEL: kopf.PRESENT})
 def on_job_event(
     *,
     type: str | None,
@@ -219,7 +257,6 @@ def on_job_event(
     _reconcile_quietly(runtime_of(memo), namespace=namespace or "", name=labels[MIGRATION_LABEL])
 
 
-@kopf.on.event("", "v1", "configmaps")
 def on_config_map_event(
     *,
     namespace: str | None,
@@ -237,7 +274,7 @@ def on_config_map_event(
 
 
 def reconcile(runtime: Runtime, *, namespace: str, name: str) -> Decision | None:
-    """Observe, decide, act. Returns the last decision (None if the resource is gone).
+    """Gather, decide, act. Returns the last decision (None if the resource is gone).
 
     Recording a finished run is followed at once by another pass: what was
     queued behind that run (a spec changed while it ran, scripts edited
@@ -257,7 +294,31 @@ def _reconcile_once(runtime: Runtime, *, namespace: str, name: str) -> Decision 
     migration = kube.get_migration(namespace=namespace, name=name)
     if migration is None:
         return None
+    spec = _spec(migration)
+    decision = decide(
+        migration=migration,
+        spec=spec,
+        runs=_runs(kube, migration),
+        references=_references(kube, spec, namespace=namespace),
+        defaults=runtime.settings.job_defaults,
+        now=datetime.now(UTC),
+        deployment=_deployment(kube, spec, namespace=namespace),
+    )
+    _act(kube, migration=migration, decision=decision)
+    return decision
+
+
+def _spec(migration: Migration) -> MigrationSpec | InvalidSpec:
+    """The spec, parsed once per pass; its problems are data for decide()."""
+    try:
+        return parse_spec(migration.get("spec") or {})
+    except InvalidSpec as invalid:
+        return invalid
+
+
+def _runs(kube: Kube, migration: Migration) -> list[Run]:
     meta = migration.get("metadata", {})
+    namespace, name = meta.get("namespace", ""), meta.get("name", "")
     status = migration.get("status") or {}
     recorded = {h.get("job") for h in status.get("history") or []}
     recorded.add((status.get("lastRun") or {}).get("job"))
@@ -270,17 +331,47 @@ def _reconcile_once(runtime: Runtime, *, namespace: str, name: str) -> Decision 
         run = observe_run(job=job, pods=pods)
         job_seen(namespace=namespace, job=job_name, active=run.active)
         runs.append(run)
-    references = _references(kube, migration)
-    decision = decide(
-        migration=migration,
-        runs=runs,
-        references=references,
-        defaults=runtime.settings.job_defaults,
-        now=_now(),
-        deployment=_deployment(kube, migration),
+    return runs
+
+
+def _references(
+    kube: Kube, spec: MigrationSpec | InvalidSpec, *, namespace: str
+) -> References | None:
+    """The Secret and ConfigMap the spec names, as they are now (None for an invalid spec)."""
+    if isinstance(spec, InvalidSpec):
+        return None
+    wanted = needed(spec)
+    config_map: ConfigMapCheck | None = None
+    if wanted.config_map:
+        config_map = kube.check_config_map(namespace=namespace, name=wanted.config_map)
+    return References(
+        secret=kube.check_secret(namespace=namespace, name=wanted.secret), config_map=config_map
     )
-    _act(kube, migration=migration, decision=decision)
-    return decision
+
+
+def _deployment(
+    kube: Kube, spec: MigrationSpec | InvalidSpec, *, namespace: str
+) -> DeploymentStatus | None:
+    """The Deployment of ``spec.rollback.deploymentRef`` (None: no such ref, or no such object).
+
+    Without RBAC to read it the window cannot be judged: say so in the log, and
+    treat it as absent, so a window expires rather than rolling back blindly.
+    """
+    name = spec.rollback.deployment if isinstance(spec, MigrationSpec) else None
+    if name is None:
+        return None
+    try:
+        body = kube.get_deployment(namespace=namespace, name=name)
+    except Forbidden as exc:
+        log.warning(
+            "cannot read the Deployment of spec.rollback.deploymentRef; grant get on "
+            "deployments.apps",
+            namespace=namespace,
+            deployment=name,
+            error=str(exc),
+        )
+        return None
+    return deployment_status(body) if body is not None else None
 
 
 def _act(kube: Kube, *, migration: Migration, decision: Decision) -> None:
@@ -307,8 +398,8 @@ def _act(kube: Kube, *, migration: Migration, decision: Decision) -> None:
         if decision.verdict is not None:
             logger.info(
                 "status updated",
-                phase=decision.verdict.phase,
-                reason=decision.verdict.reason,
+                phase=str(decision.verdict.phase),
+                reason=str(decision.verdict.reason),
                 message=decision.verdict.message,
             )
     if decision.action == "record" and decision.run is not None and decision.verdict:
@@ -328,7 +419,7 @@ def _post_event(migration: Migration, event: Event) -> None:
     kopf.event(
         kopf.Body(cast(kopf.RawBody, migration)),
         type=event.type,
-        reason=event.reason,
+        reason=str(event.reason),
         message=event.message,
     )
 
@@ -344,7 +435,7 @@ class Retry:
     bug: bool = False
 
 
-def after_failure(exc: Exception, *, retry: int) -> Retry:
+def after_failure(exc: Exception, *, retry: int, resync_seconds: float) -> Retry:
     """How to go on after ``exc``, on the ``retry``-th retry (0: the first attempt failed)."""
     if isinstance(exc, Conflict):
         return Retry("the resource changed meanwhile; re-reading", delay=1.0)
@@ -365,7 +456,7 @@ def after_failure(exc: Exception, *, retry: int) -> Retry:
     if attempts >= MAX_BUG_ATTEMPTS:
         return Retry(
             f"gave up after {attempts} attempts: {what}. The resource is checked again every "
-            f"{RESYNC_SECONDS:g}s; if this persists, it is a bug in revisor-operator: "
+            f"{resync_seconds:g}s; if this persists, it is a bug in revisor-operator: "
             "report it with the operator's log",
             delay=None,
             bug=True,
@@ -380,12 +471,14 @@ def _reconcile_or_retry(runtime: Runtime, *, body: kopf.Body, retry: int) -> Non
     try:
         reconcile(runtime, namespace=namespace, name=name)
     except Exception as exc:
-        then = after_failure(exc, retry=retry)
+        then = after_failure(exc, retry=retry, resync_seconds=runtime.settings.resync_seconds)
         if then.bug:
             log.exception("reconcile failed", namespace=namespace, migration=name)
         if then.delay is not None:
             raise kopf.TemporaryError(then.message, delay=then.delay) from exc
-        kopf.event(body, type="Warning", reason="ReconcileError", message=then.message)
+        kopf.event(
+            body, type="Warning", reason=OperatorReason.RECONCILE_ERROR, message=then.message
+        )
         raise kopf.PermanentError(then.message) from exc
 
 
@@ -410,49 +503,3 @@ def _owned_jobs(kube: Kube, *, namespace: str, name: str, uid: str) -> list[Job]
         for j in jobs
         if any(o.get("uid") == uid for o in j.get("metadata", {}).get("ownerReferences") or [])
     ]
-
-
-def _references(kube: Kube, migration: Migration) -> References | None:
-    try:
-        spec = parse_spec(migration.get("spec") or {})
-    except InvalidSpec:
-        return None
-    namespace = migration.get("metadata", {}).get("namespace", "")
-    secret_name, config_map_name = references_needed(spec)
-    config_map: ConfigMapCheck | None = None
-    if config_map_name:
-        config_map = kube.check_config_map(namespace=namespace, name=config_map_name)
-    return References(
-        secret=kube.check_secret(namespace=namespace, name=secret_name), config_map=config_map
-    )
-
-
-def _deployment(kube: Kube, migration: Migration) -> DeploymentStatus | None:
-    """The Deployment of ``spec.rollback.deploymentRef`` (None: no such ref, or no such object).
-
-    Without RBAC to read it the window cannot be judged: say so in the log, and
-    treat it as absent, so a window expires rather than rolling back blindly.
-    """
-    try:
-        name = parse_spec(migration.get("spec") or {}).rollback.deployment
-    except InvalidSpec:
-        return None
-    if name is None:
-        return None
-    namespace = migration.get("metadata", {}).get("namespace", "")
-    try:
-        body = kube.get_deployment(namespace=namespace, name=name)
-    except Forbidden as exc:
-        log.warning(
-            "cannot read the Deployment of spec.rollback.deploymentRef; grant get on "
-            "deployments.apps",
-            namespace=namespace,
-            deployment=name,
-            error=str(exc),
-        )
-        return None
-    return deployment_status(body) if body is not None else None
-
-
-def _now() -> str:
-    return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")

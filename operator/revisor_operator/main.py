@@ -25,14 +25,14 @@ active; create the ``ClusterKopfPeering``/``KopfPeering`` object first.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
-import os
 import sys
 from collections.abc import Sequence
 
 import kopf
 
-from . import logs, metrics
+from .adapters import logs, metrics
 from .settings import Settings
 
 
@@ -84,11 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def settings_from(args: argparse.Namespace, env: Settings) -> Settings:
     """Flags override the environment."""
-    return Settings(
+    return dataclasses.replace(
+        env,
         runner_image=args.runner_image or env.runner_image,
-        runner_pull_policy=env.runner_pull_policy,
-        job_ttl_seconds=env.job_ttl_seconds,
-        resync_seconds=env.resync_seconds,
         namespaces=tuple(args.namespace) or (() if args.all_namespaces else env.namespaces),
         metrics_port=env.metrics_port if args.metrics_port is None else args.metrics_port,
         liveness=env.liveness if args.liveness is None else (args.liveness or None),
@@ -100,35 +98,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["wait"]:
         # A subcommand for deploy pipelines (Helm hooks): no kopf, no metrics server.
-        from . import wait_command
+        from . import wait_cli
 
-        return wait_command.main(argv[1:])
+        return wait_cli.main(argv[1:])
     args = build_parser().parse_args(argv)
     settings = settings_from(args, Settings.from_env())
-    # The runner image reaches the handlers through the environment too, for kopf run -m.
-    os.environ["REVISOR_RUNNER_IMAGE"] = settings.runner_image
     logs.configure(
         json_format=settings.log_format == "json",
         level=logging.DEBUG if args.verbose else logging.INFO,
     )
-    from . import handlers  # registers the handlers with kopf's default registry
-    from .kube import Kube, KubeError
+    from . import handlers
+    from .adapters.kube import Kube, KubeError
 
-    metrics.serve(settings.metrics_port)
     try:
         kube = Kube.from_environment()
     except KubeError as exc:
         print(f"revisor-operator: {exc}", file=sys.stderr)
         return 1
-    runtime = handlers.Runtime(settings=settings, kube=kube)
+    metrics.serve(settings.metrics_port)
+    registry = kopf.OperatorRegistry()
+    handlers.register(registry, settings)
     kopf.run(
+        registry=registry,
         clusterwide=not settings.namespaces,
         namespaces=settings.namespaces,
         liveness_endpoint=settings.liveness,
         standalone=args.peering is None,
         peering_name=args.peering,
         priority=args.priority,
-        memo=kopf.Memo(runtime=runtime),
+        memo=kopf.Memo(runtime=handlers.Runtime(settings=settings, kube=kube)),
     )
     return 0
 

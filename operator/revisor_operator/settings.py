@@ -22,7 +22,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .jobs import JobDefaults
+from .decisions.jobs import JobDefaults
 
 DEFAULT_RUNNER_IMAGE = "ghcr.io/revisor-dev/revisor:0.1.0"
 DEFAULT_LIVENESS = "http://0.0.0.0:8080/healthz"

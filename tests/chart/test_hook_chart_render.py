@@ -31,7 +31,7 @@ KEY = "revisor-migration"  # the app chart's values key for its dependency
 MISSING_SOURCE = "revisor-migration: set source.configMap.name or source.image"
 MISSING_DATABASE = "revisor-migration: set database.urlSecretRef.name, the Secret holding"
 
-#: What `revisor-operator wait` calls (operator/revisor_operator/wait_command.py, kube.py):
+#: What `revisor-operator wait` calls (operator/revisor_operator/wait_cli.py, kube.py):
 #: GET the resource once a second; server-side apply (a PATCH, a create when new) of the
 #: desired spec; merge PATCHes of the target and of the release record; GET of the scripts
 #: ConfigMap to tell which run is current.

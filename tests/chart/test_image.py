@@ -18,7 +18,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from revisor_operator.jobs import RUN_AS_USER
+from revisor_operator.decisions.jobs import RUN_AS_USER
 
 from tests.chart.render import REPO, only, template
 

@@ -25,9 +25,9 @@ from tests.support.kube import create_namespace, delete_namespace, existing_kube
 PROCESS_KUBELET_LABEL = "localkube.dev/process-kubelet"
 #: Where a process-kubelet's image registry is (``localkube.images``), on its Node.
 IMAGES_DIR_ANNOTATION = "localkube.dev/images-dir"
-# kopf fixes a timer's interval when revisor_operator.handlers is first imported,
+# kopf fixes a timer's interval when revisor_operator.kopf_entry is first imported,
 # whichever test module does it: set it for the whole session, before any does.
-# test_operator_kit.RESYNC_SECONDS checks it is this value.
+# tests.support.operator_kit.RESYNC_SECONDS checks it is this value.
 os.environ["REVISOR_RESYNC_SECONDS"] = "10"
 _TOOLS = Path(__file__).resolve().parents[2] / "tools"
 if str(_TOOLS) not in sys.path:
@@ -164,7 +164,7 @@ def operator(kube: Kube, request: pytest.FixtureRequest) -> Iterator[KopfRunner]
     It watches the namespaces named ``<module's PREFIX>-*``, which is what
     the ``ns`` fixture creates, so each module's tests see only their operator.
     """
-    from tests.cluster.test_operator_kit import install_crd, running_operator
+    from tests.support.operator_kit import install_crd, running_operator
 
     install_crd(kube)
     with running_operator(kube, f"{request.module.PREFIX}-*") as runner:
@@ -175,7 +175,7 @@ def operator(kube: Kube, request: pytest.FixtureRequest) -> Iterator[KopfRunner]
 @pytest.fixture
 def ns(process_kubelet: Kube, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace ``<module's PREFIX>-<test>-<random>``, with the CRD installed."""
-    from tests.cluster.test_operator_kit import install_crd
+    from tests.support.operator_kit import install_crd
 
     install_crd(process_kubelet)
     name = create_namespace(process_kubelet.api, request.module.PREFIX, request.node.name)

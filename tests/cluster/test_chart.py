@@ -41,7 +41,10 @@ from localkube.privatemounts import check_support
 
 from tests.chart.render import CHART, REPO, helm
 from tests.cluster.conftest import Kube
-from tests.cluster.test_operator_kit import (
+from tests.cluster.test_rollback import deploy
+from tests.support.kube import condition, get, wait_for
+from tests.support.kube import kubectl as find_kubectl
+from tests.support.operator_kit import (
     create,
     create_config_map,
     create_namespace,
@@ -57,9 +60,6 @@ from tests.cluster.test_operator_kit import (
     settled,
     window_closed,
 )
-from tests.cluster.test_rollback import deploy
-from tests.support.kube import condition, get, wait_for
-from tests.support.kube import kubectl as find_kubectl
 from tests.support.projects import chain
 
 pytestmark = pytest.mark.cluster

@@ -24,7 +24,8 @@ from kubernetes import client
 
 from tests.chart.render import helm
 from tests.cluster.conftest import Kube
-from tests.cluster.test_operator_kit import (
+from tests.support.kube import wait_for
+from tests.support.operator_kit import (
     MIGRATION_LABEL,
     REVS,
     create_namespace,
@@ -34,7 +35,6 @@ from tests.cluster.test_operator_kit import (
     read,
     unique_prefix,
 )
-from tests.support.kube import wait_for
 from tests.support.projects import Rev
 
 pytestmark = [pytest.mark.cluster, pytest.mark.postgres]

@@ -20,8 +20,8 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from tests.cluster.conftest import Kube
-from tests.cluster.test_operator_kit import create, install_crd, migration, read, running_operator
 from tests.support.kube import condition, wait_for
+from tests.support.operator_kit import create, install_crd, migration, read, running_operator
 
 pytestmark = pytest.mark.cluster
 

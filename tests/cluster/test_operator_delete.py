@@ -13,7 +13,8 @@ import pytest
 from kubernetes import client
 
 from tests.cluster.conftest import Kube
-from tests.cluster.test_operator_kit import (
+from tests.support.kube import wait_for
+from tests.support.operator_kit import (
     HEAD,
     REVS,
     create,
@@ -28,7 +29,6 @@ from tests.cluster.test_operator_kit import (
     running_operator,
     slow,
 )
-from tests.support.kube import wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.postgres]
 

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from tests.cluster.conftest import Kube
-from tests.cluster.test_operator_kit import (
+from tests.support.kube import wait_for
+from tests.support.operator_kit import (
     HEAD,
     REVS,
     create,
@@ -33,7 +34,6 @@ from tests.cluster.test_operator_kit import (
     termination_message,
     unique_prefix,
 )
-from tests.support.kube import wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.postgres, pytest.mark.usefixtures("operator")]
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.cluster.conftest import Images, Kube
-from tests.cluster.test_operator_kit import (
+from tests.support.operator_kit import (
     HEAD,
     REVS,
     create,

@@ -30,11 +30,12 @@ import kopf
 import pytest
 from kubernetes import client, config, watch
 from prometheus_client.parser import text_string_to_metric_families
-from revisor_operator.kube import Kube as KubeClient
+from revisor_operator.adapters.kube import Kube as KubeClient
 from revisor_operator.settings import Settings
 
 from tests.cluster.conftest import Kube
-from tests.cluster.test_operator_kit import (
+from tests.support.kube import wait_for
+from tests.support.operator_kit import (
     GROUP,
     HEAD,
     PLURAL,
@@ -54,7 +55,6 @@ from tests.cluster.test_operator_kit import (
     settled,
     slow,
 )
-from tests.support.kube import wait_for
 from tests.support.postgres import PostgresServer, free_port
 
 pytestmark = [pytest.mark.cluster, pytest.mark.postgres]

@@ -18,7 +18,9 @@ import pytest
 import sqlalchemy as sa
 
 from tests.cluster.conftest import Kube
-from tests.cluster.test_operator_kit import (
+from tests.support.kube import kubectl as find_kubectl
+from tests.support.kube import wait_for
+from tests.support.operator_kit import (
     HEAD,
     RESYNC_SECONDS,
     REVS,
@@ -39,8 +41,6 @@ from tests.cluster.test_operator_kit import (
     slow,
     unique_prefix,
 )
-from tests.support.kube import kubectl as find_kubectl
-from tests.support.kube import wait_for
 from tests.support.projects import Rev, chain
 
 pytestmark = [pytest.mark.cluster, pytest.mark.postgres, pytest.mark.usefixtures("operator")]

@@ -23,10 +23,10 @@ import psycopg
 import pytest
 import structlog
 from kubernetes import client
-from revisor_operator import logs
+from revisor_operator.adapters import logs
 
 from tests.cluster.conftest import Kube
-from tests.cluster.test_operator_kit import (
+from tests.support.operator_kit import (
     HEAD,
     REVS,
     create,
@@ -65,7 +65,7 @@ PREFIX = "canary"
 
 @contextlib.contextmanager
 def json_logs() -> Iterator[io.StringIO]:
-    """The operator's logs as production writes them (:func:`revisor_operator.logs.configure`)."""
+    """The operator's logs as production writes them (:func:`revisor_operator.adapters.logs.configure`)."""
     root = logging.getLogger()
     saved = (root.handlers[:], root.level)
     buffer = io.StringIO()

@@ -17,7 +17,8 @@ import pytest
 from kopf._core.reactor import queueing
 
 from tests.cluster.conftest import Kube
-from tests.cluster.test_operator_kit import (
+from tests.support.kube import wait_for
+from tests.support.operator_kit import (
     create,
     create_namespace,
     delete_namespace,
@@ -29,7 +30,6 @@ from tests.cluster.test_operator_kit import (
     running_operator,
     unique_prefix,
 )
-from tests.support.kube import wait_for
 
 pytestmark = [pytest.mark.cluster]
 

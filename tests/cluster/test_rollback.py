@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from tests.cluster.conftest import Kube
-from tests.cluster.test_operator_kit import (
+from tests.support.kube import apply, wait_for
+from tests.support.operator_kit import (
     HEAD,
     REVS,
     create,
@@ -31,7 +32,6 @@ from tests.cluster.test_operator_kit import (
     unique_prefix,
     window_closed,
 )
-from tests.support.kube import apply, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.postgres, pytest.mark.usefixtures("operator")]
 

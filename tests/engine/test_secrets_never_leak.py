@@ -27,7 +27,7 @@ from urllib.parse import quote, quote_plus
 import pytest
 import sqlalchemy as sa
 import structlog
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from revisor.cli import main
 from revisor.contract import ENV_DATABASE_PARTS, ENV_DATABASE_SOURCE, ENV_DATABASE_URL
@@ -82,7 +82,8 @@ def canary(postgres_server: PostgresServer, tmp_path_factory: pytest.TempPathFac
 def _set_password(canary: Canary, password: str) -> None:
     engine = sa.create_engine(canary.server.url(canary.database), isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:
-        literal = password.replace("'", "''")
+        # A colon escaped: in text() ":word" is a bind parameter (a password ":0000000").
+        literal = password.replace("'", "''").replace(":", "\\:")
         conn.execute(sa.text(f"ALTER ROLE canary PASSWORD '{literal}'"))
     engine.dispose()
 
@@ -133,20 +134,44 @@ def _assert_absent(value: str, text: str) -> None:
         assert form not in text, f"{form!r} leaked"
 
 
-@settings(
-    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
-@given(password=CREDENTIAL)
-def test_a_password_never_leaves_the_engine_whatever_a_revision_does_with_it(
-    canary: Canary, tmp_path: Path, password: str
-) -> None:
+@pytest.fixture(scope="module")
+def baseline(canary: Canary, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Everything a run writes with a password unlike anything: the output's own words.
+
+    A random password that is a piece of these ("Migratio" of MigrationFailed)
+    shows up in any run's output without having leaked; such examples are
+    discarded rather than counted as leaks.
+    """
+    password = "Zq8#Xv7!Wk6$"
     _set_password(canary, password)
+    text = _run(
+        ["--scripts", str(canary.scripts), "upgrade"],
+        _url_env(canary, password),
+        tmp_path_factory.mktemp("baseline") / "result.json",
+    )
+    return text.replace(password, "") + _history(canary)
+
+
+def _url_env(canary: Canary, password: str) -> dict[str, str]:
     server = canary.server
     url = (
         f"postgresql+psycopg://canary:{quote(password, safe='')}@{server.host}:{server.port}/"
         f"{canary.database}"
     )
-    env = {ENV_DATABASE_URL: url, "CANARY": password, ENV_DATABASE_SOURCE: "Secret ns/db, key url"}
+    return {ENV_DATABASE_URL: url, "CANARY": password, ENV_DATABASE_SOURCE: "Secret ns/db, key url"}
+
+
+@settings(
+    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(password=CREDENTIAL)
+def test_a_password_never_leaves_the_engine_whatever_a_revision_does_with_it(
+    canary: Canary, baseline: str, tmp_path: Path, password: str
+) -> None:
+    assume(not any(form in baseline for form in _forms(password)))
+    _set_password(canary, password)
+    env = _url_env(canary, password)
+    url = env[ENV_DATABASE_URL]
     text = _run(["--scripts", str(canary.scripts), "upgrade"], env, tmp_path / "result.json")
     assert "leaks on purpose" in text, "the revision ran and failed"
     assert "RuntimeError: cannot use postgresql+psycopg://" in text
@@ -168,9 +193,10 @@ def test_a_password_never_leaves_the_engine_whatever_a_revision_does_with_it(
 )
 @given(value=CREDENTIAL)
 def test_secret_keys_pointed_at_the_password_leak_it_nowhere(
-    canary: Canary, tmp_path: Path, value: str
+    canary: Canary, baseline: str, tmp_path: Path, value: str
 ) -> None:
     """hostKey/userKey/databaseKey/portKey all name the password's key: the value stays hidden."""
+    assume(not any(form in baseline for form in _forms(value)))
     base = {
         ENV_DATABASE_PARTS["password"]: value,
         ENV_DATABASE_PARTS["host"]: canary.server.host,

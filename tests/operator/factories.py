@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from revisor.contract import ExitCode, Result, Step
-from revisor_operator.bodies import Job, Migration, Pod
-from revisor_operator.jobs import JobDefaults, Owner, build_job
-from revisor_operator.spec import parse_spec
+from revisor_operator.decisions.bodies import Job, Migration, Pod
+from revisor_operator.decisions.jobs import JobDefaults, Owner, build_job
+from revisor_operator.decisions.observe import Run
+from revisor_operator.decisions.reconcile import Decision, decide
+from revisor_operator.decisions.references import References
+from revisor_operator.decisions.rollout import DeploymentStatus, parse_time
+from revisor_operator.decisions.spec import InvalidSpec, MigrationSpec, parse_spec
 
 NAMESPACE = "shop"
 NAME = "shop"
@@ -15,6 +21,33 @@ UID = "0b6c3c4e-1111-2222-3333-444455556666"
 NOW = "2025-01-02T03:04:05Z"
 LATER = "2025-01-02T03:09:05Z"
 DEFAULTS = JobDefaults(runner_image="registry.example/revisor:test")
+
+
+def decide_on(
+    body: Migration,
+    *,
+    runs: Sequence[Run] = (),
+    references: References | None,
+    now: str = NOW,
+    deployment: DeploymentStatus | None = None,
+) -> Decision:
+    """:func:`decide` as a reconcile pass calls it: the spec parsed once from the body."""
+    spec: MigrationSpec | InvalidSpec
+    try:
+        spec = parse_spec(body.get("spec") or {})
+    except InvalidSpec as invalid:
+        spec = invalid
+    moment = parse_time(now)
+    assert isinstance(moment, datetime)
+    return decide(
+        migration=body,
+        spec=spec,
+        runs=list(runs),
+        references=references if isinstance(spec, MigrationSpec) else None,
+        defaults=DEFAULTS,
+        now=moment,
+        deployment=deployment,
+    )
 
 
 def raw_spec(**overrides: Any) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""An in-memory stand-in for :class:`revisor_operator.kube.Kube`, for handler tests.
+"""An in-memory stand-in for :class:`revisor_operator.adapters.kube.Kube`, for handler tests.
 
 It keeps what a handler test asks about — the resource, its Jobs, the status
 writes — and answers the way the API does where it matters: creating a Job
@@ -14,11 +14,11 @@ import copy
 from collections.abc import Iterable, Mapping
 from typing import Any, cast
 
-from revisor_operator.bodies import Job, JsonDict, Migration, Pod
+from revisor_operator.adapters.kube import Kube
+from revisor_operator.decisions.bodies import Job, JsonDict, Migration, Pod
+from revisor_operator.decisions.jobs import MIGRATION_LABEL
+from revisor_operator.decisions.references import ConfigMapCheck, SecretCheck
 from revisor_operator.handlers import Runtime
-from revisor_operator.jobs import MIGRATION_LABEL
-from revisor_operator.kube import Kube
-from revisor_operator.reconcile import ConfigMapCheck, SecretCheck
 from revisor_operator.settings import Settings
 
 from .factories import DEFAULTS

@@ -1,6 +1,6 @@
 """Ready, Progressing and Failed on the status the operator writes, through a run's life.
 
-Each case takes the status patch :func:`revisor_operator.reconcile.decide`
+Each case takes the status patch :func:`revisor_operator.decisions.reconcile.decide`
 returns — what the handlers write — rather than a verdict alone: a Job being
 created or running is Progressing (and not yet Ready), a success is Ready
 and neither Progressing nor Failed, a failure is Failed with the engine's
@@ -13,11 +13,12 @@ from typing import Any
 
 import pytest
 from revisor.contract import ExitCode
-from revisor_operator.bodies import JsonDict
-from revisor_operator.observe import observe_run
-from revisor_operator.reconcile import Decision, References, SecretCheck, decide
+from revisor_operator.decisions.bodies import JsonDict
+from revisor_operator.decisions.observe import observe_run
+from revisor_operator.decisions.reconcile import Decision
+from revisor_operator.decisions.references import References, SecretCheck
 
-from .factories import DEFAULTS, LATER, NOW, job_for, migration, pod, result
+from .factories import LATER, NOW, decide_on, job_for, migration, pod, result
 from .test_reconcile import OK_REFS
 
 
@@ -28,12 +29,8 @@ def conditions(decision: Decision) -> dict[str, tuple[str, str]]:
 
 
 def _decide(status: JsonDict | None = None, runs: Any = (), now: str = NOW, **kw: Any) -> Decision:
-    return decide(
-        migration=migration(status=status),
-        runs=list(runs),
-        references=kw.get("references", OK_REFS),
-        defaults=DEFAULTS,
-        now=now,
+    return decide_on(
+        migration(status=status), runs=list(runs), references=kw.get("references", OK_REFS), now=now
     )
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 from revisor_operator import GROUP, KIND, PLURAL, VERSION
-from revisor_operator.spec import DURATION_PATTERN, TARGET_PATTERN
+from revisor_operator.decisions.spec import DURATION_PATTERN, TARGET_PATTERN
 
 CRD = Path(__file__).parents[2] / "manifests" / "crd" / "revisor.dev_databasemigrations.yaml"
 

@@ -13,9 +13,9 @@ from revisor.contract import (
     RunRequest,
     VersionTable,
 )
-from revisor_operator.jobs import JobDefaults, Owner, build_job, engine_request
-from revisor_operator.naming import fingerprint_config_map, fingerprint_run, job_name
-from revisor_operator.spec import parse_spec
+from revisor_operator.decisions.jobs import JobDefaults, Owner, build_job, engine_request
+from revisor_operator.decisions.naming import fingerprint_config_map, fingerprint_run, job_name
+from revisor_operator.decisions.spec import parse_spec
 
 from .factories import DEFAULTS, NAME, NAMESPACE, UID, raw_spec
 

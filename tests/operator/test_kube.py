@@ -22,9 +22,9 @@ from typing import Any
 import kopf
 import pytest
 from kubernetes import client
-from revisor_operator import metrics
+from revisor_operator.adapters import metrics
+from revisor_operator.adapters.kube import Conflict, Kube, KubeError
 from revisor_operator.handlers import reconcile
-from revisor_operator.kube import Conflict, Kube, KubeError
 
 from .factories import job_for, migration
 from .fake_kube import FakeKube, runtime

@@ -42,20 +42,18 @@ def test_all_namespaces_flag_ignores_the_environment_list() -> None:
 
 def test_the_timers_tick_at_the_settings_intervals() -> None:
     """REVISOR_RESYNC_SECONDS and REVISOR_ROLLOUT_POLL_SECONDS reach kopf's timers through
-    Settings, when the handlers load.
+    Settings, read once where the handlers are registered (here: kopf_entry, kopf run -m).
 
-    kopf fixes a timer's interval at registration, so this needs a fresh
-    interpreter: the handlers may already be loaded in this one.
+    A fresh interpreter: kopf_entry registers into kopf's default registry on import.
     """
     probe = (
         "from kopf._core.intents import registries\n"
-        "from revisor_operator import handlers\n"
-        "from revisor_operator.settings import Settings\n"
+        "from revisor_operator import handlers, kopf_entry\n"
         "[timer] = [t for t in registries.get_default_registry()._spawning.get_all_handlers()\n"
         "           if t.fn is handlers.resync]\n"
         "[poll] = [t for t in registries.get_default_registry()._spawning.get_all_handlers()\n"
         "          if t.fn is handlers.follow_rollout]\n"
-        "settings = Settings.from_env()\n"
+        "settings = kopf_entry.SETTINGS\n"
         "print(timer.interval, timer.initial_delay, settings.resync_seconds,\n"
         "      poll.interval, settings.rollout_poll_seconds)\n"
     )

@@ -12,10 +12,10 @@ import kopf
 import pytest
 from prometheus_client import REGISTRY
 from revisor.contract import ExitCode
-from revisor_operator import metrics
-from revisor_operator.bodies import Job
+from revisor_operator.adapters import metrics
+from revisor_operator.decisions.bodies import Job
+from revisor_operator.decisions.observe import observe_run
 from revisor_operator.handlers import on_job_event, reconcile
-from revisor_operator.observe import observe_run
 
 from tests.operator.factories import job_for, migration, pod, result
 from tests.operator.fake_kube import FakeKube, memo, runtime

@@ -5,16 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from revisor.contract import ExitCode
-from revisor_operator.observe import Run, observe_run
-from revisor_operator.reconcile import (
-    ConfigMapCheck,
-    Decision,
-    References,
-    SecretCheck,
-    decide,
-)
+from revisor_operator.decisions.observe import Run, observe_run
+from revisor_operator.decisions.reconcile import Decision
+from revisor_operator.decisions.references import ConfigMapCheck, References, SecretCheck
 
-from .factories import DEFAULTS, NOW, job_for, migration, pod, raw_spec, result
+from .factories import decide_on, job_for, migration, pod, raw_spec, result
 
 OK_REFS = References(
     secret=SecretCheck(name="shop-db", exists=True, keys=frozenset({"url"})),
@@ -25,9 +20,7 @@ OK_REFS = References(
 def run_decide(
     body: Any = None, runs: list[Run] | None = None, refs: References | None = OK_REFS
 ) -> Decision:
-    return decide(
-        migration=body or migration(), runs=runs or [], references=refs, defaults=DEFAULTS, now=NOW
-    )
+    return decide_on(body or migration(), runs=runs or [], references=refs)
 
 
 def finished_run(*, generation: int = 1, name: str | None = None, code: int = 0) -> Run:

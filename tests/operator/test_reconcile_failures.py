@@ -12,8 +12,8 @@ from typing import Any
 
 import kopf
 import pytest
-from kopf._core.intents import registries
 from revisor_operator import handlers
+from revisor_operator.adapters.kube import Conflict, Forbidden, KubeError, NotFound
 from revisor_operator.handlers import (
     API_RETRY_MAX_SECONDS,
     MAX_BUG_ATTEMPTS,
@@ -22,15 +22,20 @@ from revisor_operator.handlers import (
     on_change,
     on_delete,
 )
-from revisor_operator.kube import Conflict, Forbidden, KubeError, NotFound
+from revisor_operator.settings import Settings
 
 from .factories import migration
 from .fake_kube import FakeKube, memo
 
+#: The resync interval the messages quote.
+RESYNC = 30.0
+
 
 def test_a_conflict_rereads_at_once_and_never_gives_up() -> None:
     for retry in (0, 50):
-        then = after_failure(Conflict("changed", status=409, reason="Conflict"), retry=retry)
+        then = after_failure(
+            Conflict("changed", status=409, reason="Conflict"), retry=retry, resync_seconds=RESYNC
+        )
         assert then == Retry("the resource changed meanwhile; re-reading", delay=1.0)
 
 
@@ -48,9 +53,9 @@ def test_a_conflict_rereads_at_once_and_never_gives_up() -> None:
 )
 def test_an_unavailable_api_is_retried_with_a_growing_capped_delay(error: KubeError) -> None:
     """Not ours to fix: 10 s, 20 s, 40 s, then every minute, however long it lasts."""
-    delays = [after_failure(error, retry=retry).delay for retry in range(6)]
+    delays = [after_failure(error, retry=retry, resync_seconds=RESYNC).delay for retry in range(6)]
     assert delays == [10.0, 20.0, 40.0, 60.0, 60.0, 60.0]
-    late = after_failure(error, retry=1000)
+    late = after_failure(error, retry=1000, resync_seconds=RESYNC)
     assert late.delay == API_RETRY_MAX_SECONDS and not late.bug
     assert str(error) in late.message
 
@@ -58,7 +63,7 @@ def test_an_unavailable_api_is_retried_with_a_growing_capped_delay(error: KubeEr
 def test_forbidden_is_retried_every_minute_until_rbac_is_granted() -> None:
     error = Forbidden('jobs.batch is forbidden: User "system:serviceaccount:x:y" cannot create')
     for retry in (0, 3, 500):
-        then = after_failure(error, retry=retry)
+        then = after_failure(error, retry=retry, resync_seconds=RESYNC)
         assert then.delay == 60.0 and not then.bug
         assert "grant it in its RBAC" in then.message and "jobs.batch is forbidden" in then.message
 
@@ -66,14 +71,17 @@ def test_forbidden_is_retried_every_minute_until_rbac_is_granted() -> None:
 def test_a_bug_is_retried_a_few_times_with_backoff_then_given_up() -> None:
     """5, 10, 20, 40 seconds apart; the fifth failure gives up and says it is a bug."""
     error = KeyError("lastRun")
-    attempts = [after_failure(error, retry=retry) for retry in range(MAX_BUG_ATTEMPTS)]
+    attempts = [
+        after_failure(error, retry=retry, resync_seconds=RESYNC)
+        for retry in range(MAX_BUG_ATTEMPTS)
+    ]
     assert [a.delay for a in attempts] == [5.0, 10.0, 20.0, 40.0, None]
     assert all(a.bug for a in attempts)
     assert attempts[0].message == "attempt 1 of 5 failed: KeyError: 'lastRun'"
     last = attempts[-1].message
     assert last.startswith("gave up after 5 attempts: KeyError: 'lastRun'. ")
     assert "it is a bug in revisor-operator" in last
-    assert f"checked again every {handlers.RESYNC_SECONDS:g}s" in last
+    assert f"checked again every {RESYNC:g}s" in last
 
 
 @pytest.mark.parametrize("status", [400, 422])
@@ -82,15 +90,15 @@ def test_a_request_the_api_refuses_is_bounded_like_a_bug(status: int) -> None:
     error = KubeError(
         'Job.batch "shop-g1-abc" is invalid: spec...', status=status, reason="Invalid"
     )
-    first = after_failure(error, retry=0)
+    first = after_failure(error, retry=0, resync_seconds=RESYNC)
     assert first.delay == 5.0 and first.bug
     assert f"the Kubernetes API refused a request ({status} Invalid)" in first.message
-    assert after_failure(error, retry=MAX_BUG_ATTEMPTS - 1).delay is None
+    assert after_failure(error, retry=MAX_BUG_ATTEMPTS - 1, resync_seconds=RESYNC).delay is None
 
 
 def test_a_password_in_an_error_never_reaches_the_message() -> None:
     error = RuntimeError("cannot parse postgresql://app:Canary-s3cr3t@db/app")
-    then = after_failure(error, retry=MAX_BUG_ATTEMPTS - 1)
+    then = after_failure(error, retry=MAX_BUG_ATTEMPTS - 1, resync_seconds=RESYNC)
     assert "Canary-s3cr3t" not in then.message and "postgresql://app:***@db/app" in then.message
 
 
@@ -133,7 +141,8 @@ def test_the_change_handler_gives_up_on_a_bug_with_a_warning_event(
 
 
 def _registered(fn: Any) -> Any:
-    registry = registries.get_default_registry()
+    registry = kopf.OperatorRegistry()
+    handlers.register(registry, Settings())
     found = [h for h in registry._changing.get_all_handlers() if h.fn is fn]
     assert found, f"{fn.__name__} is not registered with kopf"
     return found

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from revisor_operator.redaction import redact, shorten
+from revisor_operator.decisions.redaction import redact, shorten
 
 CANARY = "Canary-s3cr3t-7f1e"
 
@@ -47,7 +47,7 @@ def test_logs_are_json_and_never_carry_a_password(capsys: pytest.CaptureFixture[
     import logging
 
     import structlog
-    from revisor_operator import logs
+    from revisor_operator.adapters import logs
 
     root = logging.getLogger()
     saved = (root.handlers[:], root.level)

@@ -6,14 +6,25 @@ from datetime import timedelta
 from typing import Any
 
 from revisor.contract import ExitCode
-from revisor_operator.bodies import Job, Migration
-from revisor_operator.jobs import Owner, build_job
-from revisor_operator.observe import Run, observe_run
-from revisor_operator.reconcile import Decision, decide
-from revisor_operator.rollout import deployment_status, parse_time
-from revisor_operator.spec import parse_spec
+from revisor_operator.decisions.bodies import Job, Migration
+from revisor_operator.decisions.jobs import Owner, build_job
+from revisor_operator.decisions.observe import Run, observe_run
+from revisor_operator.decisions.reconcile import Decision
+from revisor_operator.decisions.rollout import deployment_status, parse_time
+from revisor_operator.decisions.spec import parse_spec
 
-from .factories import DEFAULTS, NAME, NAMESPACE, NOW, UID, migration, pod, raw_spec, result
+from .factories import (
+    DEFAULTS,
+    NAME,
+    NAMESPACE,
+    NOW,
+    UID,
+    decide_on,
+    migration,
+    pod,
+    raw_spec,
+    result,
+)
 from .test_reconcile import OK_REFS
 from .test_rollout import deployment, stuck
 
@@ -25,11 +36,10 @@ LATER_ON = "2025-01-02T03:05:05Z"
 def step(
     body: Migration, runs: list[Run], *, dep: dict[str, Any] | None = None, now: str = NOW
 ) -> Decision:
-    return decide(
-        migration=body,
+    return decide_on(
+        body,
         runs=runs,
         references=OK_REFS,
-        defaults=DEFAULTS,
         now=now,
         deployment=deployment_status(dep) if dep is not None else None,
     )

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from revisor_operator.rollout import (
+from revisor_operator.decisions.rollout import (
     DeploymentStatus,
     Window,
     deployment_status,
@@ -75,7 +75,7 @@ def window(body: dict[str, Any] | None, *, seconds: float = 600, now: datetime =
 
 def verdict(win: Window, body: dict[str, Any] | None, *, after: float) -> str:
     status = deployment_status(body) if body is not None else None
-    return judge(win, status, T0 + timedelta(seconds=after)).verdict
+    return judge(win, status, T0 + timedelta(seconds=after)).outcome
 
 
 def test_deployment_status_reads_counts_and_progressing_condition() -> None:
@@ -99,7 +99,7 @@ def test_new_rollout_that_exceeds_its_deadline_fails() -> None:
     assert win.baseline == 2
     failed = stuck(generation=3, progressing=("False", "ProgressDeadlineExceeded"), since=T0)
     result = judge(win, deployment_status(failed), T0 + timedelta(seconds=30))
-    assert result.verdict == "Failed"
+    assert result.outcome == "Failed"
     assert "web" in result.message and "ProgressDeadlineExceeded" in result.message
 
 
@@ -150,7 +150,7 @@ def test_missing_deployment_expires_without_rollback() -> None:
     """A deploymentRef that names nothing must not downgrade the database."""
     win = window(None, seconds=60)
     result = judge(win, None, T0 + timedelta(seconds=60))
-    assert result.verdict == "Expired"
+    assert result.outcome == "Expired"
     assert "not found" in result.message
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 import yaml
-from revisor_operator.spec import (
+from revisor_operator.decisions.spec import (
     ConfigMapSource,
     ImageSource,
     InvalidSpec,

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 from revisor.contract import ExitCode
-from revisor_operator.conditions import Desired, merge
-from revisor_operator.observe import job_finished, observe_run
-from revisor_operator.status import finished_verdict, running_verdict, status_patch
+from revisor_operator.decisions.conditions import Desired, merge
+from revisor_operator.decisions.observe import job_finished, observe_run
+from revisor_operator.decisions.status import finished_verdict, running_verdict, status_patch
 
 from .factories import LATER, NOW, job_for, pod, raw_spec, result
 

@@ -36,10 +36,11 @@ from revisor.contract.results import (
     Result,
     Step,
 )
-from revisor.contract.words import heads_text, parse_duration
+from revisor.contract.words import DURATION_PATTERN, heads_text, parse_duration
 
 __all__ = [
     "DEFAULT_VERSION_TABLE",
+    "DURATION_PATTERN",
     "ENV_DATABASE_PARTS",
     "ENV_DATABASE_SOURCE",
     "ENV_DATABASE_URL",

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 RESULT_SCHEMA = "revisor.dev/result/v1"
@@ -153,6 +153,25 @@ class Result:
     #: A finer reason than the exit code's, e.g. InvalidTarget for exit code 2.
     detail_reason: str | None = None
 
+    def with_text(self, clean: Callable[[str], str]) -> Result:
+        """This result with ``clean`` applied to every free-text value.
+
+        Free text is what a person or a revision wrote (errors, warnings,
+        step descriptions, details); the document's own words (schema,
+        reason, command, revision ids) are left alone, so a secret that
+        happens to equal one of them (a database user named "revisor")
+        cannot garble the document.
+        """
+        return replace(
+            self,
+            error=clean(self.error) if self.error is not None else None,
+            warnings=tuple(clean(w) for w in self.warnings),
+            applied=tuple(replace(s, description=clean(s.description)) for s in self.applied),
+            plan=tuple(replace(s, description=clean(s.description)) for s in self.plan),
+            details=_cleaned(self.details, clean),
+            runner=clean(self.runner) if self.runner is not None else None,
+        )
+
     @property
     def reason(self) -> str:
         """The finest reason known: the engine's own word, else the exit code's."""
@@ -268,6 +287,16 @@ class Result:
             warnings=tuple(str(w) for w in data.get("warnings") or ()),
             detail_reason=reason if isinstance(reason, str) and reason != default else None,
         )
+
+
+def _cleaned(value: Any, clean: Callable[[str], str]) -> Any:
+    if isinstance(value, str):
+        return clean(value)
+    if isinstance(value, Mapping):
+        return {k: _cleaned(v, clean) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_cleaned(v, clean) for v in value]
+    return value
 
 
 def _dumps(data: Mapping[str, Any]) -> str:

@@ -19,7 +19,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from revisor.contract import OnFailure, VersionTable
+from revisor.contract import DURATION_PATTERN, OnFailure, Reason, VersionTable, parse_duration
+
+from .reasons import OperatorReason
 
 Mode = Literal["Apply", "Plan", "DryRun"]
 PullPolicy = Literal["Always", "IfNotPresent", "Never"]
@@ -45,11 +47,6 @@ TARGET_HELP = (
     "+N or -N (relative to the current revision), branch@head, branch@+N or rev@+N"
 )
 
-#: Go-style durations as Kubernetes users write them: 90s, 10m, 1h30m, 500ms.
-DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
-_DURATION = re.compile(DURATION_PATTERN)
-_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 # RFC 1123 subdomain (ConfigMap, Secret, ServiceAccount, Deployment names).
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
@@ -70,7 +67,7 @@ class InvalidSpec(Exception):
     def reason(self) -> str:
         """``InvalidTarget`` when the target is the only problem, else ``InvalidSpec``."""
         reasons = {p.reason for p in self.problems}
-        return reasons.pop() if len(reasons) == 1 else "InvalidSpec"
+        return reasons.pop() if len(reasons) == 1 else OperatorReason.INVALID_SPEC
 
 
 @dataclass(frozen=True)
@@ -80,7 +77,7 @@ class Problem:
     field: str
     message: str
     fix: str
-    reason: str = "InvalidSpec"
+    reason: str = OperatorReason.INVALID_SPEC
 
     @property
     def text(self) -> str:
@@ -206,11 +203,7 @@ class MigrationSpec:
         return DEFAULT_JOB_TIMEOUT_SECONDS
 
 
-def parse_duration(text: str) -> float:
-    """Seconds in a Go-style duration (``1h30m``, ``90s``, ``250ms``); ValueError if not one."""
-    if not _DURATION.match(text):
-        raise ValueError(f"{text!r} is not a duration")
-    return sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))
+__all__ = ["DURATION_PATTERN", "TARGET_PATTERN", "InvalidSpec", "MigrationSpec", "parse_spec"]
 
 
 def is_valid_target(target: str) -> bool:
@@ -233,7 +226,9 @@ class _Reader:
     def __init__(self) -> None:
         self.problems: list[Problem] = []
 
-    def problem(self, where: str, message: str, fix: str, reason: str = "InvalidSpec") -> None:
+    def problem(
+        self, where: str, message: str, fix: str, reason: str = OperatorReason.INVALID_SPEC
+    ) -> None:
         self.problems.append(Problem(field=where, message=message, fix=fix, reason=reason))
 
     # -- primitives ------------------------------------------------------------------
@@ -364,7 +359,7 @@ class _Reader:
                 "spec.target",
                 f"{value!r} is not an Alembic target",
                 TARGET_HELP,
-                reason="InvalidTarget",
+                reason=Reason.INVALID_TARGET,
             )
             return DEFAULT_TARGET
         return value

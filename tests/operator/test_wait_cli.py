@@ -17,17 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from revisor_operator import wait_command
-from revisor_operator.bodies import JsonDict, Migration
-from revisor_operator.kube import Kube
-from revisor_operator.reconcile import (
-    ConfigMapCheck,
-    References,
-    SecretCheck,
-    desired_run,
-)
-from revisor_operator.spec import parse_spec
-from revisor_operator.waiting import RELEASES_ANNOTATION
+from revisor_operator import wait_cli
+from revisor_operator.adapters.kube import Kube
+from revisor_operator.decisions.bodies import JsonDict, Migration
+from revisor_operator.decisions.helm_releases import RELEASES_ANNOTATION
+from revisor_operator.decisions.reconcile import desired_run
+from revisor_operator.decisions.references import ConfigMapCheck, scripts_fingerprint
+from revisor_operator.decisions.spec import parse_spec
 
 from .factories import NAME, NAMESPACE, migration
 
@@ -89,11 +85,10 @@ def migrates_to(revision: str) -> Callable[[Migration], None]:
     """An operator that at once runs the current spec's Job and reaches ``revision``."""
 
     def operator(obj: Migration) -> None:
-        references = References(
-            secret=SecretCheck(name="", exists=True),
-            config_map=ConfigMapCheck(CONFIG_MAP, True, "f" * 64),
-        )
-        job, _ = desired_run(obj, parse_spec(obj["spec"]), references)
+        spec = parse_spec(obj["spec"])
+        scripts = scripts_fingerprint(spec, ConfigMapCheck(CONFIG_MAP, True, "f" * 64))
+        assert scripts is not None
+        job, _ = desired_run(obj, spec, scripts=scripts)
         generation = obj["metadata"]["generation"]
         obj["status"] = {
             "observedGeneration": generation,
@@ -125,7 +120,7 @@ def wait(kube: FakeKube, **options: Any) -> tuple[int, list[str]]:
     said: list[str] = []
     clock = Clock()
     options.setdefault("timeout", 5.0)
-    code = wait_command.run(
+    code = wait_cli.run(
         kube,
         namespace=NAMESPACE,
         name=NAME,
@@ -152,9 +147,9 @@ def manifest(tmp_path: Path, **metadata: Any) -> Path:
 
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch) -> FakeKube:
-    """The fake that `wait_command.main` talks to instead of an API server."""
+    """The fake that `wait_cli.main` talks to instead of an API server."""
     kube = FakeKube()
-    monkeypatch.setattr(wait_command, "_kube", lambda args: (kube, False))
+    monkeypatch.setattr(wait_cli, "_kube", lambda args: (kube, False))
     return kube
 
 
@@ -170,7 +165,7 @@ def test_timeout_exits_2_saying_what_it_last_saw(capsys: pytest.CaptureFixture[s
     )  # fmt: skip
     kube = FakeKube(stale)
     code, said = wait(kube, timeout=5.0)
-    assert code == wait_command.EXIT_TIMEOUT == 2
+    assert code == wait_cli.EXIT_TIMEOUT == 2
     err = capsys.readouterr().err
     assert "databasemigration/shop: timed out; last seen:" in err
     assert "has not observed generation 2 yet" in err
@@ -217,7 +212,7 @@ def test_a_failed_run_exits_1_with_the_resources_message(
     kube = FakeKube()
     kube.operator = fails
     code, _ = wait(kube, apply=manifest(tmp_path, name=NAME), record=4, timeout=600.0)
-    assert code == wait_command.EXIT_FAILED == 1
+    assert code == wait_cli.EXIT_FAILED == 1
     assert kube.gets == 1, "failed at the first poll"
     err = capsys.readouterr().err
     assert "databasemigration/shop failed: RolledBack: RolledBack: boom in 0004" in err
@@ -232,7 +227,7 @@ def test_apply_of_a_manifest_naming_another_resource_is_refused(
 ) -> None:
     """dbm/shop --apply a file describing "billing": exit 2, nothing applied."""
     path = manifest(tmp_path, name="billing")
-    code = wait_command.main(["dbm/shop", "-n", NAMESPACE, "--apply", str(path)])
+    code = wait_cli.main(["dbm/shop", "-n", NAMESPACE, "--apply", str(path)])
     assert code == 2
     assert f"{path} describes billing, not shop" in capsys.readouterr().err
     assert fake.writes == []
@@ -243,7 +238,7 @@ def test_apply_of_a_manifest_for_another_namespace_is_refused(
 ) -> None:
     """-n shop --apply a file for namespace "billing" is refused, as `kubectl apply -n` does."""
     path = manifest(tmp_path, name=NAME, namespace="billing")
-    code = wait_command.main(["dbm/shop", "-n", NAMESPACE, "--apply", str(path), "--timeout", "0s"])
+    code = wait_cli.main(["dbm/shop", "-n", NAMESPACE, "--apply", str(path), "--timeout", "0s"])
     assert code == 2
     assert f"{path} is for namespace billing, not {NAMESPACE}" in capsys.readouterr().err
     assert fake.writes == []
@@ -256,7 +251,7 @@ def test_apply_without_a_namespace_uses_the_manifests(
     path = manifest(tmp_path, name=NAME, namespace=NAMESPACE)
     argv = ["dbm/shop", "--apply", str(path), "--timeout", "0s",
             "--service-account-dir", str(tmp_path / "none")]  # fmt: skip
-    assert wait_command.main(argv) == 2  # nothing plays the operator: it times out
+    assert wait_cli.main(argv) == 2  # nothing plays the operator: it times out
     assert [(w[0], w[1], w[2]) for w in fake.writes] == [("apply", NAMESPACE, NAME)]
 
 
@@ -295,7 +290,7 @@ def test_without_n_or_a_manifest_the_kubeconfig_contexts_namespace_is_used(
 
     monkeypatch.setattr(fake, "get_migration", get_migration)
     argv = ["dbm/shop", "--timeout", "0s", "--service-account-dir", str(tmp_path / "none")]
-    assert wait_command.main(argv) == 2
+    assert wait_cli.main(argv) == 2
     assert asked and set(asked) == {expected}
 
 
@@ -304,14 +299,14 @@ def test_a_file_that_is_not_a_databasemigration_is_refused(
 ) -> None:
     path = tmp_path / "deploy.yaml"
     path.write_text("kind: Deployment\nmetadata: {name: shop}\n")
-    assert wait_command.main(["dbm/shop", "-n", NAMESPACE, "--apply", str(path)]) == 2
+    assert wait_cli.main(["dbm/shop", "-n", NAMESPACE, "--apply", str(path)]) == 2
     assert "is not a DatabaseMigration manifest" in capsys.readouterr().err
     assert fake.writes == []
 
 
 @pytest.mark.parametrize("resource", ["", "dbm/"])
 def test_a_missing_name_is_a_usage_error(fake: FakeKube, resource: str) -> None:
-    assert wait_command.main([resource, "-n", NAMESPACE]) == 2
+    assert wait_cli.main([resource, "-n", NAMESPACE]) == 2
     assert fake.gets == 0
 
 

@@ -20,7 +20,7 @@ from datetime import datetime
 
 from prometheus_client import Counter, Gauge, Histogram, Info, start_http_server
 
-from .observe import Run
+from ..decisions.observe import Run
 
 RUNS = Counter("revisor_runs", "Finished migration runs, by result (condition reason)", ["result"])
 DURATION = Histogram(

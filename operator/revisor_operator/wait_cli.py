@@ -13,7 +13,7 @@ Made for deploy pipelines, first of all the Helm hooks of
   ``--rollback-to-release N`` reads.
 
 It exits 0 when the resource is Ready for its current generation *and*
-scripts (:mod:`.waiting`), 1 at once when that state failed — printing the
+scripts (:mod:`.decisions.readiness`), 1 at once when that state failed — printing the
 resource's condition message, which Helm shows with
 ``helm.sh/hook-output-log-policy: hook-failed`` — and 2 on timeout or on an
 API error. It polls (one GET a second): a hook needs nothing more, and
@@ -21,7 +21,7 @@ API error. It polls (one GET a second): a hook needs nothing more, and
 
 Credentials: ``--kubeconfig`` (or ``$KUBECONFIG``) outside a cluster;
 inside one, the ServiceAccount token and CA from ``--service-account-dir``
-(default the standard mount path; see :meth:`.kube.Kube.from_service_account`).
+(default the standard mount path; see :meth:`.adapters.kube.Kube.from_service_account`).
 """
 
 from __future__ import annotations
@@ -36,19 +36,16 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import yaml
+from revisor.contract import parse_duration
 
 from . import API_VERSION, KIND
-from .bodies import JsonDict, Migration
-from .kube import SERVICE_ACCOUNT_DIR, Kube, KubeError
-from .reconcile import ConfigMapCheck, References, SecretCheck, desired_run
-from .spec import ConfigMapSource, InvalidSpec, parse_duration, parse_spec
-from .waiting import (
-    RELEASES_ANNOTATION,
-    Progress,
-    judge_wait,
-    recorded_releases,
-    with_release,
-)
+from .adapters.kube import SERVICE_ACCOUNT_DIR, Kube, KubeError
+from .decisions.bodies import JsonDict, Migration
+from .decisions.helm_releases import RELEASES_ANNOTATION, recorded_releases, with_release
+from .decisions.readiness import Progress, judge_wait
+from .decisions.reconcile import desired_run
+from .decisions.references import ConfigMapCheck, scripts_fingerprint
+from .decisions.spec import ConfigMapSource, InvalidSpec, parse_spec
 
 FIELD_MANAGER = "revisor-helm"
 POLL_SECONDS = 1.0
@@ -232,11 +229,10 @@ def _expected_job(kube: Kube, migration: Migration) -> str | None:
     if isinstance(spec.source, ConfigMapSource):
         namespace = migration.get("metadata", {}).get("namespace", "")
         config_map = kube.check_config_map(namespace=namespace, name=spec.source.name)
-        if not config_map.exists:
-            return None
-    # Only the scripts take part in the name; the Secret is the operator's business.
-    references = References(secret=SecretCheck(name="", exists=True), config_map=config_map)
-    return desired_run(migration, spec, references)[0]
+    scripts = scripts_fingerprint(spec, config_map)
+    if scripts is None:
+        return None
+    return desired_run(migration, spec, scripts=scripts)[0]
 
 
 def _load(path: Path) -> JsonDict:

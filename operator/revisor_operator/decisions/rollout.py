@@ -54,10 +54,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from .bodies import JsonDict
+from .reasons import WindowState
 
-State = Literal["Watching", "Succeeded", "Failed", "RolledBack", "Expired"]
-Verdict = Literal["Watching", "Succeeded", "Failed", "Expired"]
-STATES: tuple[State, ...] = ("Watching", "Succeeded", "Failed", "RolledBack", "Expired")
+#: What :func:`judge` says of a rollout (a window's state, short of RolledBack).
+RolloutOutcome = Literal[
+    WindowState.WATCHING, WindowState.SUCCEEDED, WindowState.FAILED, WindowState.EXPIRED
+]
 
 DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
 ROLLED_OUT = "NewReplicaSetAvailable"
@@ -146,13 +148,13 @@ class Window:
     until: datetime
     #: Deployment generations up to this one were rolled out before the migration.
     baseline: int
-    state: State = "Watching"
+    state: WindowState = WindowState.WATCHING
     message: str = ""
 
     def to_status(self) -> JsonDict:
         return {
             "deployment": self.deployment,
-            "state": self.state,
+            "state": str(self.state),
             "job": self.job,
             "generation": self.generation,
             "previousRevision": self.previous,
@@ -180,9 +182,7 @@ class Window:
             since=since,
             until=until,
             baseline=int(raw.get("baselineGeneration") or 0),
-            state=state
-            if state in ("Watching", "Succeeded", "Failed", "RolledBack", "Expired")
-            else "Watching",
+            state=WindowState(state) if state in set(WindowState) else WindowState.WATCHING,
             message=str(raw.get("message", "")),
         )
 
@@ -228,7 +228,7 @@ def open_window(
 
 @dataclass(frozen=True)
 class Judgement:
-    verdict: Verdict
+    outcome: RolloutOutcome
     message: str
 
 
@@ -239,11 +239,11 @@ def judge(window: Window, deployment: DeploymentStatus | None, now: datetime) ->
     if deployment is None:
         if ended:
             return Judgement(
-                "Expired",
+                WindowState.EXPIRED,
                 f"Deployment {name} was not found during the rollback window; "
                 "nothing was rolled back",
             )
-        return Judgement("Watching", f"Waiting for Deployment {name} to appear")
+        return Judgement(WindowState.WATCHING, f"Waiting for Deployment {name} to appear")
     return _judge_present(window, deployment, now, ended=ended)
 
 
@@ -259,31 +259,35 @@ def _judge_present(
         if new_rollout and (fresh or grace_over):
             detail = deployment.progressing_message or DEADLINE_EXCEEDED
             return Judgement(
-                "Failed",
+                WindowState.FAILED,
                 f"Deployment {name} did not roll out: {DEADLINE_EXCEEDED} "
                 f"({deployment.describe()}): {detail}",
             )
     if deployment.complete:
         if new_rollout:
             return Judgement(
-                "Succeeded",
+                WindowState.SUCCEEDED,
                 f"Deployment {name} rolled out generation {deployment.generation} "
                 f"({deployment.describe()})",
             )
         if ended:
             return Judgement(
-                "Succeeded",
+                WindowState.SUCCEEDED,
                 f"Deployment {name} stayed available through the rollback window "
                 "(no new rollout started)",
             )
-        return Judgement("Watching", f"Deployment {name} is available; waiting for its new rollout")
+        return Judgement(
+            WindowState.WATCHING, f"Deployment {name} is available; waiting for its new rollout"
+        )
     if ended:
         return Judgement(
-            "Failed",
+            WindowState.FAILED,
             f"Deployment {name} did not roll out within the rollback window "
             f"({deployment.describe()})",
         )
-    return Judgement("Watching", f"Deployment {name} is rolling out ({deployment.describe()})")
+    return Judgement(
+        WindowState.WATCHING, f"Deployment {name} is rolling out ({deployment.describe()})"
+    )
 
 
 def format_time(moment: datetime) -> str:

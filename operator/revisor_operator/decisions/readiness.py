@@ -1,4 +1,4 @@
-"""When is a ``DatabaseMigration`` done? The judgement behind ``revisor-operator wait``.
+"""When is a ``DatabaseMigration`` ready? The judgement behind ``revisor-operator wait``.
 
 A deploy pipeline (a Helm hook, a CI step) must not go on before the
 database is at the *new* desired state, and must stop at once, with the
@@ -23,16 +23,18 @@ Pure.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from revisor.contract import Reason
+
 from .bodies import Migration
 from .conditions import READY, find
+from .reasons import OperatorReason, Phase, WindowState
 
 #: Reasons that no run can change: the spec must be edited first.
-SPEC_PROBLEMS = frozenset({"InvalidSpec", "InvalidTarget"})
+SPEC_PROBLEMS = frozenset({OperatorReason.INVALID_SPEC, Reason.INVALID_TARGET})
 
 Outcome = Literal["Waiting", "Ready", "Failed"]
 
@@ -54,7 +56,7 @@ def judge_wait(migration: Migration, *, expected_job: str | None) -> Progress:
     meta = migration.get("metadata", {})
     status: Mapping[str, Any] = migration.get("status") or {}
     generation = int(meta.get("generation") or 1)
-    phase = str(status.get("phase") or "Pending")
+    phase = str(status.get("phase") or Phase.PENDING)
     ready = find(status.get("conditions") or [], READY) or {}
     said = f"{phase}: {ready.get('reason', 'no condition yet')}: {ready.get('message', '')}"
     said = said.rstrip(": ")
@@ -77,39 +79,12 @@ def _judge_runs(
 ) -> Progress:
     last = status.get("lastRun") or {}
     rollout = status.get("rollout") or {}
-    failed = phase in ("Failed", "RolledBack")
-    rolled_back = rollout.get("state") in ("RolledBack", "Failed")
+    failed = phase in (Phase.FAILED, Phase.ROLLED_BACK)
+    rolled_back = rollout.get("state") in (WindowState.ROLLED_BACK, WindowState.FAILED)
     if expected_job is not None and rollout.get("job") == expected_job and rolled_back and failed:
         return Progress("Failed", said)
     if expected_job is None or last.get("job") != expected_job:
         return Progress("Waiting", said)
-    if phase == "Succeeded" and ready.get("status") == "True":
+    if phase == Phase.SUCCEEDED and ready.get("status") == "True":
         return Progress("Ready", said)
     return Progress("Failed" if failed else "Waiting", said)
-
-
-#: The annotation where ``wait --record-release`` keeps, per Helm release
-#: revision, the database revision that release reached.
-RELEASES_ANNOTATION = "revisor.dev/helm-release-revisions"
-RELEASES_KEPT = 20
-
-
-def recorded_releases(migration: Migration) -> dict[str, str]:
-    """Helm release revision -> database revision, as recorded on the resource."""
-    raw = (migration.get("metadata", {}).get("annotations") or {}).get(RELEASES_ANNOTATION)
-    if not raw:
-        return {}
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        return {}
-    if not isinstance(data, dict):
-        return {}
-    return {str(k): str(v) for k, v in data.items() if isinstance(v, str)}
-
-
-def with_release(records: Mapping[str, str], release: int, revision: str) -> dict[str, str]:
-    """``records`` plus ``release -> revision``, keeping the newest :data:`RELEASES_KEPT`."""
-    merged = {**records, str(release): revision}
-    newest = sorted(merged, key=lambda k: int(k) if k.isdigit() else -1)[-RELEASES_KEPT:]
-    return {k: merged[k] for k in newest}

@@ -13,10 +13,11 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
+import kopf
 import pytest
 from kopf._cogs.structs import references
 from kopf._core.reactor import observation
-from revisor_operator import kopf_fixes
+from revisor_operator.adapters import kopf_namespace_race as kopf_fixes
 
 PATTERNS = ["team-*"]
 
@@ -51,9 +52,11 @@ def feed(event: dict[str, Any]) -> set[str]:
     return asyncio.run(run())
 
 
-def test_the_operator_installs_the_fix_when_its_handlers_load() -> None:
-    import revisor_operator.handlers  # noqa: F401
+def test_the_operator_installs_the_fix_when_it_registers_its_handlers() -> None:
+    from revisor_operator.handlers import register
+    from revisor_operator.settings import Settings
 
+    register(kopf.OperatorRegistry(), Settings())
     assert getattr(observation.process_discovered_namespace_event, kopf_fixes._MARK, False)
 
 

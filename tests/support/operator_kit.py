@@ -351,18 +351,18 @@ def running_operator(
         )
         patch.setenv("REVISOR_RUNNER_IMAGE", "revisor:dev")
         patch.setenv("REVISOR_RESYNC_SECONDS", str(RESYNC_SECONDS))
-        handlers = importlib.import_module("revisor_operator.handlers")
-        if handlers.RESYNC_SECONDS != RESYNC_SECONDS:
+        entry = importlib.import_module("revisor_operator.kopf_entry")
+        if entry.SETTINGS.resync_seconds != RESYNC_SECONDS:
             pytest.fail(
-                "revisor_operator.handlers was imported before the cluster tests set "
+                "revisor_operator.kopf_entry was imported before the cluster tests set "
                 f"REVISOR_RESYNC_SECONDS={RESYNC_SECONDS} (its timer ticks every "
-                f"{handlers.RESYNC_SECONDS}s)"
+                f"{entry.SETTINGS.resync_seconds}s)"
             )
         scope = (
             ["--all-namespaces"]
             if all_namespaces
             else [arg for ns in namespaces for arg in ("--namespace", ns)]
         )
-        args = ["run", "--standalone", *scope, "-m", "revisor_operator.handlers"]
+        args = ["run", "--standalone", *scope, "-m", "revisor_operator.kopf_entry"]
         with KopfRunner(args, timeout=60) as runner:
             yield runner

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from revisor_operator.bodies import Migration
+from revisor_operator.decisions.bodies import Migration
+from revisor_operator.decisions.helm_releases import recorded_releases, with_release
+from revisor_operator.decisions.readiness import judge_wait
 from revisor_operator.main import main
-from revisor_operator.waiting import judge_wait, recorded_releases, with_release
 
 from .factories import migration
 

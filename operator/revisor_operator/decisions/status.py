@@ -18,18 +18,25 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from revisor.contract import ExitCode, Result, Step
+from revisor.contract import ExitCode, Reason, Result, Step, heads_text
 
 from .bodies import Condition, JsonDict
 from .conditions import FAILED, PROGRESSING, READY, Desired, merge
 from .observe import Run
+from .reasons import OperatorReason, Phase
 from .redaction import redact, shorten
 
-Phase = Literal[
-    "Pending", "Planning", "AwaitingApproval", "Running", "Succeeded", "Failed", "RolledBack"
-]
 HISTORY_LIMIT = 10
 MESSAGE_LIMIT = 1024
+
+
+@dataclass(frozen=True)
+class Event:
+    """A Kubernetes Event to post on the resource."""
+
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
 
 
 @dataclass(frozen=True)
@@ -53,7 +60,7 @@ class Verdict:
         ]
 
 
-def problem_verdict(*, reason: str, message: str, phase: Phase = "Failed") -> Verdict:
+def problem_verdict(*, reason: str, message: str, phase: Phase = Phase.FAILED) -> Verdict:
     """A resource that cannot be acted on until a human fixes something."""
     return Verdict(phase=phase, reason=reason, message=_clean(message), failed=True)
 
@@ -75,8 +82,8 @@ def running_verdict(run: Run, *, queued_generation: int | None = None) -> Verdic
     if queued_generation is not None:
         message += f"; generation {queued_generation} will be applied after it"
     return Verdict(
-        phase="Planning" if run.command == "plan" else "Running",
-        reason="Running",
+        phase=Phase.PLANNING if run.command == "plan" else Phase.RUNNING,
+        reason=OperatorReason.RUNNING,
         message=_clean(message),
         progressing=True,
     )
@@ -94,10 +101,10 @@ def finished_verdict(run: Run, *, lock_timeout_seconds: int | None = None) -> Ve
     # The engine names the finer reason itself (InvalidTarget, NotReversible,
     # PlanChanged, ...), so exit code 2 needs no guessing from words here.
     reason = result.reason
-    if reason == "PlanChanged" and result.plan_hash:
+    if reason == Reason.PLAN_CHANGED and result.plan_hash:
         return _plan_changed(run, result)
     message = _failure_message(run, result, reason, lock_timeout_seconds)
-    phase: Phase = "RolledBack" if reason == "RolledBack" else "Failed"
+    phase = Phase.ROLLED_BACK if reason == Reason.ROLLED_BACK else Phase.FAILED
     return Verdict(phase=phase, reason=reason, message=_clean(message), failed=True)
 
 
@@ -108,10 +115,10 @@ def _plan_changed(run: Run, result: Result) -> Verdict:
     and its result carries the new plan, which becomes ``status.plan``; the
     resource waits for that hash exactly as it did for the first approval.
     """
-    start = revisions(result.from_revisions)
+    start = heads_text(result.from_revisions)
     return Verdict(
-        phase="AwaitingApproval",
-        reason="PlanChanged",
+        phase=Phase.AWAITING_APPROVAL,
+        reason=Reason.PLAN_CHANGED,
         message=_clean(
             f"The plan changed since it was approved: now {len(result.plan)} step(s) from "
             f"{start} to {run.target}. Review status.plan, then set spec.approval.planHash "
@@ -126,25 +133,25 @@ def _rollback_verdict(run: Run) -> Verdict:
     result = run.result
     if result is not None and result.exit_code is ExitCode.OK:
         moved = (
-            f"from {revisions(result.from_revisions)} to {revisions(result.to_revisions)}"
+            f"from {heads_text(result.from_revisions)} to {heads_text(result.to_revisions)}"
             if result.applied
-            else f"it was already at {revisions(result.to_revisions)}"
+            else f"it was already at {heads_text(result.to_revisions)}"
         )
         return Verdict(
-            phase="RolledBack",
-            reason="DeployFailedRolledBack",
+            phase=Phase.ROLLED_BACK,
+            reason=OperatorReason.DEPLOY_FAILED_ROLLED_BACK,
             failed=True,
             message=_clean(f"{why}. The database was moved back {moved}"),
         )
     if result is not None:
         detail = f"the engine said {result.reason}: {result.error or 'no error message'}"
-        at = f"; the database is at {revisions(result.to_revisions or result.from_revisions)}"
+        at = f"; the database is at {heads_text(result.to_revisions or result.from_revisions)}"
     else:
         detail = _verdict_without_result(run).message
         at = ""
     return Verdict(
-        phase="Failed",
-        reason="RollbackFailed",
+        phase=Phase.FAILED,
+        reason=Reason.ROLLBACK_FAILED,
         failed=True,
         message=_clean(
             f"{why}. Moving the database back to {run.target} failed ({detail}){at}. "
@@ -168,7 +175,7 @@ def status_patch(
     """
     existing: Sequence[Condition] = current.get("conditions") or []
     patch: JsonDict = {
-        "phase": verdict.phase,
+        "phase": str(verdict.phase),
         "observedGeneration": generation,
         "conditions": merge(existing, verdict.desired_conditions(), generation=generation, now=now),
     }
@@ -182,55 +189,53 @@ def is_noop(*, current: Mapping[str, Any], patch: Mapping[str, Any]) -> bool:
     return all(current.get(key) == value for key, value in patch.items())
 
 
-def revisions(revs: Sequence[str]) -> str:
-    """Revisions as one column value: ``a1,b2`` for several heads, ``base`` for none."""
-    return ",".join(revs) if revs else "base"
-
-
 # -- verdicts -----------------------------------------------------------------------
 
 
 def _success(run: Run, result: Result) -> Verdict:
-    start, end = revisions(result.from_revisions), revisions(result.to_revisions)
+    start, end = heads_text(result.from_revisions), heads_text(result.to_revisions)
     steps = len(result.applied) or len(result.plan)
     if run.command == "plan":
         plan = f"{steps} step(s) from {start} to {run.target}"
         if run.mode == "Apply" and run.approval_required:
             if not result.plan:
                 return Verdict(
-                    phase="Succeeded",
-                    reason="Migrated",
+                    phase=Phase.SUCCEEDED,
+                    reason=Reason.MIGRATED,
                     ready=True,
                     message=f"Already at {run.target} ({start}); nothing to approve",
                 )
             return Verdict(
-                phase="AwaitingApproval",
-                reason="AwaitingApproval",
+                phase=Phase.AWAITING_APPROVAL,
+                reason=OperatorReason.AWAITING_APPROVAL,
                 message=f"{plan} await approval: review status.plan, then set "
                 f"spec.approval.planHash to {result.plan_hash}",
             )
         return Verdict(
-            phase="Succeeded",
-            reason="Planned",
+            phase=Phase.SUCCEEDED,
+            reason=OperatorReason.PLANNED,
             ready=True,
             message=f"Planned {plan} (hash {result.plan_hash})",
         )
     if result.dry_run or run.mode == "DryRun":
         return Verdict(
-            phase="Succeeded",
-            reason="Planned",
+            phase=Phase.SUCCEEDED,
+            reason=OperatorReason.PLANNED,
             ready=True,
             message=f"Dry run succeeded: {steps} step(s) from {start} to {end} "
             "ran and were rolled back",
         )
     if not result.applied:
         return Verdict(
-            phase="Succeeded", reason="Migrated", ready=True, message=f"At {end}; nothing to do"
+            phase=Phase.SUCCEEDED,
+            reason=Reason.MIGRATED,
+            ready=True,
+            message=f"At {end}; nothing to do",
         )
     seconds = sum(s.seconds or 0.0 for s in result.applied)
     return Verdict(
-        phase="Succeeded",
-        reason="Migrated",
+        phase=Phase.SUCCEEDED,
+        reason=Reason.MIGRATED,
         ready=True,
         message=f"Migrated ({result.direction}) from {start} to {end}: "
         f"{steps} step(s) in {seconds:.1f}s",
@@ -241,23 +246,24 @@ def _failure_message(
     run: Run, result: Result, reason: str, lock_timeout_seconds: int | None
 ) -> str:
     error = result.error or "no error message"
-    at = revisions(result.to_revisions or result.from_revisions)
+    at = heads_text(result.to_revisions or result.from_revisions)
     waited = f" within {lock_timeout_seconds}s" if lock_timeout_seconds is not None else ""
-    messages = {
-        "RolledBack": f"Migration to {run.target} failed and was rolled back to "
-        f"{revisions(result.from_revisions)}: {error}",
-        "MigrationFailed": f"Migration to {run.target} failed; the database is at {at}: {error}",
-        "RollbackFailed": f"Migration to {run.target} failed and rolling it back failed too; "
+    messages: dict[str, str] = {
+        Reason.ROLLED_BACK: f"Migration to {run.target} failed and was rolled back to "
+        f"{heads_text(result.from_revisions)}: {error}",
+        Reason.MIGRATION_FAILED: f"Migration to {run.target} failed; the database is at {at}: "
+        f"{error}",
+        Reason.ROLLBACK_FAILED: f"Migration to {run.target} failed and rolling it back failed too; "
         f"the database is at {at} and needs a human: {error}",
-        "LockTimeout": f"The database's migration lock was not acquired{waited}: another "
+        Reason.LOCK_TIMEOUT: f"The database's migration lock was not acquired{waited}: another "
         f"migration is running. Raise spec.lock.timeoutSeconds or retry later: {error}",
-        "DatabaseUnreachable": f"Cannot connect to the database: {error}. Check the Secret's "
+        Reason.DATABASE_UNREACHABLE: f"Cannot connect to the database: {error}. Check the Secret's "
         "URL, the network and the credentials",
-        "InvalidTarget": f"The engine rejected target {run.target!r}: {error}",
-        "InvalidScripts": f"The revision scripts cannot be loaded: {error}. Fix them in "
+        Reason.INVALID_TARGET: f"The engine rejected target {run.target!r}: {error}",
+        Reason.INVALID_SCRIPTS: f"The revision scripts cannot be loaded: {error}. Fix them in "
         "the ConfigMap or image",
-        "NotReversible": f"Cannot move to {run.target}: {error}",
-        "PlanChanged": f"The approved plan no longer matches: {error}. Approve the new plan "
+        Reason.NOT_REVERSIBLE: f"Cannot move to {run.target}: {error}",
+        Reason.PLAN_CHANGED: f"The approved plan no longer matches: {error}. Approve the new plan "
         "hash in spec.approval.planHash",
     }
     return messages.get(reason, f"{reason}: {error}")
@@ -267,8 +273,8 @@ def _verdict_without_result(run: Run) -> Verdict:
     state = run.container
     if run.succeeded:
         return Verdict(
-            phase="Succeeded",
-            reason="Migrated",
+            phase=Phase.SUCCEEDED,
+            reason=Reason.MIGRATED,
             ready=True,
             message=f"Job {run.job} succeeded (it left no result to report)",
         )
@@ -285,8 +291,10 @@ def _verdict_without_result(run: Run) -> Verdict:
     parts.append("the engine left no result")
     if state and state.message:
         parts.append(f"last output: {state.message.strip()}")
-    reason = code.reason if code is not None and code is not ExitCode.OK else "JobFailed"
-    return Verdict(phase="Failed", reason=reason, message=_clean("; ".join(parts)), failed=True)
+    reason = (
+        code.reason if code is not None and code is not ExitCode.OK else OperatorReason.JOB_FAILED
+    )
+    return Verdict(phase=Phase.FAILED, reason=reason, message=_clean("; ".join(parts)), failed=True)
 
 
 # -- recorded runs ------------------------------------------------------------------
@@ -303,13 +311,13 @@ def _run_fields(*, current: Mapping[str, Any], run: Run, verdict: Verdict) -> Js
         return fields
     changes_database = run.command != "plan" and not result.dry_run
     if changes_database and result.to_revisions:
-        fields["currentRevision"] = revisions(result.to_revisions)
+        fields["currentRevision"] = heads_text(result.to_revisions)
     elif result.from_revisions or run.command == "plan" or result.dry_run:
-        fields["currentRevision"] = revisions(result.from_revisions)
+        fields["currentRevision"] = heads_text(result.from_revisions)
     if changes_database and result.direction != "none" and result.applied:
-        fields["previousRevision"] = revisions(result.from_revisions)
+        fields["previousRevision"] = heads_text(result.from_revisions)
     if result.exit_code is ExitCode.OK and result.to_revisions:
-        fields["targetRevision"] = revisions(result.to_revisions)
+        fields["targetRevision"] = heads_text(result.to_revisions)
     else:
         fields["targetRevision"] = run.target
     if run.command == "plan" or result.plan_hash:
@@ -328,7 +336,7 @@ def _last_run(run: Run, verdict: Verdict) -> JsonDict:
         "job": run.job,
         "command": run.command,
         "generation": run.generation,
-        "phase": verdict.phase,
+        "phase": str(verdict.phase),
         "reason": verdict.reason,
         "message": verdict.message,
         "startedAt": (result.started_at if result else None) or run.started_at,

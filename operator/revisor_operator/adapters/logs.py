@@ -17,7 +17,7 @@ from typing import Any
 
 import structlog
 
-from .redaction import redact
+from ..decisions.redaction import redact
 
 
 def _redact_values(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:

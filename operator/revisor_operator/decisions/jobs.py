@@ -23,7 +23,7 @@ from typing import Any
 
 from revisor.contract import ENV_DATABASE_PARTS, ENV_DATABASE_URL, ENV_RUNNER, RunRequest
 
-from . import API_VERSION, KIND
+from .. import API_VERSION, KIND
 from .bodies import Job, JsonDict, ObjectMeta
 from .spec import ConfigMapSource, ImageSource, MigrationSpec, PartsDatabase, UrlDatabase
 

@@ -27,12 +27,12 @@ from urllib.parse import quote
 
 from kubernetes import client, config
 
-from . import GROUP, PLURAL, VERSION
-from .bodies import Job, JsonDict, Migration, Pod
-from .jobs import MIGRATION_LABEL
-from .naming import fingerprint_config_map
-from .reconcile import ConfigMapCheck, SecretCheck
-from .redaction import redact, shorten
+from .. import GROUP, PLURAL, VERSION
+from ..decisions.bodies import Job, JsonDict, Migration, Pod
+from ..decisions.jobs import MIGRATION_LABEL
+from ..decisions.naming import fingerprint_config_map
+from ..decisions.redaction import redact, shorten
+from ..decisions.references import ConfigMapCheck, SecretCheck
 
 REQUEST_TIMEOUT = 30.0
 MERGE_PATCH = "application/merge-patch+json"

@@ -1,0 +1,50 @@
+"""The operator's words for where a resource stands: phases, its own reasons, window states.
+
+Each spelled once. The engine's reasons (``Migrated``, ``LockTimeout``,
+``RolledBack``, ...) come from :class:`revisor.contract.Reason` and are never
+respelled here; these are the ones only the operator can see: a Job
+running, a Secret missing, a Deployment's rollout.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class Phase(enum.StrEnum):
+    """``status.phase``: the one word ``kubectl get dbm`` shows."""
+
+    PENDING = "Pending"
+    PLANNING = "Planning"
+    AWAITING_APPROVAL = "AwaitingApproval"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    ROLLED_BACK = "RolledBack"
+
+
+class OperatorReason(enum.StrEnum):
+    """Condition and Event reasons the operator adds to the engine's."""
+
+    RUNNING = "Running"
+    PLANNED = "Planned"
+    AWAITING_APPROVAL = "AwaitingApproval"
+    SECRET_NOT_FOUND = "SecretNotFound"  # noqa: S105 - a reason, not a password
+    CONFIG_MAP_NOT_FOUND = "ConfigMapNotFound"
+    INVALID_SPEC = "InvalidSpec"
+    JOB_FAILED = "JobFailed"
+    DEPLOY_FAILED = "DeployFailed"
+    DEPLOY_FAILED_ROLLED_BACK = "DeployFailedRolledBack"
+    ROLLOUT_SUCCEEDED = "RolloutSucceeded"
+    ROLLOUT_NOT_FOUND = "RolloutNotFound"
+    RECONCILE_ERROR = "ReconcileError"
+
+
+class WindowState(enum.StrEnum):
+    """``status.rollout.state``: a rollback window's life."""
+
+    WATCHING = "Watching"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    ROLLED_BACK = "RolledBack"
+    EXPIRED = "Expired"

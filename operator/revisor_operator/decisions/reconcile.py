@@ -1,0 +1,338 @@
+"""The operator's one decision: given what exists, what happens next.
+
+:func:`decide` is a pure function of the resource, its spec (parsed once,
+by the caller), its Jobs (as observed :class:`.observe.Run` values), the
+referenced Secret and ConfigMap (whether they exist, never their values),
+the Deployment a rollback window follows, and the time. It returns one
+:class:`Decision` — create a Job, wait for one, record a finished one,
+report a problem, or do nothing — with the status to write and the Event to
+post. :mod:`revisor_operator.handlers` gathers the inputs and performs it;
+nothing here talks to Kubernetes, so the whole table is unit-tested.
+
+The rules, in order:
+
+1. A Job still running is waited for; at most one runs per resource. A spec
+   changed meanwhile is applied after it (its generation is queued).
+2. The newest finished Job not yet in ``status.lastRun``/``history`` is
+   recorded: status, conditions and an Event (and the rollback window it
+   opens or closes: :mod:`.rollback`).
+3. A resource being deleted gets no new Job.
+4. A spec that does not validate, a missing ConfigMap or Secret (or Secret
+   key): a condition that says what to fix, and no Job.
+5. The desired run's name (:func:`desired_run`) already ran: if it opened a
+   rollback window that is still Watching, the Deployment's rollout is
+   judged (:func:`.rollback.follow`) and a failure creates the rollback Job;
+   otherwise nothing to do (if a missing-reference condition was shown
+   meanwhile, the last run's verdict is restored).
+6. Otherwise: create the Job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any, Literal
+
+from revisor.contract import Reason
+
+from .bodies import Job, JsonDict, Migration
+from .conditions import READY, find
+from .jobs import (
+    DEPLOYMENT_ANNOTATION,
+    PURPOSE_ANNOTATION,
+    ROLLBACK_REASON_ANNOTATION,
+    JobDefaults,
+    Owner,
+    build_job,
+)
+from .naming import fingerprint_run, job_name
+from .observe import Run, newest
+from .reasons import OperatorReason, Phase, WindowState
+from .references import References, missing, scripts_fingerprint
+from .rollback import follow, window_after
+from .rollout import DeploymentStatus, Window, format_time
+from .spec import InvalidSpec, MigrationSpec
+from .status import (
+    Event,
+    Verdict,
+    finished_verdict,
+    is_noop,
+    problem_verdict,
+    running_verdict,
+    status_patch,
+)
+
+Action = Literal["create", "wait", "record", "report", "follow", "nothing"]
+
+#: Annotation whose value takes part in the run's fingerprint: changing it
+#: re-runs the same spec (e.g. after fixing the database by hand).
+RETRY_ANNOTATION = "revisor.dev/retry"
+_MISSING_REFERENCE = frozenset(
+    {OperatorReason.SECRET_NOT_FOUND, OperatorReason.CONFIG_MAP_NOT_FOUND}
+)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to do now; ``status`` is None when there is nothing to write."""
+
+    action: Action
+    verdict: Verdict | None = None
+    status: JsonDict | None = None
+    job: Job | None = None
+    run: Run | None = None
+    event: Event | None = None
+
+
+def decide(  # noqa: PLR0911 - one return per rule of the module docstring
+    *,
+    migration: Migration,
+    spec: MigrationSpec | InvalidSpec,
+    runs: Sequence[Run],
+    references: References | None,
+    defaults: JobDefaults,
+    now: datetime,
+    deployment: DeploymentStatus | None = None,
+) -> Decision:
+    """The next step for ``migration`` (see the module docstring for the rules).
+
+    ``references`` is None when the spec is invalid (nothing was read);
+    ``deployment`` is the Deployment named by ``spec.rollback.deploymentRef``
+    as it is now (None when there is none, or it does not exist).
+    """
+    meta = migration.get("metadata", {})
+    status: Mapping[str, Any] = migration.get("status") or {}
+    generation = int(meta.get("generation", 1))
+    valid = spec if isinstance(spec, MigrationSpec) else None
+    stamp = format_time(now)
+
+    active = [r for r in runs if r.active]
+    if active:
+        run = newest(active)
+        assert run is not None
+        queued = generation if run.generation != generation else None
+        verdict = running_verdict(run, queued_generation=queued)
+        return _with_status("wait", verdict, status, run.generation, stamp, job_run=run)
+
+    recorded = _recorded_jobs(status)
+    latest = newest(runs)
+    if latest is not None and latest.job not in recorded:
+        lock = valid.lock_timeout_seconds if valid else None
+        verdict = finished_verdict(latest, lock_timeout_seconds=lock)
+        decision = _with_status("record", verdict, status, latest.generation, stamp, run=latest)
+        change = window_after(
+            run=latest,
+            verdict=verdict,
+            spec=valid,
+            current=Window.from_status(status.get("rollout")),
+            deployment=deployment,
+            now=now,
+        )
+        if decision.status is not None and change.changed:
+            decision = replace(decision, status={**decision.status, "rollout": change.rollout})
+        kind: Literal["Normal", "Warning"] = "Warning" if verdict.failed else "Normal"
+        return replace(decision, event=Event(kind, verdict.reason, verdict.message))
+
+    if meta.get("deletionTimestamp"):
+        return Decision(action="nothing")
+    if isinstance(spec, InvalidSpec):
+        verdict = problem_verdict(reason=spec.reason, message=str(spec))
+        return _report(verdict, status, generation, stamp)
+    if references is None:
+        verdict = problem_verdict(
+            reason=OperatorReason.SECRET_NOT_FOUND,
+            phase=Phase.PENDING,
+            message="The database Secret has not been checked yet",
+        )
+        return _report(verdict, status, generation, stamp)
+    namespace = meta.get("namespace", "")
+    absent = missing(spec, references, namespace=namespace)
+    scripts = scripts_fingerprint(spec, references.config_map)
+    if absent is not None or scripts is None:
+        assert absent is not None
+        verdict = problem_verdict(reason=absent.reason, phase=Phase.PENDING, message=absent.message)
+        return _report(verdict, status, generation, stamp)
+    return _next_run(
+        migration=migration,
+        spec=spec,
+        scripts=scripts,
+        runs=runs,
+        recorded=recorded,
+        defaults=defaults,
+        now=now,
+        deployment=deployment,
+    )
+
+
+def desired_run(migration: Migration, spec: MigrationSpec, *, scripts: str) -> tuple[str, str]:
+    """The name and fingerprint of the Job that brings ``migration`` to its desired state.
+
+    ``scripts`` is :func:`.references.scripts_fingerprint`. The same name for
+    the same spec, scripts and retry annotation: a run is identified by it
+    (``status.lastRun.job``), which is also how ``revisor-operator wait``
+    knows that the run it waits for is the current one.
+    """
+    meta = migration.get("metadata", {})
+    retry = (meta.get("annotations") or {}).get(RETRY_ANNOTATION, "")
+    fingerprint = fingerprint_run(spec=migration.get("spec") or {}, scripts=f"{scripts}\0{retry}")
+    name = job_name(
+        migration=meta.get("name", ""),
+        generation=int(meta.get("generation", 1)),
+        fingerprint=fingerprint,
+    )
+    return name, fingerprint
+
+
+def _next_run(
+    *,
+    migration: Migration,
+    spec: MigrationSpec,
+    scripts: str,
+    runs: Sequence[Run],
+    recorded: set[str],
+    defaults: JobDefaults,
+    now: datetime,
+    deployment: DeploymentStatus | None,
+) -> Decision:
+    """Rules 5 and 6: the desired run already happened, or its Job is created now."""
+    meta = migration.get("metadata", {})
+    status: Mapping[str, Any] = migration.get("status") or {}
+    owner = Owner(
+        name=meta.get("name", ""),
+        namespace=meta.get("namespace", ""),
+        uid=meta.get("uid", ""),
+        generation=int(meta.get("generation", 1)),
+    )
+    stamp = format_time(now)
+    name, fingerprint = desired_run(migration, spec, scripts=scripts)
+    if name in recorded or any(r.job == name for r in runs):
+        window = Window.from_status(status.get("rollout"))
+        if (
+            window is not None
+            and window.state == WindowState.WATCHING
+            and window.job == name
+            and window.deployment == spec.rollback.deployment
+        ):
+            return _follow(
+                window=window,
+                deployment=deployment,
+                owner=owner,
+                spec=spec,
+                status=status,
+                defaults=defaults,
+                now=now,
+            )
+        return _restore_last_verdict(status, stamp)
+    job = build_job(owner=owner, spec=spec, name=name, fingerprint=fingerprint, defaults=defaults)
+    verb = "plan" if spec.plans_only else "migrate"
+    verdict = Verdict(
+        phase=Phase.PLANNING if spec.plans_only else Phase.RUNNING,
+        reason=OperatorReason.RUNNING,
+        message=f"Created Job {name} to {verb} to {spec.target}",
+        progressing=True,
+    )
+    decision = _with_status("create", verdict, status, owner.generation, stamp)
+    return replace(decision, job=job, event=Event("Normal", verdict.reason, verdict.message))
+
+
+def _follow(
+    *,
+    window: Window,
+    deployment: DeploymentStatus | None,
+    owner: Owner,
+    spec: MigrationSpec,
+    status: Mapping[str, Any],
+    defaults: JobDefaults,
+    now: datetime,
+) -> Decision:
+    """Rule 5 with a window open: what :func:`.rollback.follow` decided, as a Decision."""
+    followed = follow(window=window, deployment=deployment, spec=spec, status=status, now=now)
+    stamp = format_time(now)
+    if followed.rollback is None and followed.verdict is None:
+        if followed.rollout is None:
+            return Decision(action="nothing")
+        return Decision(action="follow", status={"rollout": followed.rollout}, event=followed.event)
+    if followed.rollback is None:
+        assert followed.verdict is not None
+        decision = _with_status("report", followed.verdict, status, owner.generation, stamp)
+        reported: JsonDict = {**(decision.status or {}), "rollout": followed.rollout}
+        return replace(decision, status=reported, event=followed.event)
+    back = followed.rollback
+    name = job_name(migration=owner.name, generation=owner.generation, fingerprint=back.fingerprint)
+    job = build_job(
+        owner=owner,
+        spec=back.spec,
+        name=name,
+        fingerprint=back.fingerprint,
+        defaults=defaults,
+        annotations={
+            PURPOSE_ANNOTATION: "rollback",
+            DEPLOYMENT_ANNOTATION: back.deployment,
+            ROLLBACK_REASON_ANNOTATION: back.reason,
+        },
+    )
+    message = f"{back.reason}; moving the database back to {back.spec.target} (Job {name})"
+    verdict = Verdict(
+        phase=Phase.RUNNING,
+        reason=OperatorReason.DEPLOY_FAILED,
+        message=message,
+        progressing=True,
+    )
+    decision = _with_status("create", verdict, status, owner.generation, stamp)
+    created: JsonDict = {**(decision.status or {}), "rollout": followed.rollout}
+    return replace(
+        decision, status=created, job=job, event=Event("Warning", verdict.reason, message)
+    )
+
+
+def _recorded_jobs(status: Mapping[str, Any]) -> set[str]:
+    jobs = {h.get("job") for h in status.get("history") or [] if isinstance(h, Mapping)}
+    last = status.get("lastRun") or {}
+    jobs.add(last.get("job"))
+    return {j for j in jobs if j}
+
+
+def _restore_last_verdict(status: Mapping[str, Any], now: str) -> Decision:
+    ready = find(status.get("conditions") or [], READY)
+    last = status.get("lastRun") or {}
+    if not ready or ready.get("reason") not in _MISSING_REFERENCE or not last.get("phase"):
+        return Decision(action="nothing")
+    phase = Phase(last["phase"])
+    verdict = Verdict(
+        phase=phase,
+        reason=str(last.get("reason", Reason.MIGRATED)),
+        message=str(last.get("message", "")),
+        ready=phase == Phase.SUCCEEDED,
+        failed=phase in (Phase.FAILED, Phase.ROLLED_BACK),
+    )
+    generation = int(status.get("observedGeneration", last.get("generation", 1)))
+    return _report(verdict, status, generation, now)
+
+
+def _report(verdict: Verdict, status: Mapping[str, Any], generation: int, now: str) -> Decision:
+    decision = _with_status("report", verdict, status, generation, now)
+    if decision.status is None:
+        return decision
+    kind: Literal["Normal", "Warning"] = "Warning" if verdict.failed else "Normal"
+    return replace(decision, event=Event(kind, verdict.reason, verdict.message))
+
+
+def _with_status(
+    action: Action,
+    verdict: Verdict,
+    status: Mapping[str, Any],
+    generation: int,
+    now: str,
+    *,
+    run: Run | None = None,
+    job_run: Run | None = None,
+) -> Decision:
+    patch = status_patch(current=status, verdict=verdict, generation=generation, now=now, run=run)
+    changed = not is_noop(current=status, patch=patch)
+    return Decision(
+        action=action,
+        verdict=verdict,
+        status=patch if changed else None,
+        run=run or job_run,
+    )
