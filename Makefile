@@ -49,11 +49,12 @@ fmt: $(STAMP) ## Format and autofix
 	$(VENV)/bin/ruff check --fix .
 
 .PHONY: check
-check: $(STAMP) ## Lint, format check, mypy strict, import contracts, chart lint, manifests up to date
+check: $(STAMP) ## Lint, format check, mypy strict, import contracts, shellcheck, chart lint, manifests up to date
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
+	scripts/shellcheck.sh
 	scripts/render-manifests.sh --check
 	"$$(scripts/helm.sh)" lint --strict --quiet charts/revisor charts/revisor-migration
 

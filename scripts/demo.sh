@@ -24,7 +24,9 @@ operator_pid=""
 started_cluster=""
 
 cleanup() {
-  [ -n "$operator_pid" ] && kill "$operator_pid" 2>/dev/null && wait "$operator_pid" 2>/dev/null || true
+  if [ -n "$operator_pid" ] && kill "$operator_pid" 2>/dev/null; then
+    wait "$operator_pid" 2>/dev/null || true
+  fi
   if [ -n "$started_cluster" ]; then
     "$PY" -m localkube down --state-dir "$work/cluster" >/dev/null 2>&1 || true
   fi

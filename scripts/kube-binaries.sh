@@ -36,11 +36,13 @@ die() { say "error: $*"; exit 1; }
 
 # Is dotted version $1 >= $2? (1.24 == 1.24.0; `sort -V` says otherwise.)
 version_ge() {
-    local IFS=. i
-    local -a have=($1) need=($2)
+    local i
+    local -a mine theirs
+    IFS=. read -r -a mine <<<"$1"
+    IFS=. read -r -a theirs <<<"$2"
     for ((i = 0; i < 3; i++)); do
-        ((10#${have[i]:-0} > 10#${need[i]:-0})) && return 0
-        ((10#${have[i]:-0} < 10#${need[i]:-0})) && return 1
+        ((10#${mine[i]:-0} > 10#${theirs[i]:-0})) && return 0
+        ((10#${mine[i]:-0} < 10#${theirs[i]:-0})) && return 1
     done
     return 0
 }
@@ -59,11 +61,11 @@ require_go() {
 }
 
 missing_in() {
-    local dir="$1" name missing=()
+    local dir="$1" name absent=()
     for name in "${BINARIES[@]}"; do
-        [[ -x "$dir/$name" ]] || missing+=("$name")
+        [[ -x "$dir/$name" ]] || absent+=("$name")
     done
-    echo "${missing[*]-}"
+    echo "${absent[*]-}"
 }
 
 if [[ -n "${KUBEBUILDER_ASSETS:-}" ]]; then

@@ -73,6 +73,14 @@ def only(
 
 
 def of_kind(objects: Sequence[Mapping[str, Any]], kind: str) -> list[dict[str, Any]]:
+    """Every object of ``kind``; at least one, or the test that loops over them proves nothing."""
+    found = all_of_kind(objects, kind)
+    assert found, f"no {kind} rendered: " + ", ".join(o["kind"] for o in objects)
+    return found
+
+
+def all_of_kind(objects: Sequence[Mapping[str, Any]], kind: str) -> list[dict[str, Any]]:
+    """Every object of ``kind``, possibly none (for tests that expect none)."""
     return [dict(o) for o in objects if o["kind"] == kind]
 
 

@@ -18,6 +18,7 @@ import pytest
 from tests.chart.render import (
     CHART,
     REPO,
+    all_of_kind,
     of_kind,
     only,
     rule_set,
@@ -134,7 +135,7 @@ def test_bad_values_are_refused_with_the_offending_path(
 def test_cluster_wide_mode_grants_exactly_the_operators_calls() -> None:
     """By default: one ClusterRole with the operator's calls and kopf's CRD watch, nothing else."""
     objects = template()
-    assert of_kind(objects, "Role") == []
+    assert all_of_kind(objects, "Role") == []
     role = only(objects, "ClusterRole")
     assert rule_set(role["rules"]) == NAMESPACED_RULES | CRD_READS
     binding = only(objects, "ClusterRoleBinding")
@@ -171,16 +172,17 @@ def test_namespaced_mode_grants_roles_only_in_the_watched_namespaces() -> None:
 def test_no_rule_uses_wildcards_or_writes_what_the_operator_only_reads() -> None:
     """No '*', no write verb on Secrets, ConfigMaps, pods or RBAC, no delete at all."""
     for values in MODES.values():
-        for obj in template(values):
-            for rule in obj.get("rules") or []:
-                assert "*" not in str(rule), rule
-                triples = rule_set([rule])
-                assert not {t for t in triples if t[2] in ("delete", "deletecollection")}
-                assert not {t for t in triples if t[0] == "rbac.authorization.k8s.io"}
-                writes = {"create", "update", "patch"}
-                for group, resource, verb in triples:
-                    if resource in ("secrets", "configmaps", "pods", "namespaces"):
-                        assert verb not in writes, (group, resource, verb)
+        rules = [rule for obj in template(values) for rule in obj.get("rules") or []]
+        assert rules, f"no RBAC rule rendered for {values}"
+        for rule in rules:
+            assert "*" not in str(rule), rule
+            triples = rule_set([rule])
+            assert not {t for t in triples if t[2] in ("delete", "deletecollection")}
+            assert not {t for t in triples if t[0] == "rbac.authorization.k8s.io"}
+            writes = {"create", "update", "patch"}
+            for group, resource, verb in triples:
+                if resource in ("secrets", "configmaps", "pods", "namespaces"):
+                    assert verb not in writes, (group, resource, verb)
 
 
 def test_operator_pod_is_unprivileged_single_and_probed() -> None:
@@ -252,7 +254,7 @@ def test_crd_is_kept_on_uninstall_unless_asked() -> None:
     assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
     unkept = only(template({"crds": {"keep": False}}), "CustomResourceDefinition")
     assert "helm.sh/resource-policy" not in (unkept["metadata"].get("annotations") or {})
-    assert of_kind(template({"crds": {"enabled": False}}), "CustomResourceDefinition") == []
+    assert all_of_kind(template({"crds": {"enabled": False}}), "CustomResourceDefinition") == []
 
 
 def test_metrics_service_reaches_the_operator_and_monitor_is_optional() -> None:
@@ -263,14 +265,14 @@ def test_metrics_service_reaches_the_operator_and_monitor_is_optional() -> None:
     assert service["spec"]["ports"][0]["targetPort"] == "metrics"
     pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= pod_labels.items()
-    assert of_kind(objects, "ServiceMonitor") == []
+    assert all_of_kind(objects, "ServiceMonitor") == []
     monitored = template({"metrics": {"serviceMonitor": {"enabled": True}}})
     monitor = only(monitored, "ServiceMonitor")
     assert (
         monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     )
     off = template({"metrics": {"enabled": False}})
-    assert of_kind(off, "Service") == []
+    assert all_of_kind(off, "Service") == []
     args = only(off, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--metrics-port=0" in args
 
