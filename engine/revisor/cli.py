@@ -168,14 +168,17 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
         "--statement-timeout",
         type=_seconds,
         default=None,
-        help="abort any statement running longer (PostgreSQL statement_timeout; default: no limit)",
+        help="abort any statement running longer (PostgreSQL statement_timeout, MariaDB "
+        "max_statement_time; MySQL max_execution_time, which bounds SELECT only; default: "
+        "no limit)",
     )
     g.add_argument(
         "--ddl-lock-timeout",
         type=_seconds,
         default=None,
-        help="abort DDL waiting longer for a table lock (PostgreSQL lock_timeout; default: "
-        "no limit)",
+        help="abort DDL waiting longer for a table lock (PostgreSQL lock_timeout; MySQL/MariaDB "
+        "lock_wait_timeout and innodb_lock_wait_timeout, in whole seconds, at least 1; "
+        "default: no limit)",
     )
     g.add_argument(
         "--ddl-lock-retries",
@@ -183,7 +186,8 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
         default=0,
         metavar="N",
         help="re-run a revision whose DDL hit --ddl-lock-timeout up to N times, waiting "
-        "longer each time (default 0; never a revision with an autocommit block)",
+        "longer each time (default 0; never a revision with an autocommit block, nor one "
+        "that had committed statements on MySQL/MariaDB)",
     )
 
 
@@ -192,7 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="revisor",
         description="Alembic migrations, locked, recorded and reversible.",
         epilog="exit codes: 0 ok, 2 bad input, 3 lock timeout, 4 migration failed, "
-        "5 rollback failed, 6 database unreachable, 7 verify/check mismatch",
+        "5 rollback failed, 6 database unreachable, 7 verify/check mismatch, 8 partially "
+        "applied (MySQL/MariaDB: a failed revision's DDL had committed; finish or undo it by "
+        "hand, then revisor stamp)",
     )
     parser.add_argument("--version", action="version", version=f"revisor {__version__}")
     _global_options(parser, suppress=False)
@@ -220,19 +226,21 @@ def build_parser() -> argparse.ArgumentParser:
             "--single-transaction",
             action="store_true",
             help="all steps in one transaction: all or nothing (default: one transaction per "
-            "revision)",
+            "revision; not on MySQL/MariaDB, whose DDL commits at once)",
         )
         p.add_argument(
             "--on-failure",
             choices=("stop", "rollback"),
             default="stop",
             help="on a failed revision, stop at the last committed one, or undo this run "
-            "(default stop, as Alembic; the operator defaults to rollback: nobody watches a Job)",
+            "(default stop, as Alembic; the operator defaults to rollback: nobody watches a Job; "
+            "never over a revision left partially applied, exit 8)",
         )
         p.add_argument(
             "--dry-run",
             action="store_true",
-            help="run every step in one transaction and roll it back (PostgreSQL, SQLite)",
+            help="run every step in one transaction and roll it back (PostgreSQL, SQLite; not "
+            "MySQL/MariaDB, whose DDL commits at once)",
         )
         p.add_argument(
             "--expect-plan-hash",

@@ -6,6 +6,10 @@ with the step itself. The run row is written before the first step and
 finished after the last. A runner killed mid-way leaves its run row at
 ``running``; the next runner, once it holds the lock (so nobody else can be
 running), marks such rows ``interrupted``.
+
+The table only ever gains nullable columns, each added by :meth:`History.ensure`
+to a table an older Revisor created (:data:`ADDED_COLUMNS`), and nothing that
+reads runs needs them: older and newer engines share one table.
 """
 
 from __future__ import annotations
@@ -34,10 +38,37 @@ INTERRUPTED = "interrupted"
 #: A step tried again: it timed out waiting for a table lock (--ddl-lock-retries).
 RETRIED = "retried"
 APPLIED = "applied"
+#: A step (and its run) that failed after some of its statements had committed
+#: on their own (DDL on MySQL/MariaDB): partly in the database, not recorded as applied.
+PARTIAL = "partial"
+
+#: Columns added after the table's first release, nullable, added to older
+#: tables by :meth:`History.ensure`: a failed step's committed statements
+#: (their number, and the first and last few, one per line).
+ADDED_COLUMNS = ("statements_committed", "statements")
 
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+class _Timestamp(sa.types.TypeDecorator[dt.datetime]):
+    """A timestamp with microseconds everywhere.
+
+    MySQL's DATETIME keeps whole seconds unless told otherwise, and a step's
+    start and end would collapse into one. Its dialect is imported only for
+    MySQL: every other run would pay for it at start-up.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: sa.Dialect) -> sa.types.TypeEngine[Any]:
+        if dialect.name in ("mysql", "mariadb"):
+            from sqlalchemy.dialects.mysql import DATETIME
+
+            return dialect.type_descriptor(DATETIME(timezone=True, fsp=6))
+        return dialect.type_descriptor(self.impl_instance)
 
 
 def history_table(schema: str | None) -> sa.Table:
@@ -54,14 +85,16 @@ def history_table(schema: str | None) -> sa.Table:
         sa.Column("to_revision", sa.String(255)),
         sa.Column("revision", sa.String(64)),
         sa.Column("description", sa.Text),
-        sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("finished_at", sa.DateTime(timezone=True)),
+        sa.Column("started_at", _Timestamp(), nullable=False),
+        sa.Column("finished_at", _Timestamp()),
         sa.Column("duration_seconds", sa.Float),
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("error", sa.Text),
         sa.Column("checksum", sa.String(64)),
         sa.Column("runner", sa.String(255)),
         sa.Column("engine_version", sa.String(32)),
+        sa.Column("statements_committed", sa.Integer),
+        sa.Column("statements", sa.Text),
     )
 
 
@@ -106,15 +139,36 @@ class History:
         # inline(): nothing reads a step row's generated id back, so no
         # RETURNING (on PostgreSQL a result set to fetch and parse per step).
         self._insert = self.table.insert().inline()
-        # (DBAPI connection, its committer or None, the INSERT compiled for it)
-        self._with_commit: tuple[object, Callable[[str, Mapping[str, Any]], None] | None, str]
-        self._with_commit = (None, None, "")
+        # (DBAPI connection, the row's keys, its committer or None, the INSERT
+        # compiled for those keys)
+        self._with_commit: tuple[
+            object, tuple[str, ...], Callable[[str, Mapping[str, Any]], None] | None, str
+        ] = (None, (), None, "")
+        self._columns_checked = False
 
     def exists(self, conn: Connection) -> bool:
         return sa.inspect(conn).has_table(TABLE_NAME, schema=self.table.schema)
 
     def ensure(self, conn: Connection) -> None:
-        self.table.create(conn, checkfirst=True)
+        """Create the table, or add the columns a table from an older Revisor lacks.
+
+        Called under the run's lock, so no other runner alters it meanwhile.
+        The columns are looked at once per :class:`History` (a run); whether
+        the table exists, every time (a revision may have dropped it).
+        """
+        if not self.exists(conn):
+            self.table.create(conn)
+            self._columns_checked = True
+            return
+        if self._columns_checked:
+            return
+        have = {c["name"] for c in sa.inspect(conn).get_columns(TABLE_NAME, self.table.schema)}
+        table = conn.dialect.identifier_preparer.format_table(self.table)
+        for name in ADDED_COLUMNS:
+            if name not in have:
+                column = sa.schema.CreateColumn(self.table.c[name]).compile(dialect=conn.dialect)
+                conn.execute(sa.text(f"ALTER TABLE {table} ADD {column}"))
+        self._columns_checked = True
 
     def mark_interrupted(self, conn: Connection) -> int:
         """Runs left ``running`` by a runner that died; only call holding the lock."""
@@ -178,6 +232,8 @@ class History:
         checksum: str | None,
         error: str | None = None,
         commit: bool = False,
+        statements_committed: int | None = None,
+        statements: Sequence[str] = (),
     ) -> None:
         """Write a step's row in the step's open transaction.
 
@@ -187,6 +243,10 @@ class History:
         together and Alembic's own commit then finds nothing left to do;
         elsewhere only the row is written and Alembic commits as usual.
         Either way the row commits, or rolls back, with its step.
+
+        ``statements_committed`` and ``statements`` record what a failed step
+        left in the database (:data:`PARTIAL`); only a table this version's
+        :meth:`ensure` has seen is sure to have their columns.
         """
         finished = utcnow()
         # One constant statement with a parameter dict: SQLAlchemy compiles it
@@ -210,19 +270,25 @@ class History:
             "runner": run.runner,
             "engine_version": run.engine_version,
         }
+        if statements_committed is not None:
+            # Only on such rows: every other row keeps the one compiled INSERT,
+            # which also suits a table an older Revisor created.
+            params["statements_committed"] = statements_committed
+            params["statements"] = "\n".join(statements)
         if not (commit and self._insert_and_commit(conn, params)):
             conn.execute(self._insert, params)
 
     def _insert_and_commit(self, conn: Connection, params: dict[str, Any]) -> bool:
         """Send the row and COMMIT in one round trip; False if the driver cannot."""
         raw = conn.connection.dbapi_connection
-        if self._with_commit[0] is not raw:
+        keys = tuple(params)
+        cached_raw, cached_keys, send, statement = self._with_commit
+        if cached_raw is not raw or cached_keys != keys:
             send = committer(conn)
-            compiled = (
-                "" if send is None else str(self._insert.compile(conn, column_keys=list(params)))
+            statement = (
+                "" if send is None else str(self._insert.compile(conn, column_keys=list(keys)))
             )
-            self._with_commit = (raw, send, compiled)
-        _, send, statement = self._with_commit
+            self._with_commit = (raw, keys, send, statement)
         if send is None:
             return False
         send(statement, params)
@@ -240,5 +306,8 @@ class History:
 
     def runs(self, conn: Connection, *, limit: int = 20) -> list[sa.Row[tuple[object, ...]]]:
         t = self.table
-        query = sa.select(t).where(t.c.kind == "run").order_by(t.c.id.desc()).limit(limit)
+        # Not the added columns: a table an older Revisor created may lack
+        # them, and reading runs never adds them.
+        columns = [c for c in t.c if c.name not in ADDED_COLUMNS]
+        query = sa.select(*columns).where(t.c.kind == "run").order_by(t.c.id.desc()).limit(limit)
         return list(conn.execute(query))

@@ -72,11 +72,9 @@ def refuse_unsafe(
                 reason=Reason.NOT_REVERSIBLE,
                 context=base,
             )
+    if not dialect.transactional_ddl:
+        _refuse_all_or_nothing(backend, options, plan, base)
     if options.dry_run:
-        if not dialect.transactional_ddl:
-            raise BadInput(
-                f"--dry-run needs transactional DDL, which {backend} lacks", context=base
-            )
         autocommit = [s.revision.revision for s in plan.steps if uses_autocommit(s.revision)]
         if autocommit:
             raise BadInput(
@@ -85,3 +83,40 @@ def refuse_unsafe(
                 hint="review those revisions by hand, or run revisor sql for their SQL",
                 context=base,
             )
+
+
+#: How messages name the servers without transactional DDL.
+_SERVERS = {"mysql": "MySQL", "mariadb": "MariaDB"}
+
+
+def _refuse_all_or_nothing(
+    backend: str, options: RunOptions, plan: Plan, base: contract.Result
+) -> None:
+    """``--dry-run`` and ``--single-transaction`` promise what such a server cannot keep.
+
+    Both roll a whole run back; where every DDL statement commits as it
+    runs, a dry run would apply its DDL for real and a failed
+    "single transaction" would leave the revisions before the failure
+    committed while reporting none of them.
+    """
+    server = _SERVERS.get(backend, backend)
+    target = base.target or "head"
+    relative = any(sign in target for sign in "+-") or len(plan.from_heads) > 1
+    span = "FROM:TO" if relative else f"{heads_text(plan.from_heads)}:{target}"
+    if options.dry_run:
+        raise BadInput(
+            f"--dry-run cannot be rolled back on {server}: each DDL statement commits as it "
+            "runs (no transactional DDL), so a dry run would change the database; nothing "
+            "was run",
+            hint=f"read the SQL with revisor sql {span} --dialect {backend}, or run on a "
+            "copy of the database",
+            context=base,
+        )
+    if options.single_transaction:
+        raise BadInput(
+            f"--single-transaction cannot be all or nothing on {server}: each DDL statement "
+            "commits as it runs (no transactional DDL); nothing was run",
+            hint="run without it: one transaction per revision, and --on-failure rollback "
+            "undoes the revisions a failed run applied",
+            context=base,
+        )

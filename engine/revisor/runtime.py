@@ -13,7 +13,11 @@ The order is what makes a run safe:
    after each ``yield`` runs once the step has committed, and progress is
    only reported for committed work (``on_version_apply`` callbacks run
    before the commit);
-5. on failure, optionally run the committed steps backwards.
+5. on failure, optionally run the committed steps backwards; where DDL is
+   not transactional (MySQL, MariaDB) and the failed revision had committed
+   some of its statements, stop instead and say exactly what is left
+   (exit 8, ``PartiallyApplied``): running anything over a half-applied
+   revision could only make it worse.
 
 The connection is committed before Alembic is configured, so Alembic owns
 its transactions: handed a connection inside a transaction, Alembic would
@@ -39,12 +43,20 @@ from sqlalchemy.engine import Connection
 from revisor import __version__, contract
 from revisor.connection import run_with_connection
 from revisor.contract import ExitCode, Reason, VersionTable, heads_text
-from revisor.dialects import Backoff, DialectSupport, lock_key, sqlstate, support_for
+from revisor.dialects import (
+    Backoff,
+    DialectSupport,
+    StatementLog,
+    StatementsRan,
+    lock_key,
+    support_for,
+)
 from revisor.environment import run_environment
 from revisor.errors import RevisorError
 from revisor.history import (
     APPLIED,
     FAILED,
+    PARTIAL,
     RETRIED,
     ROLLBACK_FAILED,
     ROLLBACK_INCOMPLETE,
@@ -76,8 +88,6 @@ from revisor.scripts import (
     uses_autocommit,
 )
 
-#: PostgreSQL's SQLSTATE for a lock wait that ran past ``lock_timeout``.
-LOCK_NOT_AVAILABLE = "55P03"
 #: Pauses between retries of a revision that timed out on a table lock (as
 #: pgroll does: starting at about a second, growing to a minute).
 DDL_RETRY_BACKOFF = Backoff(first=1.0, cap=60.0)
@@ -222,10 +232,18 @@ class _Progress:
 
 
 class StepFailed(Exception):
-    def __init__(self, step: RevisionStep | None, cause: BaseException) -> None:
+    def __init__(
+        self,
+        step: RevisionStep | None,
+        cause: BaseException,
+        *,
+        committed: StatementsRan | None = None,
+    ) -> None:
         super().__init__(str(cause))
         self.step = step
         self.cause = cause
+        #: What the failed step had committed on its own (no transactional DDL).
+        self.committed = committed
 
 
 class _Run:
@@ -258,8 +276,22 @@ class _Run:
             engine_version=__version__,
         )
         self.record = not options.dry_run
+        #: Where DDL is not transactional, what each step runs: a step that
+        #: fails after some of it committed must say so (None elsewhere).
+        self.statements = (
+            None if dialect.transactional_ddl else StatementLog(dialect.commits_implicitly)
+        )
 
     def execute(self) -> contract.Result:
+        if self.statements is None:
+            return self._execute()
+        self.statements.attach(self.conn)
+        try:
+            return self._execute()
+        finally:
+            self.statements.detach(self.conn)
+
+    def _execute(self) -> contract.Result:
         if self.record:
             self.history.ensure(self.conn)
             self.history.start_run(self.conn, self.run)
@@ -289,10 +321,12 @@ class _Run:
         """Run the plan; a step that timed out waiting for a table lock is tried again.
 
         With ``--ddl-lock-timeout``, a revision whose DDL waits longer than
-        that for a table lock (SQLSTATE 55P03) is re-run as a whole, after a
-        growing, jittered pause, up to ``--ddl-lock-retries`` times: its
-        transaction was rolled back, so nothing of it is left. A revision with
-        an autocommit block is never re-run (part of it may have committed).
+        that for a table lock (:meth:`DialectSupport.is_lock_timeout`) is re-run
+        as a whole, after a growing, jittered pause, up to ``--ddl-lock-retries``
+        times: its transaction was rolled back, so nothing of it is left. A
+        revision with an autocommit block is never re-run (part of it may have
+        committed), nor one that committed statements before the timeout
+        (DDL on MySQL): running it again would apply them twice.
         Each retry is logged and recorded in ``revisor_history`` (status
         ``retried``). Returns the failure that ended the run, or None.
         """
@@ -325,7 +359,8 @@ class _Run:
         return (
             retries < self.options.ddl_lock_retries
             and step is not None
-            and sqlstate(failure.cause) == LOCK_NOT_AVAILABLE
+            and self.dialect.is_lock_timeout(failure.cause)
+            and failure.committed is None
             and not uses_autocommit(step.revision)
         )
 
@@ -346,7 +381,7 @@ class _Run:
 
     def _blockers_note(self, failure: StepFailed) -> str:
         """Who held the table lock a statement timed out on, when that was the failure."""
-        if sqlstate(failure.cause) != LOCK_NOT_AVAILABLE:
+        if not self.dialect.is_lock_timeout(failure.cause):
             return ""
         statement = getattr(failure.cause, "statement", None) or ""
         try:
@@ -391,14 +426,25 @@ class _Run:
             + self._invalid_indexes_note(failure)
         )
         step = failure.step
+        partial = failure.committed if step is not None else None
+        if step is not None and partial is not None:
+            message += _partially_applied_note(step, partial)
         if step is not None:
             self.reporter.step_failed(
                 progress.index, len(self.plan.steps), contract_step(step), message
             )
         if self.record and step is not None:
-            self._record_failed_step(step, progress, message)
+            self._record_failed_step(
+                step,
+                progress,
+                message,
+                status=FAILED if partial is None else PARTIAL,
+                committed=partial,
+            )
         committed = [] if self._all_or_nothing else list(progress.committed)
         rollback = self.options.on_failure == "rollback"
+        if step is not None and partial is not None:
+            return self._partially_applied(step, partial, committed, progress, message)
         if rollback and committed:
             return self._roll_back(committed, progress, message)
         # Nothing to undo: either --on-failure stop, or nothing had committed
@@ -410,6 +456,45 @@ class _Run:
             error=message,
             rolled_back=rollback,
         )
+
+    def _partially_applied(
+        self,
+        step: RevisionStep,
+        partial: StatementsRan,
+        committed: list[RevisionStep],
+        progress: _Progress,
+        message: str,
+    ) -> contract.Result:
+        """Stop at a half-applied revision: exit 8, and no rollback over it.
+
+        ``--on-failure rollback`` would run the downgrade() of the revisions
+        before it while part of this one is still there (a table that
+        references theirs, say): the downgrades could fail half-way too, or
+        succeed and leave this revision's statements orphaned. The revisions
+        this run applied stay applied, and the message says why.
+        """
+        error = message
+        if self.options.on_failure == "rollback" and committed:
+            error += (
+                f"; --on-failure rollback left the {len(committed)} revision(s) this run "
+                f"applied before it in place: their downgrade() would run over "
+                f"{step.revision.revision}'s committed statements; downgrade them once it is "
+                "finished or undone"
+            )
+        details = {
+            "partiallyApplied": {
+                "revision": step.revision.revision,
+                "statementsCommitted": partial.committed,
+                "statements": list(partial.statements),
+            }
+        }
+        result = self._finish(
+            PARTIAL,
+            code=ExitCode.PARTIALLY_APPLIED,
+            applied=progress.applied if committed else (),
+            error=scrub(error),
+        )
+        return replace(result, details={**result.details, **details})
 
     def _invalid_indexes_note(self, failure: StepFailed) -> str:
         """What a failed concurrent index build left behind, and how to clear it.
@@ -469,8 +554,16 @@ class _Run:
                 self._run_steps(possible, [contract_step(s) for s in possible], back, dry_run=False)
         except StepFailed as again:
             second = _failure_message(again)
+            if again.step is not None and again.committed is not None:
+                second += _partially_applied_note(again.step, again.committed)
             if again.step is not None:
-                self._record_failed_step(again.step, back, second)
+                self._record_failed_step(
+                    again.step,
+                    back,
+                    second,
+                    status=FAILED if again.committed is None else PARTIAL,
+                    committed=again.committed,
+                )
             return self._finish(
                 ROLLBACK_FAILED,
                 code=ExitCode.ROLLBACK_FAILED,
@@ -500,7 +593,13 @@ class _Run:
         )
 
     def _record_failed_step(
-        self, step: RevisionStep, progress: _Progress, message: str, *, status: str = FAILED
+        self,
+        step: RevisionStep,
+        progress: _Progress,
+        message: str,
+        *,
+        status: str = FAILED,
+        committed: StatementsRan | None = None,
     ) -> None:
         with suppress(sa.exc.DBAPIError):
             if self.conn.in_transaction():
@@ -519,6 +618,8 @@ class _Run:
                 status=status,
                 checksum=self.project.scripts.checksum(rev),
                 error=message,
+                statements_committed=committed.committed if committed is not None else None,
+                statements=committed.statements if committed is not None else (),
             )
             self.conn.commit()
 
@@ -557,6 +658,8 @@ class _Run:
                 progress.current, progress.described, progress.index = step, planned, index
                 progress.started_mono, progress.started_at = time.monotonic(), utcnow()
                 self.reporter.step_started(index, total, planned)
+                if self.statements is not None:
+                    self.statements.reset()
                 yield step
                 # Past the yield: this step's transaction has committed (or, all
                 # or nothing, joined the one that commits at the end).
@@ -604,10 +707,15 @@ class _Run:
                 outer.rollback()
             raise
         except Exception as exc:
+            committed = None
+            if self.statements is not None:  # first, before anything else runs on it
+                step = progress.current
+                autocommit = step is not None and uses_autocommit(step.revision)
+                committed = self.statements.committed(autocommit=autocommit)
             if outer is not None:
                 with suppress(sa.exc.DBAPIError):
                     outer.rollback()
-            raise StepFailed(progress.current, exc) from exc
+            raise StepFailed(progress.current, exc, committed=committed) from exc
         if outer is not None:
             outer.rollback()
 
@@ -636,6 +744,20 @@ def _with_env_py_note(
         )
     reporter.info(f"warning: {warning}")
     return replace(base, warnings=(*base.warnings, warning))
+
+
+def _partially_applied_note(step: RevisionStep, partial: StatementsRan) -> str:
+    """What a half-applied step left behind, and the two ways out, for its error."""
+    rev = step.revision.revision
+    at = ",".join(step.from_revisions) or "base"
+    done = ",".join(step.to_revisions) or "base"
+    listed = partial.numbered()
+    return scrub(
+        f"; {rev} is partially applied: the database commits each DDL statement as it runs "
+        f"(no transactional DDL), and {partial.committed} of its statement(s) had committed "
+        f"before it failed: {listed} the version table still says {at}. Fix: undo them by "
+        f"hand and run again, or finish {rev} by hand, then `revisor stamp {done}`"
+    )
 
 
 def _invalid_indexes_warning(names: frozenset[str]) -> str:

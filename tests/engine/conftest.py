@@ -26,7 +26,8 @@ class Run:
     @property
     def result(self) -> dict[str, Any]:
         """The result document printed with --output json (last stdout line)."""
-        return json.loads(self.out.strip().splitlines()[-1])
+        document: dict[str, Any] = json.loads(self.out.strip().splitlines()[-1])
+        return document
 
 
 @pytest.fixture
@@ -59,16 +60,41 @@ def _fresh_structlog() -> Iterator[None]:
     structlog.reset_defaults()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh empty database on each real backend."""
+def _fresh_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh empty database on ``request.param``'s backend, dropped afterwards."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'db.sqlite'}"
+        return
+    if request.param == "mariadb":
+        yield request.getfixturevalue("mysql_url")
         return
     server: PostgresServer = request.getfixturevalue("postgres_server")
     name = server.create_database()
     yield server.url(name)
     server.drop_database(name)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh empty database on each real backend with transactional DDL."""
+    yield from _fresh_database(request, tmp_path)
+
+
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param("postgresql", marks=pytest.mark.postgres),
+        pytest.param("mariadb", marks=pytest.mark.mariadb),
+    ]
+)
+def any_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh empty database on each real backend, MariaDB included.
+
+    For tests whose every assertion also holds without transactional DDL;
+    ``db_url`` is for the ones that rely on it (a failed revision leaving
+    nothing behind, dry runs).
+    """
+    yield from _fresh_database(request, tmp_path)
 
 
 def tables(url: str) -> set[str]:

@@ -14,20 +14,20 @@ from tests.engine.conftest import tables, version
 from tests.support.projects import chain, make_project
 
 
-def test_the_approved_plan_is_applied(revisor, db_url, tmp_path: Path) -> None:
+def test_the_approved_plan_is_applied(revisor, any_db_url, tmp_path: Path) -> None:
     project = make_project(tmp_path, chain(2))
-    args = (*project.args(), "--database-url", db_url, "--output", "json")
+    args = (*project.args(), "--database-url", any_db_url, "--output", "json")
     planned = revisor(*args, "plan").result
     applied = revisor(*args, "upgrade", "--expect-plan-hash", planned["planHash"])
     assert applied.code == 0
-    assert version(db_url) == {"0002t0000000"}
+    assert version(any_db_url) == {"0002t0000000"}
 
 
 def test_a_changed_plan_is_refused_with_the_new_plan_and_its_full_hash(
-    revisor, db_url, tmp_path: Path
+    revisor, any_db_url, tmp_path: Path
 ) -> None:
     project = make_project(tmp_path, chain(2))
-    args = (*project.args(), "--database-url", db_url, "--output", "json")
+    args = (*project.args(), "--database-url", any_db_url, "--output", "json")
     approved = revisor(*args, "plan").result["planHash"]
     project.add(*chain(3)[2:])
     now = revisor(*args, "plan").result
@@ -45,15 +45,15 @@ def test_a_changed_plan_is_refused_with_the_new_plan_and_its_full_hash(
     ]
     assert refused.result["from"] == [] and refused.result["to"] == []
     assert f"approved {approved}, now {now['planHash']}" in refused.err
-    assert not tables(db_url), "a refused plan must leave the database untouched"
+    assert not tables(any_db_url), "a refused plan must leave the database untouched"
 
 
-def test_an_empty_plan_needs_no_approval(revisor, db_url, tmp_path: Path) -> None:
+def test_an_empty_plan_needs_no_approval(revisor, any_db_url, tmp_path: Path) -> None:
     """At the target already, whatever hash was approved, there is nothing to refuse."""
     project = make_project(tmp_path, chain(1))
-    args = (*project.args(), "--database-url", db_url, "--output", "json")
+    args = (*project.args(), "--database-url", any_db_url, "--output", "json")
     assert revisor(*args, "upgrade").code == 0
     again = revisor(*args, "upgrade", "--expect-plan-hash", "0" * 64)
     assert again.code == 0
     assert again.result["applied"] == []
-    assert version(db_url) == {"0001t0000000"}
+    assert version(any_db_url) == {"0001t0000000"}

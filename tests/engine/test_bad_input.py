@@ -15,13 +15,17 @@ def untouched(url: str) -> bool:
     return not tables(url)
 
 
-def test_unknown_revision_is_exit_2_with_alembics_message(revisor, db_url, tmp_path: Path) -> None:
+def test_unknown_revision_is_exit_2_with_alembics_message(
+    revisor, any_db_url, tmp_path: Path
+) -> None:
     project = make_project(tmp_path, chain(2))
-    run = revisor(*project.args(), "--database-url", db_url, "--output", "json", "upgrade", "ffff")
+    run = revisor(
+        *project.args(), "--database-url", any_db_url, "--output", "json", "upgrade", "ffff"
+    )
     assert run.code == 2
     assert "Can't locate revision identified by 'ffff'" in run.err
     assert run.result["reason"] == "InvalidTarget"
-    assert untouched(db_url)
+    assert untouched(any_db_url)
 
 
 def test_ambiguous_prefix_is_exit_2(revisor, db_url, tmp_path: Path) -> None:
@@ -226,28 +230,30 @@ def test_usage_errors_are_exit_2(tmp_path: Path) -> None:
     assert exc.value.code == 2
 
 
-def test_database_url_file_is_read_like_a_mounted_secret(revisor, db_url, tmp_path: Path) -> None:
+def test_database_url_file_is_read_like_a_mounted_secret(
+    revisor, any_db_url, tmp_path: Path
+) -> None:
     project = make_project(tmp_path, chain(1))
     secret = tmp_path / "secret-url"
-    secret.write_text(db_url + "\n")
+    secret.write_text(any_db_url + "\n")
     assert revisor(*project.args(), "--database-url-file", str(secret), "upgrade").code == 0
-    assert version(db_url) == {"0001t0000000"}
+    assert version(any_db_url) == {"0001t0000000"}
     missing = revisor(*project.args(), "--database-url-file", str(tmp_path / "nope"), "upgrade")
     assert missing.code == 2 and "cannot read it" in missing.err
 
 
-def test_url_from_environment(revisor, db_url, tmp_path: Path, monkeypatch) -> None:
+def test_url_from_environment(revisor, any_db_url, tmp_path: Path, monkeypatch) -> None:
     project = make_project(tmp_path, chain(1))
-    monkeypatch.setenv("REVISOR_DATABASE_URL", db_url)
+    monkeypatch.setenv("REVISOR_DATABASE_URL", any_db_url)
     assert revisor(*project.args(), "upgrade").code == 0
-    assert version(db_url) == {"0001t0000000"}
-    assert os.environ["REVISOR_DATABASE_URL"] == db_url
+    assert version(any_db_url) == {"0001t0000000"}
+    assert os.environ["REVISOR_DATABASE_URL"] == any_db_url
 
 
-def test_bad_input_results_say_which_input_was_bad(revisor, db_url, tmp_path: Path) -> None:
+def test_bad_input_results_say_which_input_was_bad(revisor, any_db_url, tmp_path: Path) -> None:
     """The operator turns these into condition reasons without reading the words."""
     project = make_project(tmp_path, chain(2))
-    args = (*project.args(), "--database-url", db_url, "--output", "json")
+    args = (*project.args(), "--database-url", any_db_url, "--output", "json")
     assert revisor(*args, "upgrade", "ffff").result["reason"] == "InvalidTarget"
     assert (
         revisor(*args, "upgrade", "--expect-plan-hash", "0" * 64).result["reason"] == "PlanChanged"

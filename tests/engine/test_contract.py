@@ -28,6 +28,21 @@ def test_every_exit_code_has_a_reason() -> None:
     assert ExitCode.from_code(137) is None
 
 
+def test_a_partially_applied_run_is_exit_8_with_its_own_reason() -> None:
+    """MySQL/MariaDB: a revision failed after some of its DDL committed; a person must act."""
+    assert ExitCode.from_code(8) is ExitCode.PARTIALLY_APPLIED
+    assert ExitCode.PARTIALLY_APPLIED.reason == "PartiallyApplied"
+    result = Result(
+        command="upgrade",
+        exit_code=ExitCode.PARTIALLY_APPLIED,
+        error="0003 is partially applied",
+        details={"partiallyApplied": {"revision": "0003", "statementsCommitted": 2}},
+    )
+    again = Result.from_json(result.to_json())
+    assert again.exit_code is ExitCode.PARTIALLY_APPLIED and again.reason == "PartiallyApplied"
+    assert again.details["partiallyApplied"]["statementsCommitted"] == 2
+
+
 def test_rolled_back_failure_has_its_own_reason() -> None:
     result = Result(command="apply", exit_code=ExitCode.MIGRATION_FAILED, rolled_back=True)
     assert result.reason == "RolledBack"
@@ -45,6 +60,8 @@ def test_rolled_back_failure_has_its_own_reason() -> None:
             statement_timeout=600,
             ddl_lock_timeout=5,
             ddl_lock_retries=4,
+            env_py=True,
+            metadata="app.models:Base.metadata",
             output="json",
             log_format="json",
             result_file="/dev/termination-log",
@@ -78,6 +95,8 @@ def test_run_request_argv_is_accepted_by_the_engine_cli(request_: RunRequest) ->
         assert args.expect_plan_hash == request_.expect_plan_hash
         assert args.require_reversible is request_.require_reversible
         assert args.ddl_lock_retries == request_.ddl_lock_retries
+    assert args.env_py is request_.env_py
+    assert args.metadata == request_.metadata
 
 
 def test_result_round_trips_through_json() -> None:

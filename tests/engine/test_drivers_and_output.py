@@ -85,7 +85,9 @@ def test_the_migration_connection_has_keepalives_on_both_ends(
     assert run.code == 0, run.err
     engine = sa.create_engine(pg_url, poolclass=sa.pool.NullPool)
     with engine.connect() as conn:
-        server = dict(conn.execute(sa.text("SELECT name, setting FROM server_seen")).all())
+        server: dict[str, str] = dict(
+            conn.execute(sa.text("SELECT name, setting FROM server_seen")).all()
+        )
         client = tuple(conn.execute(sa.text("SELECT * FROM client_seen")).one())
     engine.dispose()
     assert server == {

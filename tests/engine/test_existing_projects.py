@@ -166,7 +166,7 @@ def test_version_table_in_another_schema(
     engine.dispose()
 
 
-def test_branches_merges_and_depends_on(revisor, db_url, tmp_path: Path) -> None:
+def test_branches_merges_and_depends_on(revisor, any_db_url, tmp_path: Path) -> None:
     """A branch point, two labelled branches, a cross-branch dependency and a merge."""
     revs = [
         table("root", None, "aaaa00000000"),
@@ -181,24 +181,24 @@ def test_branches_merges_and_depends_on(revisor, db_url, tmp_path: Path) -> None
         ),
     ]
     project = make_project(tmp_path, revs)
-    args = (*project.args(), "--database-url", db_url)
+    args = (*project.args(), "--database-url", any_db_url)
     assert revisor(*args, "upgrade", "shipping@head").code == 0
-    assert version(db_url) == {"cccc00000001"}
-    assert "billing" in tables(db_url), "depends_on pulled in the billing revision"
+    assert version(any_db_url) == {"cccc00000001"}
+    assert "billing" in tables(any_db_url), "depends_on pulled in the billing revision"
     assert revisor(*args, "upgrade", "billing@+1").code == 0
-    assert version(db_url) == {"bbbb00000002", "cccc00000001"}
+    assert version(any_db_url) == {"bbbb00000002", "cccc00000001"}
     assert revisor(*args, "upgrade", "head").code == 2, "two heads: 'head' is ambiguous"
     project.add(Rev(id="dddd00000000", down=("bbbb00000002", "cccc00000001"), message="merge"))
     assert revisor(*args, "upgrade", "heads").code == 0
-    assert version(db_url) == {"dddd00000000"}
+    assert version(any_db_url) == {"dddd00000000"}
     ambiguous = revisor(*args, "downgrade", "-1")
     assert ambiguous.code == 2 and "Ambiguous walk" in ambiguous.err, (
         "Alembic's word, passed through"
     )
     assert revisor(*args, "downgrade", "bbbb00000002").code == 0
-    assert version(db_url) == {"bbbb00000002", "cccc00000001"}, "only the merge is undone"
+    assert version(any_db_url) == {"bbbb00000002", "cccc00000001"}, "only the merge is undone"
     assert revisor(*args, "downgrade", "shipping@-1").code == 0
-    assert version(db_url) == {"bbbb00000002"}
-    assert "shipping" not in tables(db_url) and "invoices" in tables(db_url)
+    assert version(any_db_url) == {"bbbb00000002"}
+    assert "shipping" not in tables(any_db_url) and "invoices" in tables(any_db_url)
     history = revisor(*project.args(), "history")
     assert "(mergepoint)" in history.out and "(branchpoint)" in history.out

@@ -363,7 +363,7 @@ def test_a_history_row_that_cannot_be_written_fails_its_step_naming_the_insert(
 
 
 def test_a_failing_revision_is_named_with_its_file_and_line(
-    revisor, db_url, tmp_path: Path
+    revisor, any_db_url, tmp_path: Path
 ) -> None:
     """The frame in the revision file: where to look, in the output, the result and history."""
     project = make_project(
@@ -378,9 +378,9 @@ def test_a_failing_revision_is_named_with_its_file_and_line(
     )
     path = project.versions / "0005b0000000_rev.py"
     line = path.read_text().splitlines().index("    raise RuntimeError('boom in 0005')") + 1
-    run = revisor(*project.args(), "--database-url", db_url, "--output", "json", "upgrade")
+    run = revisor(*project.args(), "--database-url", any_db_url, "--output", "json", "upgrade")
     assert run.code == 4
     where = f"failed at {path}:{line}: RuntimeError: boom in 0005"
     assert where in run.result["error"]
     assert where in run.err
-    assert where in history_rows(db_url)[-1]["error"]
+    assert where in history_rows(any_db_url)[-1]["error"]

@@ -21,16 +21,16 @@ from tests.support.projects import Rev, chain, make_project
 
 
 def test_history_has_a_row_per_run_and_per_step_with_checksums(
-    revisor, db_url, tmp_path: Path, monkeypatch
+    revisor, any_db_url, tmp_path: Path, monkeypatch
 ) -> None:
     import hashlib
 
     monkeypatch.setenv("REVISOR_RUNNER", "shop-g3-1a2b-xyz")
     project = make_project(tmp_path, chain(2))
-    args = (*project.args(), "--database-url", db_url)
+    args = (*project.args(), "--database-url", any_db_url)
     assert revisor(*args, "upgrade").code == 0
     assert revisor(*args, "downgrade", "-1").code == 0
-    runs = history_rows(db_url)
+    runs = history_rows(any_db_url)
     assert [
         (r["command"], r["direction"], r["from_revision"], r["to_revision"], r["status"])
         for r in runs
@@ -42,7 +42,7 @@ def test_history_has_a_row_per_run_and_per_step_with_checksums(
         r["runner"] == "shop-g3-1a2b-xyz" and r["engine_version"] == __version__ for r in runs
     )
     assert all(r["finished_at"] is not None and r["duration_seconds"] >= 0 for r in runs)
-    steps = history_rows(db_url, "step")
+    steps = history_rows(any_db_url, "step")
     assert [(s["direction"], s["revision"], s["status"]) for s in steps] == [
         ("upgrade", "0001t0000000", "applied"),
         ("upgrade", "0002t0000000", "applied"),
@@ -55,9 +55,9 @@ def test_history_has_a_row_per_run_and_per_step_with_checksums(
     assert shown.code == 0 and "succeeded" in shown.out and "shop-g3-1a2b-xyz" in shown.out
 
 
-def test_verify_passes_on_untouched_scripts(revisor, db_url, tmp_path: Path) -> None:
+def test_verify_passes_on_untouched_scripts(revisor, any_db_url, tmp_path: Path) -> None:
     project = make_project(tmp_path, chain(3))
-    args = (*project.args(), "--database-url", db_url)
+    args = (*project.args(), "--database-url", any_db_url)
     revisor(*args, "upgrade")
     run = revisor(*args, "verify")
     assert run.code == 0, run.out + run.err
@@ -132,9 +132,11 @@ def test_a_missing_middle_file_nobody_applied_is_bad_scripts_for_verify_and_upgr
     assert version(db_url) == {"0001t0000000"}
 
 
-def test_verify_counts_revisions_applied_outside_revisor(revisor, db_url, tmp_path: Path) -> None:
+def test_verify_counts_revisions_applied_outside_revisor(
+    revisor, any_db_url, tmp_path: Path
+) -> None:
     project = make_project(tmp_path, chain(2))
-    args = (*project.args(), "--database-url", db_url, "--output", "json")
+    args = (*project.args(), "--database-url", any_db_url, "--output", "json")
     revisor(*args, "stamp", "head")
     run = revisor(*args, "verify")
     assert run.code == 0
@@ -165,9 +167,9 @@ def test_history_range_lists_the_revisions_between_its_ends_newest_first(
     ]
 
 
-def test_history_range_with_current_reads_the_database(revisor, db_url, tmp_path: Path) -> None:
+def test_history_range_with_current_reads_the_database(revisor, any_db_url, tmp_path: Path) -> None:
     project = make_project(tmp_path, chain(3))
-    args = (*project.args(), "--database-url", db_url, "--output", "json")
+    args = (*project.args(), "--database-url", any_db_url, "--output", "json")
     assert _listed(revisor(*args, "history", ":current")) == [], "nothing applied at base"
     assert revisor(*args, "upgrade", "0002").code == 0
     assert _listed(revisor(*args, "history", ":current")) == ["0002t0000000", "0001t0000000"]
@@ -197,7 +199,7 @@ def test_bad_history_range_is_exit_2_with_one_clear_message(
 AWKWARD = "it's 100% \\\\ naïve %(x)s %s; COMMIT; -- ü"
 
 
-def test_a_step_row_keeps_every_value_exactly(revisor, db_url, tmp_path: Path) -> None:
+def test_a_step_row_keeps_every_value_exactly(revisor, any_db_url, tmp_path: Path) -> None:
     """Quotes, backslashes, %-placeholders and SQL in a docstring land in the row as they are.
 
     On psycopg the row and the step's COMMIT go in one pipeline, through the
@@ -206,8 +208,8 @@ def test_a_step_row_keeps_every_value_exactly(revisor, db_url, tmp_path: Path) -
     revs = chain(1)
     revs[0] = Rev(id=revs[0].id, message=AWKWARD, upgrade=revs[0].upgrade)
     project = make_project(tmp_path, revs)
-    assert revisor(*project.args(), "--database-url", db_url, "upgrade").code == 0
-    (step,) = history_rows(db_url, "step")
+    assert revisor(*project.args(), "--database-url", any_db_url, "upgrade").code == 0
+    (step,) = history_rows(any_db_url, "step")
     assert step["description"] == "it's 100% \\ naïve %(x)s %s; COMMIT; -- ü"
     assert (step["revision"], step["from_revision"], step["to_revision"]) == (
         "0001t0000000", "base", "0001t0000000",
@@ -221,7 +223,7 @@ def test_a_step_row_keeps_every_value_exactly(revisor, db_url, tmp_path: Path) -
     assert started.utcoffset() is None or started.utcoffset() == dt.timedelta(0)
     assert started <= finished
     assert step["duration_seconds"] == pytest.approx((finished - started).total_seconds(), abs=1e-3)
-    assert version(db_url) == {"0001t0000000"}
+    assert version(any_db_url) == {"0001t0000000"}
 
 
 def test_a_step_row_with_commit_ends_the_step_only_where_one_round_trip_carries_both(

@@ -111,7 +111,7 @@ def test_the_app_user_logs_in_over_loopback_and_no_anonymous_account_exists(
 ) -> None:
     with mariadb_server.connect() as conn, conn.cursor() as cur:
         cur.execute("SELECT CURRENT_USER(), USER()")
-        current, user = cur.fetchone()  # type: ignore[misc]
+        current, user = cur.fetchone()
         assert current.split("@")[0] == mariadb_server.user
         assert user.startswith(f"{mariadb_server.user}@")
         cur.execute("SELECT User, Host FROM mysql.user WHERE User = ''")

@@ -30,10 +30,10 @@ def backfill_project(tmp_path: Path, *more: Rev):
 
 
 def test_downgrade_base_runs_pass_downgrades_as_no_ops_and_marks_them(
-    revisor, db_url, tmp_path: Path
+    revisor, any_db_url, tmp_path: Path
 ) -> None:
     project = backfill_project(tmp_path)
-    args = (*project.args(), "--database-url", db_url, "--output", "json")
+    args = (*project.args(), "--database-url", any_db_url, "--output", "json")
     assert revisor(*args, "upgrade").code == 0
     plan = revisor(*args, "plan", "base")
     assert plan.code == 0
@@ -44,15 +44,15 @@ def test_downgrade_base_runs_pass_downgrades_as_no_ops_and_marks_them(
     run = revisor(*args, "downgrade", "base")
     assert run.code == 0, run.err
     assert [s.get("noop", False) for s in run.result["applied"]] == [True, False]
-    assert version(db_url) == set()
-    assert "t1" not in tables(db_url)
+    assert version(any_db_url) == set()
+    assert "t1" not in tables(any_db_url)
     assert revisor(*args, "upgrade").code == 0, "and back up again"
-    assert version(db_url) == {"0002b0000000"}
+    assert version(any_db_url) == {"0002b0000000"}
 
 
-def test_plan_text_says_which_steps_are_no_ops(revisor, db_url, tmp_path: Path) -> None:
+def test_plan_text_says_which_steps_are_no_ops(revisor, any_db_url, tmp_path: Path) -> None:
     project = backfill_project(tmp_path)
-    args = (*project.args(), "--database-url", db_url)
+    args = (*project.args(), "--database-url", any_db_url)
     assert revisor(*args, "upgrade").code == 0
     plan = revisor(*args, "plan", "base")
     steps = [line for line in plan.out.splitlines() if line.startswith("  ")]
@@ -63,21 +63,21 @@ def test_plan_text_says_which_steps_are_no_ops(revisor, db_url, tmp_path: Path) 
 
 
 def test_an_upgrade_under_on_failure_rollback_runs_over_pass_downgrades_and_rolls_them_back(
-    revisor, db_url, tmp_path: Path
+    revisor, any_db_url, tmp_path: Path
 ) -> None:
     """The default of the operator: a failure rolls back through the no-op to the start."""
     breaks = Rev(id="0003f0000000", down="0002b0000000", message="breaks", upgrade=BOOM)
     project = backfill_project(tmp_path, breaks)
-    args = (*project.args(), "--database-url", db_url, "--output", "json")
+    args = (*project.args(), "--database-url", any_db_url, "--output", "json")
     run = revisor(*args, "upgrade", "--on-failure", "rollback")
     assert run.code == 4, run.err
     assert run.result["reason"] == "RolledBack"
     assert run.result["to"] == []
-    assert version(db_url) == set()
+    assert version(any_db_url) == set()
 
 
 def test_a_failure_after_a_revision_without_downgrade_rolls_back_to_it_and_says_why(
-    revisor, db_url, tmp_path: Path
+    revisor, any_db_url, tmp_path: Path
 ) -> None:
     """RollbackIncomplete: the run went back as far as it could, and names the revision."""
     project = make_project(tmp_path, chain(2))
@@ -94,7 +94,7 @@ def test_a_failure_after_a_revision_without_downgrade_rolls_back_to_it_and_says_
             downgrade="op.drop_table('t4')"),
         Rev(id="0005f0000000", down="0004t0000000", message="breaks", upgrade=BOOM),
     )  # fmt: skip
-    args = (*project.args(), "--database-url", db_url, "--output", "json")
+    args = (*project.args(), "--database-url", any_db_url, "--output", "json")
     run = revisor(*args, "upgrade", "--on-failure", "rollback")
     assert run.code == 4, run.err
     assert run.result["reason"] == "RollbackIncomplete"
@@ -102,22 +102,22 @@ def test_a_failure_after_a_revision_without_downgrade_rolls_back_to_it_and_says_
     assert "upgrade 0005f0000000 (breaks) failed" in error
     assert "rolled back 1 of 4 step(s), to 0003n0000000" in error
     assert "0003n0000000 (no way back) has no downgrade()" in error
-    assert version(db_url) == {"0003n0000000"}
-    assert "t4" not in tables(db_url) and {"t1", "t2", "n"} <= tables(db_url)
-    runs = history_rows(db_url)
+    assert version(any_db_url) == {"0003n0000000"}
+    assert "t4" not in tables(any_db_url) and {"t1", "t2", "n"} <= tables(any_db_url)
+    runs = history_rows(any_db_url)
     assert runs[-1]["status"] == "rollback_partial"
     assert "stopped there" in runs[-1]["error"]
 
 
 def test_require_reversible_refuses_pass_downgrades_in_an_upgrade(
-    revisor, db_url, tmp_path: Path
+    revisor, any_db_url, tmp_path: Path
 ) -> None:
     """The strict mode of old, for teams who want every step undoable."""
     project = backfill_project(tmp_path)
-    args = (*project.args(), "--database-url", db_url, "--output", "json")
+    args = (*project.args(), "--database-url", any_db_url, "--output", "json")
     run = revisor(*args, "upgrade", "--require-reversible")
     assert run.code == 2
     assert run.result["reason"] == "NotReversible"
     assert "0002b0000000 (backfill t1) has an empty downgrade() (only pass)" in run.result["error"]
-    assert version(db_url) == set()
+    assert version(any_db_url) == set()
     assert revisor(*args, "upgrade").code == 0, "without it the same upgrade runs"

@@ -73,6 +73,10 @@ class RunRequest:
     target: str | None = None
     scripts: str | None = None
     config: str | None = None
+    #: Run the scripts' own env.py with the engine's connection (``--env-py``).
+    env_py: bool = False
+    #: ``MODULE:ATTR`` of the project's MetaData, for hermetic runs (``--metadata``).
+    metadata: str | None = None
     database_url_file: str | None = None
     version_table: VersionTable = VersionTable()
     lock_timeout: float | None = None
@@ -99,11 +103,14 @@ class RunRequest:
             ("--database-url-file", self.database_url_file),
             ("--version-table", self.version_table.name),
             ("--version-table-schema", self.version_table.schema),
+            ("--metadata", self.metadata),
             ("--output", self.output),
             ("--log-format", self.log_format),
             ("--result-file", self.result_file),
         ]
         argv += _options(globals_)
+        if self.env_py:
+            argv.append("--env-py")
         argv.append(self.command)
         run_options: list[tuple[str, object]] = [
             ("--lock-timeout", self.lock_timeout),

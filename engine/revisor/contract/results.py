@@ -46,6 +46,9 @@ class Reason(enum.StrEnum):
     ROLLBACK_INCOMPLETE = "RollbackIncomplete"
     DATABASE_UNREACHABLE = "DatabaseUnreachable"
     MISMATCH = "Mismatch"
+    #: A revision failed after some of its statements had committed on their
+    #: own (DDL on MySQL/MariaDB): the database holds part of it.
+    PARTIALLY_APPLIED = "PartiallyApplied"
 
 
 class ExitCode(enum.IntEnum):
@@ -59,6 +62,9 @@ class ExitCode(enum.IntEnum):
     ROLLBACK_FAILED = 5
     UNREACHABLE = 6
     MISMATCH = 7
+    #: A revision failed half-way where DDL is not transactional: a person
+    #: must finish or undo it (then ``revisor stamp``); running again would not.
+    PARTIALLY_APPLIED = 8
 
     @property
     def reason(self) -> Reason:
@@ -83,6 +89,7 @@ _REASONS = {
     ExitCode.ROLLBACK_FAILED: Reason.ROLLBACK_FAILED,
     ExitCode.UNREACHABLE: Reason.DATABASE_UNREACHABLE,
     ExitCode.MISMATCH: Reason.MISMATCH,
+    ExitCode.PARTIALLY_APPLIED: Reason.PARTIALLY_APPLIED,
 }
 
 

@@ -8,7 +8,17 @@ module per backend. A new dialect is a module here and one line in
 from __future__ import annotations
 
 from revisor.connection import Database
-from revisor.dialects.base import Backoff, DialectSupport, LockKey, lock_key, poll, sqlstate
+from revisor.dialects.base import (
+    Backoff,
+    DialectSupport,
+    LockKey,
+    StatementLog,
+    StatementsRan,
+    lock_key,
+    poll,
+    sqlstate,
+)
+from revisor.dialects.mysql import MysqlSupport
 from revisor.dialects.postgresql import PostgresSupport
 from revisor.dialects.sqlite import SqliteSupport
 from revisor.errors import BadInput
@@ -18,6 +28,8 @@ __all__ = [
     "Backoff",
     "DialectSupport",
     "LockKey",
+    "StatementLog",
+    "StatementsRan",
     "lock_key",
     "poll",
     "sqlstate",
@@ -29,9 +41,11 @@ def support_for(db: Database) -> DialectSupport:
     """The implementation for ``db``'s backend, or a clear refusal."""
     if db.backend == "postgresql":
         return PostgresSupport()
+    if db.backend in ("mysql", "mariadb"):
+        return MysqlSupport()
     if db.backend == "sqlite":
         return SqliteSupport(db)
     raise BadInput(
-        scrub(f"{db.display}: the {db.backend!r} database is not supported yet"),
-        hint="Revisor supports PostgreSQL and SQLite; MySQL/MariaDB is planned",
+        scrub(f"{db.display}: the {db.backend!r} database is not supported"),
+        hint="Revisor runs on PostgreSQL, MySQL, MariaDB and SQLite",
     )

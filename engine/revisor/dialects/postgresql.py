@@ -14,8 +14,11 @@ from revisor.connection import (
     KEEPALIVE_IDLE_SECONDS,
     KEEPALIVE_INTERVAL_SECONDS,
 )
-from revisor.dialects.base import LockKey, milliseconds, poll, waiting_phrase
+from revisor.dialects.base import LockKey, milliseconds, poll, sqlstate, waiting_phrase
 from revisor.errors import LockTimeout
+
+#: The SQLSTATE of a lock wait that ran past ``lock_timeout``.
+LOCK_NOT_AVAILABLE = "55P03"
 
 
 class PostgresSupport:
@@ -109,6 +112,12 @@ class PostgresSupport:
         for name, value in settings.items():
             conn.execute(sa.text("SELECT set_config(:n, :v, false)"), {"n": name, "v": value})
         conn.commit()
+
+    def is_lock_timeout(self, exc: BaseException) -> bool:
+        return sqlstate(exc) == LOCK_NOT_AVAILABLE
+
+    def commits_implicitly(self, statement: str) -> bool:
+        return False
 
     def invalid_indexes(self, conn: Connection) -> frozenset[str]:
         rows = conn.execute(

@@ -113,3 +113,11 @@ class SqliteSupport:
 
     def lock_holders(self, conn: Connection, *, statement: str) -> str:
         return ""
+
+    def is_lock_timeout(self, exc: BaseException) -> bool:
+        # SQLite has no table locks: "database is locked" means another writer
+        # held the whole file past busy_timeout, and is not retried.
+        return False
+
+    def commits_implicitly(self, statement: str) -> bool:
+        return False  # DDL is transactional here (revisor.connection makes it so)
