@@ -71,7 +71,7 @@ import structlog
 
 from . import GROUP, PLURAL, VERSION
 from .adapters.kopf_namespace_race import serve_namespaces_listed_at_watch_start
-from .adapters.kube import Conflict, Forbidden, Kube, KubeError
+from .adapters.kube import Conflict, Forbidden, Kube, KubeAPI, KubeError
 from .adapters.metrics import job_seen, run_recorded
 from .decisions.bodies import Job, Migration
 from .decisions.jobs import MANAGED_BY, MANAGER, MIGRATION_LABEL
@@ -88,6 +88,8 @@ from .settings import Settings
 log = structlog.get_logger("revisor_operator")
 
 FINALIZER = f"{GROUP}/finalizer"
+#: The "From" of every Event the operator posts (kubectl describe).
+REPORTING_COMPONENT = "revisor-operator"
 DELETE_POLL_SECONDS = 10.0
 #: Passes of one reconcile: record a finished run, then start what was queued behind it.
 MAX_PASSES = 3
@@ -106,7 +108,7 @@ class Runtime:
     """What the handlers share: settings and the API client. Kept in kopf's ``memo``."""
 
     settings: Settings
-    kube: Kube
+    kube: KubeAPI
 
 
 def runtime_of(memo: Any) -> Runtime:
@@ -135,8 +137,10 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
             prefix=GROUP, key="last-handled-configuration"
         )
         settings.persistence.finalizer = FINALIZER
-        # Events come from reconcile(); kopf posts only its warnings and errors.
+        # Events come from reconcile(); kopf posts only its warnings and errors,
+        # and all of them say they are from the operator, not from "kopf".
         settings.posting.level = logging.WARNING
+        settings.posting.reporting_component = REPORTING_COMPONENT
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330
         if "runtime" not in memo:
@@ -303,6 +307,7 @@ def _reconcile_once(runtime: Runtime, *, namespace: str, name: str) -> Decision 
         defaults=runtime.settings.job_defaults,
         now=datetime.now(UTC),
         deployment=_deployment(kube, spec, namespace=namespace),
+        policy=runtime.settings.policy,
     )
     _act(kube, migration=migration, decision=decision)
     return decision
@@ -316,7 +321,7 @@ def _spec(migration: Migration) -> MigrationSpec | InvalidSpec:
         return invalid
 
 
-def _runs(kube: Kube, migration: Migration) -> list[Run]:
+def _runs(kube: KubeAPI, migration: Migration) -> list[Run]:
     meta = migration.get("metadata", {})
     namespace, name = meta.get("namespace", ""), meta.get("name", "")
     status = migration.get("status") or {}
@@ -335,7 +340,7 @@ def _runs(kube: Kube, migration: Migration) -> list[Run]:
 
 
 def _references(
-    kube: Kube, spec: MigrationSpec | InvalidSpec, *, namespace: str
+    kube: KubeAPI, spec: MigrationSpec | InvalidSpec, *, namespace: str
 ) -> References | None:
     """The Secret and ConfigMap the spec names, as they are now (None for an invalid spec)."""
     if isinstance(spec, InvalidSpec):
@@ -350,7 +355,7 @@ def _references(
 
 
 def _deployment(
-    kube: Kube, spec: MigrationSpec | InvalidSpec, *, namespace: str
+    kube: KubeAPI, spec: MigrationSpec | InvalidSpec, *, namespace: str
 ) -> DeploymentStatus | None:
     """The Deployment of ``spec.rollback.deploymentRef`` (None: no such ref, or no such object).
 
@@ -374,7 +379,7 @@ def _deployment(
     return deployment_status(body) if body is not None else None
 
 
-def _act(kube: Kube, *, migration: Migration, decision: Decision) -> None:
+def _act(kube: KubeAPI, *, migration: Migration, decision: Decision) -> None:
     meta = migration.get("metadata", {})
     namespace, name = meta.get("namespace", ""), meta.get("name", "")
     logger = log.bind(namespace=namespace, migration=name, action=decision.action)
@@ -496,7 +501,7 @@ def _reconcile_quietly(runtime: Runtime, *, namespace: str, name: str) -> None:
         log.warning("reconcile failed", namespace=namespace, migration=name, error=str(exc))
 
 
-def _owned_jobs(kube: Kube, *, namespace: str, name: str, uid: str) -> list[Job]:
+def _owned_jobs(kube: KubeAPI, *, namespace: str, name: str, uid: str) -> list[Job]:
     jobs = kube.list_jobs(namespace=namespace, migration=name)
     return [
         j

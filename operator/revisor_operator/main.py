@@ -61,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--runner-image", help="engine image for Jobs (REVISOR_RUNNER_IMAGE)")
     parser.add_argument(
+        "--kubeconfig",
+        metavar="PATH",
+        help="use this kubeconfig (default: in-cluster credentials, else $KUBECONFIG, "
+        "else ~/.kube/config)",
+    )
+    parser.add_argument(
         "--liveness",
         metavar="URL",
         help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz; '' disables",
@@ -108,10 +114,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
     )
     from . import handlers
-    from .adapters.kube import Kube, KubeError
+    from .adapters.kube import Kube, KubeError, use_kubeconfig
 
+    if args.kubeconfig:
+        use_kubeconfig(args.kubeconfig)
     try:
-        kube = Kube.from_environment()
+        kube = Kube.from_environment(kubeconfig=args.kubeconfig)
     except KubeError as exc:
         print(f"revisor-operator: {exc}", file=sys.stderr)
         return 1

@@ -13,6 +13,11 @@ everything without templating the command line:
 ``REVISOR_METRICS_PORT``        Prometheus port, 0 to disable (9090)
 ``REVISOR_LIVENESS``            kopf liveness endpoint URL
 ``REVISOR_LOG_FORMAT``          json (default) or console
+``REVISOR_ALLOWED_*``           the allowlists of :mod:`.decisions.policy`:
+                                ``RUNNER_IMAGES``, ``SOURCE_IMAGES``,
+                                ``SERVICE_ACCOUNTS`` (revisor-runner),
+                                ``NODE_SELECTOR_KEYS``, ``TOLERATION_KEYS``;
+                                comma-separated, ``prefix*`` or globs
 ==============================  =============================================
 """
 
@@ -20,9 +25,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .decisions.jobs import JobDefaults
+from .decisions.policy import RUNNER_SERVICE_ACCOUNT, Policy
 
 DEFAULT_RUNNER_IMAGE = "ghcr.io/revisor-dev/revisor:0.1.0"
 DEFAULT_LIVENESS = "http://0.0.0.0:8080/healthz"
@@ -39,6 +45,7 @@ class Settings:
     metrics_port: int = 9090
     liveness: str | None = DEFAULT_LIVENESS
     log_format: str = "json"
+    policy: Policy = field(default_factory=Policy)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -56,6 +63,15 @@ class Settings:
             metrics_port=int(env.get("REVISOR_METRICS_PORT") or 9090),
             liveness=env.get("REVISOR_LIVENESS", DEFAULT_LIVENESS) or None,
             log_format=env.get("REVISOR_LOG_FORMAT") or "json",
+            policy=Policy(
+                runner_images=_items(env, "REVISOR_ALLOWED_RUNNER_IMAGES"),
+                source_images=_items(env, "REVISOR_ALLOWED_SOURCE_IMAGES"),
+                service_accounts=_items(
+                    env, "REVISOR_ALLOWED_SERVICE_ACCOUNTS", default=(RUNNER_SERVICE_ACCOUNT,)
+                ),
+                node_selector_keys=_items(env, "REVISOR_ALLOWED_NODE_SELECTOR_KEYS"),
+                toleration_keys=_items(env, "REVISOR_ALLOWED_TOLERATION_KEYS"),
+            ),
         )
 
     @property
@@ -65,3 +81,10 @@ class Settings:
             runner_pull_policy=self.runner_pull_policy,
             ttl_seconds_after_finished=self.job_ttl_seconds,
         )
+
+
+def _items(env: Mapping[str, str], name: str, *, default: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """A comma-separated list from the environment; unset means ``default``, empty means none."""
+    if name not in env:
+        return default
+    return tuple(item.strip() for item in env[name].split(",") if item.strip())

@@ -39,7 +39,7 @@ import yaml
 from revisor.contract import parse_duration
 
 from . import API_VERSION, KIND
-from .adapters.kube import SERVICE_ACCOUNT_DIR, Kube, KubeError
+from .adapters.kube import SERVICE_ACCOUNT_DIR, Kube, KubeAPI, KubeError
 from .decisions.bodies import JsonDict, Migration
 from .decisions.helm_releases import RELEASES_ANNOTATION, recorded_releases, with_release
 from .decisions.readiness import Progress, judge_wait
@@ -49,6 +49,9 @@ from .decisions.spec import ConfigMapSource, InvalidSpec, parse_spec
 
 FIELD_MANAGER = "revisor-helm"
 POLL_SECONDS = 1.0
+#: How long a resource may be missing before ``wait`` says so and stops: long
+#: enough for a create that races the wait, short enough for a typo.
+NOT_FOUND_GRACE_SECONDS = 10.0
 EXIT_READY, EXIT_FAILED, EXIT_TIMEOUT = 0, 1, 2
 _KINDS = ("dbm", "databasemigration", "databasemigrations", "databasemigration.revisor.dev")
 
@@ -131,7 +134,7 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
 
 
 def run(
-    kube: Kube,
+    kube: KubeAPI,
     *,
     namespace: str,
     name: str,
@@ -154,12 +157,21 @@ def run(
         code = _roll_back_target(kube, namespace=namespace, name=name, release=rollback_to, say=say)
         if code is not None:
             return code
-    deadline = clock() + timeout
+    started = clock()
+    deadline = started + timeout
     last = ""
     while True:
         migration = kube.get_migration(namespace=namespace, name=name)
+        if migration is None and clock() - started >= NOT_FOUND_GRACE_SECONDS:
+            print(
+                f"{what} not found in namespace {namespace}: check the name and the "
+                f"namespace (kubectl get dbm -n {namespace})",
+                file=sys.stderr,
+                flush=True,
+            )
+            return EXIT_FAILED
         progress = (
-            Progress("Waiting", "not found")
+            Progress("Waiting", "not found yet")
             if migration is None
             else judge_wait(migration, expected_job=_expected_job(kube, migration))
         )
@@ -180,7 +192,7 @@ def run(
 
 
 def _roll_back_target(
-    kube: Kube, *, namespace: str, name: str, release: int, say: Callable[[str], None]
+    kube: KubeAPI, *, namespace: str, name: str, release: int, say: Callable[[str], None]
 ) -> int | None:
     migration = kube.get_migration(namespace=namespace, name=name)
     if migration is None:
@@ -207,7 +219,9 @@ def _roll_back_target(
     return None
 
 
-def _record(kube: Kube, migration: Migration, *, release: int, say: Callable[[str], None]) -> None:
+def _record(
+    kube: KubeAPI, migration: Migration, *, release: int, say: Callable[[str], None]
+) -> None:
     meta = migration.get("metadata", {})
     revision = str((migration.get("status") or {}).get("currentRevision") or "base")
     records = with_release(recorded_releases(migration), release, revision)
@@ -219,7 +233,7 @@ def _record(kube: Kube, migration: Migration, *, release: int, say: Callable[[st
     say(f"databasemigration/{meta.get('name')}: recorded {revision} for release {release}")
 
 
-def _expected_job(kube: Kube, migration: Migration) -> str | None:
+def _expected_job(kube: KubeAPI, migration: Migration) -> str | None:
     """The Job the operator runs for the current spec and scripts (None: cannot tell yet)."""
     try:
         spec = parse_spec(migration.get("spec") or {})

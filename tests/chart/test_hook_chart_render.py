@@ -312,6 +312,8 @@ def test_desired_migration_carries_the_app_charts_values(app: AppChart) -> None:
     assert body["kind"] == "DatabaseMigration"
     assert body["metadata"]["name"] == "shop"
     assert body["metadata"]["namespace"] == NAMESPACE
+    # Each release is a new desired state: the operator runs it even with an unchanged spec.
+    assert body["metadata"]["annotations"] == {"revisor.dev/release": "1"}
     assert body["spec"] == {
         "database": {"urlSecretRef": {"name": "shop-db", "key": "url"}},
         "source": {"configMap": {"name": "shop-migrations"}},

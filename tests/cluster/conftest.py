@@ -20,7 +20,7 @@ import pytest
 from kopf.testing import KopfRunner
 from kubernetes import client, config
 
-from tests.support.kube import create_namespace, delete_namespace, existing_kubeconfig
+from tests.support.kube import create_namespace, delete_namespace, existing_kubeconfig, present
 
 PROCESS_KUBELET_LABEL = "localkube.dev/process-kubelet"
 #: Where a process-kubelet's image registry is (``localkube.images``), on its Node.
@@ -29,6 +29,9 @@ IMAGES_DIR_ANNOTATION = "localkube.dev/images-dir"
 # whichever test module does it: set it for the whole session, before any does.
 # tests.support.operator_kit.RESYNC_SECONDS checks it is this value.
 os.environ["REVISOR_RESYNC_SECONDS"] = "10"
+# The operator's allowlist for scripts images (none by default): the images the
+# process-kubelet's registry serves in these tests, and nothing else.
+os.environ["REVISOR_ALLOWED_SOURCE_IMAGES"] = "registry.example/*"
 _TOOLS = Path(__file__).resolve().parents[2] / "tools"
 if str(_TOOLS) not in sys.path:
     sys.path.insert(0, str(_TOOLS))  # the Makefile exports this; bare `pytest` does not
@@ -55,7 +58,8 @@ def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kube]:
         # A cluster from `make cluster-up` runs pods on this machine too: all tests apply.
         nodes = client.CoreV1Api(api).list_node().items
         local = bool(nodes) and all(
-            (node.metadata.labels or {}).get(PROCESS_KUBELET_LABEL) == "true" for node in nodes
+            (present(node.metadata).labels or {}).get(PROCESS_KUBELET_LABEL) == "true"
+            for node in nodes
         )
         yield Kube(kubeconfig=existing, api=api, process_kubelet=local, startup_seconds=0.0)
         api.close()
@@ -140,7 +144,9 @@ def _remove(path: Path) -> None:
 def images(process_kubelet: Kube) -> Iterator[Images]:
     """The process-kubelet's image registry; what a test adds is removed after it."""
     nodes = client.CoreV1Api(process_kubelet.api).list_node().items
-    found = {(node.metadata.annotations or {}).get(IMAGES_DIR_ANNOTATION) for node in nodes}
+    found = {
+        (present(node.metadata).annotations or {}).get(IMAGES_DIR_ANNOTATION) for node in nodes
+    }
     directories = sorted(filter(None, found))
     if len(directories) != 1:
         pytest.skip(f"needs one process-kubelet image registry, the nodes name {directories}")

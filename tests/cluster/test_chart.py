@@ -42,7 +42,7 @@ from localkube.privatemounts import check_support
 from tests.chart.render import CHART, REPO, helm
 from tests.cluster.conftest import Kube
 from tests.cluster.test_rollback import deploy
-from tests.support.kube import condition, get, wait_for
+from tests.support.kube import as_dict, condition, get, present, wait_for
 from tests.support.kube import kubectl as find_kubectl
 from tests.support.operator_kit import (
     create,
@@ -213,7 +213,9 @@ def _wait_for_rbac(
 def token_kubeconfig(kube: Kube, namespace: str, account: str, path: Path) -> Path:
     """A kubeconfig that authenticates as ServiceAccount ``namespace/account`` (TokenRequest)."""
     token = client.CoreV1Api(kube.api).create_namespaced_service_account_token(
-        account, namespace, {"spec": {"expirationSeconds": 3600}}
+        account,
+        namespace,
+        client.AuthenticationV1TokenRequest.model_validate({"spec": {"expirationSeconds": 3600}}),
     )
     admin = yaml.safe_load(kube.kubeconfig.read_text())
     cluster = dict(admin["clusters"][0]["cluster"])
@@ -225,7 +227,7 @@ def token_kubeconfig(kube: Kube, namespace: str, account: str, path: Path) -> Pa
             "apiVersion": "v1",
             "kind": "Config",
             "clusters": [{"name": "c", "cluster": cluster}],
-            "users": [{"name": account, "user": {"token": token.status.token}}],
+            "users": [{"name": account, "user": {"token": present(token.status).token}}],
             "contexts": [{"name": "sa", "context": {"cluster": "c", "user": account}}],
             "current-context": "sa",
         })
@@ -243,9 +245,11 @@ def can(api: client.ApiClient, verb: str, resource: str, namespace: str = "") ->
     if namespace:
         attributes["namespace"] = namespace
     review = client.AuthorizationV1Api(api).create_self_subject_access_review(
-        {"spec": {"resourceAttributes": attributes}}
+        client.V1SelfSubjectAccessReview.model_validate(
+            {"spec": {"resourceAttributes": attributes}}
+        )
     )
-    return bool(review.status.allowed)
+    return bool(present(review.status).allowed)
 
 
 # -- accepted by the API server ---------------------------------------------------------
@@ -326,7 +330,9 @@ def migrate_as(
     tmp_path.chmod(0o777)  # the Job's pod runs as another user
     url = f"sqlite:///{tmp_path / 'app.db'}"
     as_operator = dataclasses.replace(kube, kubeconfig=config_path)
-    spec = {"rollback": {"deploymentRef": {"name": "web"}, "window": "2m"}} if rollout else {}
+    # From a fresh database the window opens only when a rollback to base is allowed.
+    window = {"deploymentRef": {"name": "web"}, "window": "2m", "allowBase": True}
+    spec = {"rollback": window} if rollout else {}
     scope = () if all_namespaces else (ns,)
     with running_operator(as_operator, *scope, all_namespaces=all_namespaces) as runner:
         create_secret(kube, ns, url)
@@ -386,7 +392,8 @@ def as_operator(release: Release, tmp_path_factory: pytest.TempPathFactory) -> c
         release.service_account,
         tmp_path_factory.mktemp("sa") / "kubeconfig",
     )
-    return config.new_client_from_config(config_file=str(path))
+    api: client.ApiClient = config.new_client_from_config(config_file=str(path))
+    return api
 
 
 GRANTED = [
@@ -464,17 +471,17 @@ def test_runner_service_account_has_no_permissions(release: Release, kube: Kube)
     user = f"system:serviceaccount:{release.watched}:{name}"
     for verb, resource in [*GRANTED, ("get", "configmaps"), ("list", "pods")]:
         group, _, plural = resource.rpartition(":")
-        review = client.AuthorizationV1Api(kube.api).create_subject_access_review({
-            "spec": {
+        review = client.AuthorizationV1Api(kube.api).create_subject_access_review(
+            client.V1SubjectAccessReview.model_validate({"spec": {
                 "user": user,
                 "groups": ["system:serviceaccounts", f"system:serviceaccounts:{release.watched}"],
                 "resourceAttributes": {
                     "verb": verb, "group": group, "resource": plural.split("/")[0],
                     "namespace": release.watched,
                 },
-            }
-        })  # fmt: skip
-        assert not review.status.allowed, (verb, resource)
+            }})
+        )  # fmt: skip
+        assert not present(review.status).allowed, (verb, resource)
 
 
 # -- cluster-wide: the README's `helm install`, and `kubectl apply -k manifests/` ---------
@@ -482,8 +489,10 @@ def test_runner_service_account_has_no_permissions(release: Release, kube: Kube)
 
 def alone_in_the_cluster(kube: Kube, ns: str) -> None:
     """An operator with --all-namespaces serves every DatabaseMigration there is: only ours."""
-    found = client.CustomObjectsApi(kube.api).list_cluster_custom_object(
-        "revisor.dev", "v1alpha1", "databasemigrations"
+    found = as_dict(
+        client.CustomObjectsApi(kube.api).list_cluster_custom_object(
+            "revisor.dev", "v1alpha1", "databasemigrations"
+        )
     )
     others = [o["metadata"]["namespace"] for o in found["items"]]
     if [n for n in others if n != ns]:
@@ -534,7 +543,7 @@ def namespace_free(kube: Kube, name: str, *, timeout: float = 120) -> bool:
             if exc.status == 404:
                 return None
             raise
-        return str(found.status.phase)
+        return str(present(found.status).phase)
 
     last = wait_for(phase, lambda now: now != "Terminating", timeout=timeout,
                     what=f"namespace {name} to finish terminating")  # fmt: skip
@@ -590,12 +599,15 @@ def test_static_manifests_install_a_working_operator_with_kustomize(
     ):
         assert obj in kustomized, kustomized
     deployment = client.AppsV1Api(kube.api).read_namespaced_deployment("revisor", "revisor-system")
-    pod = deployment.spec.template.spec
+    spec = present(deployment.spec)
+    pod = present(spec.template.spec)
     assert pod.service_account_name == "revisor"
-    assert "--all-namespaces" in pod.containers[0].args
-    assert deployment.spec.replicas == 0  # the overlay's one change
+    assert "--all-namespaces" in present(pod.containers[0].args)
+    assert spec.replicas == 0  # the overlay's one change
     binding = client.RbacAuthorizationV1Api(kube.api).read_cluster_role_binding("revisor")
-    assert [(s.namespace, s.name) for s in binding.subjects] == [("revisor-system", "revisor")]
+    assert [(s.namespace, s.name) for s in present(binding.subjects)] == [
+        ("revisor-system", "revisor")
+    ]
     crd = get(kube.api, "apiextensions.k8s.io/v1", "CustomResourceDefinition", CRD_NAME)
     assert condition(crd, "Established") == "True"
 
@@ -796,7 +808,11 @@ def test_upgrade_to_a_chart_with_a_new_crd_field_serves_it(
         timeout=30,
         what="the upgraded CRD to keep spec.rollback",
     )
-    assert kept["spec"]["rollback"] == {"deploymentRef": {"name": "web"}, "window": "10m"}
+    assert kept["spec"]["rollback"] == {
+        "deploymentRef": {"name": "web"},
+        "window": "10m",
+        "allowBase": False,
+    }
     client.CustomObjectsApi(kube.api).delete_namespaced_custom_object(
         "revisor.dev", "v1alpha1", ns, "databasemigrations", "crd-upgrade"
     )

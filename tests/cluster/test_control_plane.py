@@ -18,7 +18,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from tests.cluster.conftest import Kube
-from tests.support.kube import apply, condition, get, pod_finished, wait_for
+from tests.support.kube import apply, as_dict, condition, get, pod_finished, present, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -106,7 +106,9 @@ def test_crd_schema_rejects_invalid_object_and_accepts_valid_one(
     assert refused.value.status == 422
     assert "spec.size" in str(refused.value.body)
 
-    created = custom.create_namespaced_custom_object(group, "v1", namespace, "widgets", widget(3))
+    created = as_dict(
+        custom.create_namespaced_custom_object(group, "v1", namespace, "widgets", widget(3))
+    )
     assert created["spec"]["size"] == 3
     client.ApiextensionsV1Api(kube.api).delete_custom_resource_definition(f"widgets.{group}")
 
@@ -127,7 +129,7 @@ def test_job_completes_and_pod_reports_termination_message(
         what="Job answer to finish",
     )
     assert condition(job, "Complete") == "True"
-    assert job["status"]["succeeded"] == 1
+    assert present(job)["status"]["succeeded"] == 1
     (pod,) = _pods(process_kubelet, namespace, "job-name=answer")
     assert pod.status.phase == "Succeeded"
     terminated = _terminated(pod)
@@ -155,7 +157,7 @@ def test_failing_job_fails_after_backoff_limit_with_log_as_message(
         timeout=90,
         what="Job doomed to fail",
     )
-    failed = next(c for c in job["status"]["conditions"] if c["type"] == "Failed")
+    failed = next(c for c in present(job)["status"]["conditions"] if c["type"] == "Failed")
     assert failed["reason"] == "BackoffLimitExceeded"
     pods = _pods(process_kubelet, namespace, "job-name=doomed")
     assert len(pods) == 2  # the first try and one retry: backoffLimit 1
@@ -170,12 +172,16 @@ def test_failing_job_fails_after_backoff_limit_with_log_as_message(
 def test_deleting_owner_garbage_collects_job(kube: Kube, namespace: str) -> None:
     core = client.CoreV1Api(kube.api)
     owner = core.create_namespaced_config_map(
-        namespace, {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "owner"}}
+        namespace,
+        client.V1ConfigMap.model_validate(
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "owner"}}
+        ),
     )
     job = _job("owned", ["true"])
     job["spec"]["suspend"] = True  # the garbage collector is under test, not the pod
+    uid = present(owner.metadata).uid
     job["metadata"]["ownerReferences"] = [
-        {"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner.metadata.uid}
+        {"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": uid}
     ]
     apply(kube.api, job, namespace=namespace)
     assert get(kube.api, "batch/v1", "Job", "owned", namespace) is not None
@@ -193,17 +199,23 @@ def test_deleting_owner_garbage_collects_job(kube: Kube, namespace: str) -> None
 def test_service_account_needs_role_binding_for_access(kube: Kube, namespace: str) -> None:
     core = client.CoreV1Api(kube.api)
     core.create_namespaced_service_account(
-        namespace, {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "reader"}}
+        namespace,
+        client.V1ServiceAccount.model_validate(
+            {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "reader"}}
+        ),
     )
-    token = core.create_namespaced_service_account_token(
+    requested = core.create_namespaced_service_account_token(
         "reader",
         namespace,
-        {
-            "apiVersion": "authentication.k8s.io/v1",
-            "kind": "TokenRequest",
-            "spec": {"expirationSeconds": 600},
-        },
-    ).status.token
+        client.AuthenticationV1TokenRequest.model_validate(
+            {
+                "apiVersion": "authentication.k8s.io/v1",
+                "kind": "TokenRequest",
+                "spec": {"expirationSeconds": 600},
+            }
+        ),
+    )
+    token = present(requested.status).token
     configuration = client.Configuration()
     configuration.host = kube.api.configuration.host
     configuration.ssl_ca_cert = kube.api.configuration.ssl_ca_cert

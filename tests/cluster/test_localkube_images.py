@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from localkube.images import ImagePullError, ImageRegistry, image_dir
@@ -107,7 +108,7 @@ def test_copying_an_image_directory_into_a_volume_copies_its_content(
     """What the operator's scripts init container runs, with its paths mapped."""
     scripts = tmp_path / "volumes" / "scripts"
     scripts.mkdir(parents=True)
-    container = {
+    container: dict[str, Any] = {
         "name": "scripts",
         "image": "registry.example/shop:1.0",
         "command": ["cp", "-R", "/app/migrations/.", "/scripts/"],

@@ -103,14 +103,14 @@ def test_migration_runs_as_a_job_and_reports_ready(
     core = client.CoreV1Api(kube.api)
     tmp_path.chmod(0o777)
     url = f"sqlite:///{tmp_path / 'app.db'}"
-    core.create_namespaced_secret(namespace, {
+    core.create_namespaced_secret(namespace, client.V1Secret.model_validate({
         "metadata": {"name": "app-db"},
         "data": {"url": base64.b64encode(url.encode()).decode()},
-    })  # fmt: skip
-    core.create_namespaced_config_map(namespace, {
+    }))  # fmt: skip
+    core.create_namespaced_config_map(namespace, client.V1ConfigMap.model_validate({
         "metadata": {"name": "app-migrations"},
         "data": {f"{REVISION}_create_orders.py": SCRIPT},
-    })  # fmt: skip
+    }))  # fmt: skip
     create(kube, namespace, migration("app"))
     done = wait_for(
         lambda: read(kube, namespace, "app"),
@@ -132,9 +132,9 @@ def test_missing_secret_is_a_condition_and_no_job(
 ) -> None:
     """No Secret: SecretNotFound says what to create; no Job is made."""
     core = client.CoreV1Api(kube.api)
-    core.create_namespaced_config_map(namespace, {
+    core.create_namespaced_config_map(namespace, client.V1ConfigMap.model_validate({
         "metadata": {"name": "app-migrations"}, "data": {"x.py": "revision = 'x'"},
-    })  # fmt: skip
+    }))  # fmt: skip
     create(kube, namespace, migration("app"))
     done = wait_for(
         lambda: read(kube, namespace, "app"),

@@ -30,18 +30,16 @@ import kopf
 import pytest
 from kubernetes import client, config, watch
 from prometheus_client.parser import text_string_to_metric_families
+from revisor_operator import GROUP, PLURAL, VERSION
 from revisor_operator.adapters.kube import Kube as KubeClient
 from revisor_operator.settings import Settings
 
 from tests.cluster.conftest import Kube
 from tests.support.kube import wait_for
 from tests.support.operator_kit import (
-    GROUP,
     HEAD,
-    PLURAL,
     RESYNC_SECONDS,
     REVS,
-    VERSION,
     create,
     create_config_map,
     create_secret,

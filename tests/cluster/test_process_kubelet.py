@@ -18,7 +18,7 @@ import pytest
 from kubernetes import client
 
 from tests.cluster.conftest import Kube
-from tests.support.kube import apply, pod_finished, wait_for
+from tests.support.kube import apply, pod_finished, present, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -208,7 +208,7 @@ def test_deleting_pod_stops_process_gracefully_and_removes_object(
     core = client.CoreV1Api(process_kubelet.api)
     for name in ("graceful", "stubborn"):
         wait_for(
-            lambda name=name: (tmp_path / name / "started").exists(),
+            (tmp_path / name / "started").exists,
             bool,
             timeout=30,
             what=f"pod {name} to start",
@@ -284,7 +284,7 @@ def test_http_readiness_probe_checks_the_local_port(process_kubelet: Kube, names
     client.CoreV1Api(process_kubelet.api).delete_namespaced_pod("web", namespace)
     wait_for(
         lambda: [
-            p.metadata.name
+            present(p.metadata).name
             for p in client.CoreV1Api(process_kubelet.api).list_namespaced_pod(namespace).items
         ],
         lambda names: "web" not in names,
@@ -311,27 +311,31 @@ def test_node_is_ready_with_capacity_and_keeps_its_lease_fresh(process_kubelet: 
     """The scheduler binds to a Ready node with room; the node lifecycle controller needs the Lease."""
     core = client.CoreV1Api(process_kubelet.api)
     (node,) = core.list_node(label_selector="localkube.dev/process-kubelet=true").items
-    ready = next(c for c in node.status.conditions if c.type == "Ready")
+    status, meta = present(node.status), present(node.metadata)
+    conditions = present(status.conditions)
+    ready = next(c for c in conditions if c.type == "Ready")
     assert (ready.status, ready.reason) == ("True", "KubeletReady")
     for pressure in ("MemoryPressure", "DiskPressure", "PIDPressure"):
-        assert next(c.status for c in node.status.conditions if c.type == pressure) == "False"
-    assert not node.spec.taints  # no not-ready or unreachable taint: pods get scheduled
-    for resources in (node.status.capacity, node.status.allocatable):
+        assert next(c.status for c in conditions if c.type == pressure) == "False"
+    assert not present(node.spec).taints  # no not-ready or unreachable taint: pods get scheduled
+    for resources in (present(status.capacity), present(status.allocatable)):
         assert resources["cpu"] == "4"
         assert resources["memory"] == "8Gi"
         assert resources["pods"] == "110"
 
     leases = client.CoordinationV1Api(process_kubelet.api)
-    name = node.metadata.name
+    name = present(meta.name)
     lease = leases.read_namespaced_lease(name, "kube-node-lease")
-    assert lease.spec.holder_identity == name
-    assert lease.spec.lease_duration_seconds == 40
-    assert [(o.kind, o.name, o.uid) for o in lease.metadata.owner_references] == [
-        ("Node", name, node.metadata.uid)
-    ]
-    first = lease.spec.renew_time
+    spec = present(lease.spec)
+    assert spec.holder_identity == name
+    assert spec.lease_duration_seconds == 40
+    owners = present(present(lease.metadata).owner_references)
+    assert [(o.kind, o.name, o.uid) for o in owners] == [("Node", name, meta.uid)]
+    first = present(spec.renew_time)
     renewed = wait_for(
-        lambda: leases.read_namespaced_lease(name, "kube-node-lease").spec.renew_time,
+        lambda: present(
+            present(leases.read_namespaced_lease(name, "kube-node-lease").spec).renew_time
+        ),
         lambda renew_time: renew_time > first,
         timeout=30,  # renewed every 10 s
         interval=1.0,

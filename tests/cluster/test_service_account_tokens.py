@@ -36,7 +36,14 @@ from localkube.privatemounts import SERVICE_ACCOUNT_DIR, check_support, private_
 from localkube.shim import PrivateMounts
 
 from tests.cluster.conftest import Kube
-from tests.support.kube import apply, create_namespace, delete_namespace, pod_finished, wait_for
+from tests.support.kube import (
+    apply,
+    create_namespace,
+    delete_namespace,
+    pod_finished,
+    present,
+    wait_for,
+)
 
 PYTHON = sys.executable
 
@@ -174,7 +181,8 @@ def secrets_mounts(mountinfo: Path) -> list[str]:
 
 def container_pid(kube: Kube, namespace: str, name: str) -> int:
     pod = client.CoreV1Api(kube.api).read_namespaced_pod(name, namespace)
-    container_id = pod.status.container_statuses[0].container_id
+    container_id = present(present(pod.status).container_statuses)[0].container_id
+    assert container_id is not None
     assert container_id.startswith("process://"), container_id
     return int(container_id.removeprefix("process://"))
 

@@ -7,7 +7,15 @@ from typing import Any
 
 import yaml
 from revisor_operator import GROUP, KIND, PLURAL, VERSION
-from revisor_operator.decisions.spec import DURATION_PATTERN, TARGET_PATTERN
+from revisor_operator.decisions.spec import (
+    DEFAULT_BACKOFF_LIMIT,
+    DURATION_PATTERN,
+    MAX_BACKOFF_LIMIT,
+    MAX_DDL_LOCK_RETRIES,
+    MAX_JOB_SECONDS,
+    METADATA_PATTERN,
+    TARGET_PATTERN,
+)
 
 CRD = Path(__file__).parents[2] / "manifests" / "crd" / "revisor.dev_databasemigrations.yaml"
 
@@ -65,7 +73,20 @@ def test_target_rule_is_the_operators_pattern() -> None:
 
 def test_durations_use_the_operators_pattern() -> None:
     timeouts = schema()["properties"]["spec"]["properties"]["timeouts"]["properties"]
-    assert {t["pattern"] for t in timeouts.values()} == {DURATION_PATTERN}
+    durations = {name: t for name, t in timeouts.items() if t["type"] == "string"}
+    assert set(durations) == {"statement", "ddlLock", "job"}
+    assert {t["pattern"] for t in durations.values()} == {DURATION_PATTERN}
+
+
+def test_bounds_of_the_crd_are_the_parsers() -> None:
+    """The CRD refuses what the operator would refuse: retries and deadlines are bounded."""
+    spec = schema()["properties"]["spec"]["properties"]
+    runner = spec["runner"]["properties"]
+    assert runner["backoffLimit"]["maximum"] == MAX_BACKOFF_LIMIT
+    assert runner["backoffLimit"]["default"] == DEFAULT_BACKOFF_LIMIT
+    assert runner["activeDeadlineSeconds"]["maximum"] == MAX_JOB_SECONDS
+    assert spec["timeouts"]["properties"]["ddlLockRetries"]["maximum"] == MAX_DDL_LOCK_RETRIES
+    assert spec["metadata"]["pattern"] == METADATA_PATTERN
 
 
 def test_exactly_one_source_and_one_database_are_enforced_by_cel() -> None:
@@ -132,6 +153,7 @@ SCHEMA_KEYS = {
     "enum",
     "pattern",
     "minimum",
+    "maximum",
     "maxLength",
     "minLength",
     "format",

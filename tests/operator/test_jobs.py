@@ -51,7 +51,7 @@ def test_pod_runs_unprivileged_on_a_read_only_root() -> None:
     assert security["allowPrivilegeEscalation"] is False
     assert security["capabilities"] == {"drop": ["ALL"]}
     tmp = next(v for v in pod["volumes"] if v["name"] == "tmp")
-    assert tmp == {"name": "tmp", "emptyDir": {}}
+    assert tmp == {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}
     assert {"name": "tmp", "mountPath": "/tmp"} in container(job)["volumeMounts"]
     assert pod["restartPolicy"] == "Never"
     assert pod["automountServiceAccountToken"] is False
@@ -183,7 +183,7 @@ def test_image_scripts_are_copied_by_an_init_container() -> None:
     assert init["image"] == "registry/shop:1.4.2"
     assert init["command"] == ["cp", "-R", "/app/migrations/.", "/scripts/"]
     assert init["securityContext"]["readOnlyRootFilesystem"] is True
-    assert {"name": "scripts", "emptyDir": {}} in pod["volumes"]
+    assert {"name": "scripts", "emptyDir": {"sizeLimit": "256Mi"}} in pod["volumes"]
 
 
 def test_runner_settings_reach_the_pod() -> None:
@@ -223,7 +223,7 @@ def test_failed_migrations_are_not_retried_by_the_job() -> None:
     """Exit codes 2, 4, 5, 7 fail the Job at once whatever backoffLimit says."""
     rules = make()["spec"]["podFailurePolicy"]["rules"]
     assert rules[0]["action"] == "FailJob"
-    assert rules[0]["onExitCodes"]["values"] == [2, 4, 5, 7]
+    assert rules[0]["onExitCodes"]["values"] == [2, 4, 5, 7, 8]
 
 
 def test_job_name_is_deterministic_and_fits_63_characters() -> None:

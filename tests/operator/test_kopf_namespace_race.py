@@ -15,7 +15,7 @@ from typing import Any
 
 import kopf
 import pytest
-from kopf._cogs.structs import references
+from kopf._cogs.structs import bodies, references
 from kopf._core.reactor import observation
 from revisor_operator.adapters import kopf_namespace_race as kopf_fixes
 
@@ -27,22 +27,22 @@ def unpatched() -> Iterator[Any]:
     """kopf's original function, restored after the test whatever the test installed."""
     import revisor_operator.handlers  # noqa: F401  # installs the fix, as the operator does
 
-    installed = observation.process_discovered_namespace_event
+    installed: Any = observation.process_discovered_namespace_event  # the fix, typed loosely
     original = installed.__wrapped__
     observation.process_discovered_namespace_event = original
     yield original
     observation.process_discovered_namespace_event = installed
 
 
-def listed(name: str, **metadata: Any) -> dict[str, Any]:
+def listed(name: str) -> bodies.RawEvent:
     """A namespace as the watch's initial listing yields it."""
-    return {"type": None, "object": {"metadata": {"name": name, **metadata}}}
+    return {"type": None, "object": {"metadata": {"name": name}}}
 
 
-def feed(event: dict[str, Any]) -> set[str]:
+def feed(event: bodies.RawEvent) -> set[references.NamespaceName | None]:
     """Run kopf's current namespace processor on one event; the namespaces it then serves."""
 
-    async def run() -> set[str]:
+    async def run() -> set[references.NamespaceName | None]:
         insights = references.Insights()
         await observation.process_discovered_namespace_event(
             raw_event=event, namespaces=PATTERNS, insights=insights
@@ -82,10 +82,11 @@ def test_watch_events_still_take_kopfs_own_path(unpatched: Any) -> None:
     assert kopf_fixes.serve_namespaces_listed_at_watch_start()
     assert feed({"type": "ADDED", "object": {"metadata": {"name": "team-a"}}}) == {"team-a"}
 
-    async def added_then_deleted() -> set[str]:
+    async def added_then_deleted() -> set[references.NamespaceName | None]:
         insights = references.Insights()
-        for kind in ("ADDED", "DELETED"):
-            event = {"type": kind, "object": {"metadata": {"name": "team-a"}}}
+        kinds: tuple[bodies.RawEventType, ...] = ("ADDED", "DELETED")
+        for kind in kinds:
+            event: bodies.RawEvent = {"type": kind, "object": {"metadata": {"name": "team-a"}}}
             await observation.process_discovered_namespace_event(
                 raw_event=event, namespaces=PATTERNS, insights=insights
             )

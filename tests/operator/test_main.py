@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from revisor_operator.main import build_parser, settings_from
 from revisor_operator.settings import DEFAULT_LIVENESS, Settings
@@ -64,3 +65,22 @@ def test_the_timers_tick_at_the_settings_intervals() -> None:
     assert out.split() == ["7.5", "7.5", "7.5", "2.5", "2.5"]
     defaults = Settings.from_env({})
     assert (defaults.resync_seconds, defaults.rollout_poll_seconds) == (30.0, 5.0)
+
+
+def test_kubeconfig_flag_is_used_and_a_bad_one_is_named_in_one_line(tmp_path: Path) -> None:
+    """`revisor-operator --kubeconfig PATH`, as `wait` takes it; a path without a config fails
+    at once, saying which file, before kopf or the metrics server start."""
+    missing = tmp_path / "nowhere.yaml"
+    done = subprocess.run(
+        [sys.executable, "-m", "revisor_operator.main", "--kubeconfig", str(missing),
+         "--metrics-port", "0", "--log-format", "console"],
+        env={**os.environ, "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1, done
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("revisor-operator: no Kubernetes credentials")
+    assert f"$KUBECONFIG={missing}" in lines[0]

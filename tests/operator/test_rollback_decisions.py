@@ -56,17 +56,19 @@ def finished(job: Job, *, code: ExitCode = ExitCode.OK, **kw: Any) -> Run:
     return observe_run(job=job, pods=[pod(job=name, exit_code=int(code), message=message)])
 
 
-def upgraded(*, start: tuple[str, ...] = (START,)) -> tuple[Migration, Run]:
+def upgraded(
+    *, start: tuple[str, ...] = (START,), spec: dict[str, Any] = SPEC
+) -> tuple[Migration, Run]:
     """The resource right after its upgrade run was recorded, and that run."""
-    body = migration(spec=SPEC)
+    body = migration(spec=spec)
     created = step(body, [])
     assert created.action == "create" and created.job is not None
     run = finished(created.job, start=start)
     recorded = step(
-        migration(spec=SPEC, status=created.status), [run], dep=deployment(generation=2)
+        migration(spec=spec, status=created.status), [run], dep=deployment(generation=2)
     )
     assert recorded.action == "record" and recorded.status is not None
-    return migration(spec=SPEC, status={**(created.status or {}), **recorded.status}), run
+    return migration(spec=spec, status={**(created.status or {}), **recorded.status}), run
 
 
 def failing_rollout() -> dict[str, Any]:
@@ -79,18 +81,19 @@ def failing_rollout() -> dict[str, Any]:
     )
 
 
-def test_upgrade_jobs_require_reversible_revisions_when_a_deployment_is_followed() -> None:
-    """deploymentRef set: the engine refuses revisions it could not downgrade (NotReversible)."""
-    created = step(migration(spec=SPEC), [])
-    assert created.job is not None
-    argv = created.job["spec"]["template"]["spec"]["containers"][0]["command"]
-    assert "--require-reversible" in argv
-    plain = step(migration(), [])
-    assert plain.job is not None
-    assert (
-        "--require-reversible"
-        not in plain.job["spec"]["template"]["spec"]["containers"][0]["command"]
-    )
+def test_require_reversible_is_the_specs_choice_not_implied_by_a_followed_deployment() -> None:
+    """spec.requireReversible asks the engine to refuse irreversible revisions (NotReversible);
+    following a Deployment alone does not: empty downgrades run as no-ops, as in Alembic."""
+
+    def argv(spec: dict[str, Any]) -> list[str]:
+        created = step(migration(spec=spec), [])
+        assert created.job is not None
+        command: list[str] = created.job["spec"]["template"]["spec"]["containers"][0]["command"]
+        return command
+
+    assert "--require-reversible" not in argv(SPEC)
+    assert "--require-reversible" in argv({**SPEC, "requireReversible": True})
+    assert "--require-reversible" not in argv(raw_spec())
 
 
 def test_successful_upgrade_opens_a_rollback_window() -> None:
@@ -122,9 +125,22 @@ def test_failed_rollout_creates_a_downgrade_job_to_the_previous_revision() -> No
     assert decision.status is not None and decision.status["rollout"]["state"] == "Failed"
 
 
-def test_rollback_from_a_fresh_database_goes_to_base() -> None:
-    """previousRevision none: the downgrade target is base."""
+def test_a_first_install_opens_no_window_so_a_failed_rollout_never_drops_everything() -> None:
+    """previousRevision none: there is no previous application; going to base would drop every
+    table. No window opens, and the failed rollout changes nothing."""
     body, run = upgraded(start=())
+    assert "rollout" not in body["status"]
+    decision = step(body, [run], dep=failing_rollout(), now=LATER_ON)
+    assert decision.job is None and decision.action == "nothing"
+
+
+def test_rollback_to_base_happens_only_when_the_spec_allows_it() -> None:
+    """rollback.allowBase: true: the window opens from base and a failed rollout goes back there."""
+    allowing = raw_spec(
+        rollback={"deploymentRef": {"name": "web"}, "window": "10m", "allowBase": True}
+    )
+    body, run = upgraded(start=(), spec=allowing)
+    assert body["status"]["rollout"]["previousRevision"] == "base"
     decision = step(body, [run], dep=failing_rollout(), now=LATER_ON)
     assert decision.job is not None
     assert decision.job["spec"]["template"]["spec"]["containers"][0]["command"][-1] == "base"

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from revisor_operator.decisions.reasons import WindowState
 from revisor_operator.decisions.rollout import (
     DeploymentStatus,
     Window,
@@ -99,7 +100,7 @@ def test_new_rollout_that_exceeds_its_deadline_fails() -> None:
     assert win.baseline == 2
     failed = stuck(generation=3, progressing=("False", "ProgressDeadlineExceeded"), since=T0)
     result = judge(win, deployment_status(failed), T0 + timedelta(seconds=30))
-    assert result.outcome == "Failed"
+    assert result.outcome == WindowState.FAILED
     assert "web" in result.message and "ProgressDeadlineExceeded" in result.message
 
 
@@ -150,7 +151,7 @@ def test_missing_deployment_expires_without_rollback() -> None:
     """A deploymentRef that names nothing must not downgrade the database."""
     win = window(None, seconds=60)
     result = judge(win, None, T0 + timedelta(seconds=60))
-    assert result.outcome == "Expired"
+    assert result.outcome == WindowState.EXPIRED
     assert "not found" in result.message
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import yaml
+from revisor.contract import parse_duration
 from revisor_operator.decisions.spec import (
     ConfigMapSource,
     ImageSource,
@@ -14,7 +15,6 @@ from revisor_operator.decisions.spec import (
     PartsDatabase,
     UrlDatabase,
     is_valid_target,
-    parse_duration,
     parse_spec,
 )
 
@@ -41,7 +41,7 @@ def test_minimal_spec_gets_the_documented_defaults() -> None:
     assert spec.on_failure == "rollback"
     assert spec.lock_timeout_seconds == 60
     assert spec.job_deadline_seconds == 1800
-    assert spec.runner.backoff_limit == 0
+    assert spec.runner.backoff_limit == 3
     assert not spec.plans_only
 
 

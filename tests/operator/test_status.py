@@ -6,16 +6,24 @@ from typing import Any
 
 import pytest
 from revisor.contract import ExitCode
+from revisor_operator.decisions.bodies import Condition
 from revisor_operator.decisions.conditions import Desired, merge
-from revisor_operator.decisions.observe import job_finished, observe_run
-from revisor_operator.decisions.status import finished_verdict, running_verdict, status_patch
+from revisor_operator.decisions.observe import Run, job_finished, observe_run
+from revisor_operator.decisions.status import (
+    Verdict,
+    finished_verdict,
+    running_verdict,
+    status_patch,
+)
 
 from .factories import LATER, NOW, job_for, pod, raw_spec, result
 
 CANARY = "Canary-s3cr3t-7f1e"
 
 
-def finished(code: int, message: str | None, *, spec: dict[str, Any] | None = None, **job: Any):  # type: ignore[no-untyped-def]
+def finished(
+    code: int, message: str | None, *, spec: dict[str, Any] | None = None, **job: Any
+) -> tuple[Run, Verdict]:
     state = "complete" if code == 0 else "failed"
     j = job_for(spec=spec, state=state, **job)
     run = observe_run(job=j, pods=[pod(job=j["metadata"]["name"], exit_code=code, message=message)])
@@ -201,7 +209,7 @@ def test_plan_mode_is_ready_planned_with_the_plan_in_status() -> None:
     spec = raw_spec(mode="Plan")
     message = result(command="plan", applied=(), end=(), plan=("1a2b", "3c9a"), plan_hash="ab" * 16)
     run, verdict = finished(0, message, spec=spec)
-    assert (verdict.phase, verdict.reason, verdict.ready) == ("Succeeded", "Planned", True)
+    assert (verdict.phase, verdict.reason, verdict.ready) == ("Planned", "Planned", True)
     patch = status_patch(current={}, verdict=verdict, generation=1, now=NOW, run=run)
     assert patch["plan"]["hash"] == "ab" * 16
     assert [s["revision"] for s in patch["plan"]["steps"]] == ["1a2b", "3c9a"]
@@ -271,7 +279,7 @@ def test_transition_time_changes_only_when_status_changes() -> None:
 
 
 def test_conditions_keep_types_not_mentioned() -> None:
-    other = {"type": "Custom", "status": "True"}
+    other: Condition = {"type": "Custom", "status": "True"}
     out = merge([other], [Desired("Ready", True, "Migrated", "m")], generation=1, now=NOW)
     assert [c["type"] for c in out] == ["Ready", "Custom"]
 

@@ -4,13 +4,12 @@ The judgement itself (when a resource counts as done) is tested in
 test_waiting.py; here the command around it: the timeout, a resource that
 is not there, ``--apply`` of a manifest naming another resource or
 namespace, ``--rollback-to-release`` without a usable record, and
-``--record-release``. :class:`FakeKube` keeps DatabaseMigrations and
-ConfigMaps in dicts and plays the operator when a test asks it to.
+``--record-release``. :class:`.fake_kube.FakeKube` keeps DatabaseMigrations
+and ConfigMaps in dicts and plays the operator when a test asks it to.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -18,67 +17,14 @@ from typing import Any
 
 import pytest
 from revisor_operator import wait_cli
-from revisor_operator.adapters.kube import Kube
-from revisor_operator.decisions.bodies import JsonDict, Migration
+from revisor_operator.decisions.bodies import Migration
 from revisor_operator.decisions.helm_releases import RELEASES_ANNOTATION
 from revisor_operator.decisions.reconcile import desired_run
-from revisor_operator.decisions.references import ConfigMapCheck, scripts_fingerprint
+from revisor_operator.decisions.references import scripts_fingerprint
 from revisor_operator.decisions.spec import parse_spec
 
 from .factories import NAME, NAMESPACE, migration
-
-CONFIG_MAP = "shop-migrations"  # factories.raw_spec's source
-
-
-class FakeKube(Kube):
-    """The four calls `wait` makes, on dicts; ``operator`` (if set) runs after each write."""
-
-    def __init__(self, *objects: Migration) -> None:
-        self.migrations: dict[tuple[str, str], Migration] = {}
-        for obj in objects:
-            meta = obj["metadata"]
-            self.migrations[meta["namespace"], meta["name"]] = copy.deepcopy(obj)
-        self.config_maps = {(NAMESPACE, CONFIG_MAP): ConfigMapCheck(CONFIG_MAP, True, "f" * 64)}
-        self.writes: list[tuple[str, str, str, JsonDict]] = []
-        self.gets = 0
-        self.operator: Callable[[Migration], None] | None = None
-
-    def get_migration(self, *, namespace: str, name: str) -> Migration | None:
-        self.gets += 1
-        found = self.migrations.get((namespace, name))
-        return copy.deepcopy(found) if found is not None else None
-
-    def apply_migration(self, body: JsonDict, *, field_manager: str) -> Migration:
-        meta = body["metadata"]
-        key = (meta["namespace"], meta["name"])
-        self.writes.append(("apply", *key, copy.deepcopy(body)))
-        current = self.migrations.get(key)
-        if current is None:
-            created: Any = copy.deepcopy(body)
-            created["metadata"]["generation"] = 1
-            self.migrations[key] = created
-        elif current["spec"] != body["spec"]:
-            current["spec"] = copy.deepcopy(body["spec"])
-            current["metadata"]["generation"] = current["metadata"].get("generation", 1) + 1
-        return self._written(key)
-
-    def patch_migration(self, *, namespace: str, name: str, patch: JsonDict) -> Migration:
-        self.writes.append(("patch", namespace, name, copy.deepcopy(patch)))
-        current: Any = self.migrations[namespace, name]
-        if "spec" in patch:
-            current["spec"].update(patch["spec"])
-            current["metadata"]["generation"] = current["metadata"].get("generation", 1) + 1
-        annotations = (patch.get("metadata") or {}).get("annotations") or {}
-        current["metadata"].setdefault("annotations", {}).update(annotations)
-        return self._written((namespace, name))
-
-    def check_config_map(self, *, namespace: str, name: str) -> ConfigMapCheck:
-        return self.config_maps.get((namespace, name), ConfigMapCheck(name, False))
-
-    def _written(self, key: tuple[str, str]) -> Migration:
-        if self.operator is not None:
-            self.operator(self.migrations[key])
-        return copy.deepcopy(self.migrations[key])
+from .fake_kube import SCRIPTS, FakeKube
 
 
 def migrates_to(revision: str) -> Callable[[Migration], None]:
@@ -86,7 +32,7 @@ def migrates_to(revision: str) -> Callable[[Migration], None]:
 
     def operator(obj: Migration) -> None:
         spec = parse_spec(obj["spec"])
-        scripts = scripts_fingerprint(spec, ConfigMapCheck(CONFIG_MAP, True, "f" * 64))
+        scripts = scripts_fingerprint(spec, SCRIPTS)  # what the fake answers for the ConfigMap
         assert scripts is not None
         job, _ = desired_run(obj, spec, scripts=scripts)
         generation = obj["metadata"]["generation"]
@@ -174,14 +120,28 @@ def test_timeout_exits_2_saying_what_it_last_saw(capsys: pytest.CaptureFixture[s
     assert kube.gets == 6
 
 
-def test_a_resource_that_does_not_exist_is_waited_for_until_the_timeout(
+def test_a_resource_that_does_not_exist_yet_is_waited_for_a_moment(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """Someone may still create it: not found is progress, not failure, until the deadline."""
+    """A create may race the wait: not found is progress for a short grace."""
     code, said = wait(FakeKube(), timeout=3.0)
     assert code == 2
-    assert said == ["databasemigration/shop: not found"]
-    assert "timed out; last seen: not found" in capsys.readouterr().err
+    assert said == ["databasemigration/shop: not found yet"]
+    assert "timed out; last seen: not found yet" in capsys.readouterr().err
+
+
+def test_a_resource_that_never_appears_fails_fast_not_at_the_timeout(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A typo in dbm/NAME: exit 1 after the grace, naming what was looked for, not 10 minutes."""
+    kube = FakeKube()
+    code, _ = wait(kube, timeout=600.0)
+    assert code == wait_cli.EXIT_FAILED
+    assert kube.gets == wait_cli.NOT_FOUND_GRACE_SECONDS + 1
+    assert (
+        "databasemigration/shop not found in namespace shop: check the name and the namespace"
+        in capsys.readouterr().err
+    )
 
 
 def test_ready_for_the_current_run_exits_0_and_records_the_release(tmp_path: Path) -> None:
@@ -215,7 +175,7 @@ def test_a_failed_run_exits_1_with_the_resources_message(
     assert code == wait_cli.EXIT_FAILED == 1
     assert kube.gets == 1, "failed at the first poll"
     err = capsys.readouterr().err
-    assert "databasemigration/shop failed: RolledBack: RolledBack: boom in 0004" in err
+    assert "databasemigration/shop failed: RolledBack: boom in 0004" in err
     assert [w[0] for w in kube.writes] == ["apply"], "no release record for a failed run"
 
 

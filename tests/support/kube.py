@@ -17,6 +17,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -29,6 +30,18 @@ T = TypeVar("T")
 Manifest = Mapping[str, Any]
 FIELD_MANAGER = "revisor-tests"
 TOOLS = Path(__file__).resolve().parents[2] / "tools"
+
+
+def present(value: T | None, what: str = "the field") -> T:
+    """``value``, asserted set: the client types nearly every field of its models Optional."""
+    assert value is not None, f"the API left {what} unset"
+    return value
+
+
+def as_dict(value: object) -> dict[str, Any]:
+    """A custom object (or list of them) as the client returns it: a JSON object, typed ``object``."""
+    assert isinstance(value, dict), f"expected a JSON object, got {type(value).__name__}"
+    return value
 
 
 def documents(manifests: str | Manifest | Iterable[Manifest]) -> list[dict[str, Any]]:
@@ -80,8 +93,12 @@ def apply(
         applied.append(result)
         if body["kind"] == "CustomResourceDefinition":
             wait_for(
-                lambda name=body["metadata"]["name"]: get(
-                    api, "apiextensions.k8s.io/v1", "CustomResourceDefinition", name
+                partial(
+                    get,
+                    api,
+                    "apiextensions.k8s.io/v1",
+                    "CustomResourceDefinition",
+                    body["metadata"]["name"],
                 ),
                 lambda crd: condition(crd, "Established") == "True",
                 timeout=30,
@@ -158,10 +175,14 @@ def create_namespace(api: client.ApiClient, prefix: str, test: str) -> str:
     slug = re.sub(r"[^a-z0-9-]+", "-", test.lower()).strip("-")[:36].strip("-")
     name = f"{prefix}-{slug}-{uuid.uuid4().hex[:4]}"
     core = client.CoreV1Api(api)
-    core.create_namespace({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    core.create_namespace(
+        client.V1Namespace.model_validate(
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+        )
+    )
     wait_for(
         lambda: core.list_namespaced_service_account(name).items,
-        lambda accounts: any(a.metadata.name == "default" for a in accounts),
+        lambda accounts: any(present(a.metadata).name == "default" for a in accounts),
         timeout=30,
         what=f"ServiceAccount {name}/default",
     )
@@ -190,7 +211,7 @@ def delete_namespace(api: client.ApiClient, name: str) -> None:
     custom = client.CustomObjectsApi(api)
     # No CRD, or no namespace: nothing to release.
     found = _unless_gone(custom.list_namespaced_custom_object, GROUP, VERSION, name, PLURAL)
-    for item in (found or {}).get("items", []):
+    for item in as_dict(found or {}).get("items", []):
         where = (GROUP, VERSION, name, PLURAL, item["metadata"]["name"])
         _unless_gone(custom.delete_namespaced_custom_object, *where)
         _unless_gone(
@@ -251,7 +272,7 @@ def pod_finished(
     """The pod once its phase is Succeeded or Failed (read through the API, polled)."""
     return wait_for(
         lambda: client.CoreV1Api(api).read_namespaced_pod(name, namespace),
-        lambda pod: pod.status.phase in {"Succeeded", "Failed"},
+        lambda pod: present(pod.status).phase in {"Succeeded", "Failed"},
         timeout=timeout,
         what=what or f"pod {name} to finish",
     )

@@ -34,7 +34,7 @@ from revisor_operator import GROUP, PLURAL, VERSION
 
 from tests.cluster.conftest import Kube
 from tests.support import kube as support_kube
-from tests.support.kube import apply, wait_for
+from tests.support.kube import apply, as_dict, wait_for
 from tests.support.projects import Rev, chain
 
 CRD = Path(__file__).parents[2] / "manifests" / "crd" / "revisor.dev_databasemigrations.yaml"
@@ -69,18 +69,14 @@ def migration(name: str, **spec: Any) -> dict[str, Any]:
 
 def create(kube: Kube, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
     api = client.CustomObjectsApi(kube.api)
-    created: dict[str, Any] = api.create_namespaced_custom_object(
-        GROUP, VERSION, namespace, PLURAL, dict(body)
+    return as_dict(
+        api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, dict(body))
     )
-    return created
 
 
 def read(kube: Kube, namespace: str, name: str) -> dict[str, Any]:
     api = client.CustomObjectsApi(kube.api)
-    found: dict[str, Any] = api.get_namespaced_custom_object(
-        GROUP, VERSION, namespace, PLURAL, name
-    )
-    return found
+    return as_dict(api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name))
 
 
 def window_closed(kube: Kube, namespace: str, name: str, *, timeout: float) -> dict[str, Any]:
@@ -108,17 +104,19 @@ def gone(kube: Kube, namespace: str, name: str) -> bool:
 def patch_spec(kube: Kube, namespace: str, name: str, spec: Mapping[str, Any]) -> int:
     """Merge ``spec`` into the resource's spec; returns the new generation."""
     api = client.CustomObjectsApi(kube.api)
-    patched: dict[str, Any] = api.patch_namespaced_custom_object(
-        GROUP, VERSION, namespace, PLURAL, name, {"spec": dict(spec)}
+    patched = as_dict(
+        api.patch_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, name, {"spec": dict(spec)}
+        )
     )
     return int(patched["metadata"]["generation"])
 
 
 def create_secret(kube: Kube, namespace: str, url: str, name: str = "app-db") -> None:
-    client.CoreV1Api(kube.api).create_namespaced_secret(namespace, {
+    client.CoreV1Api(kube.api).create_namespaced_secret(namespace, client.V1Secret.model_validate({
         "metadata": {"name": name},
         "data": {"url": base64.b64encode(url.encode()).decode()},
-    })  # fmt: skip
+    }))  # fmt: skip
 
 
 def scripts(revs: Iterable[Rev]) -> dict[str, str]:
@@ -130,7 +128,8 @@ def create_config_map(
     kube: Kube, namespace: str, revs: Iterable[Rev], name: str = "app-migrations"
 ) -> None:
     client.CoreV1Api(kube.api).create_namespaced_config_map(
-        namespace, {"metadata": {"name": name}, "data": scripts(revs)}
+        namespace,
+        client.V1ConfigMap.model_validate({"metadata": {"name": name}, "data": scripts(revs)}),
     )
 
 

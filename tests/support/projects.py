@@ -13,6 +13,7 @@ import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -45,7 +46,7 @@ class Rev:
         )
 
 
-def table(name: str, down: str | None, rev: str, **kw: object) -> Rev:
+def table(name: str, down: str | tuple[str, ...] | None, rev: str, **kw: object) -> Rev:
     """A revision that creates table ``name`` and drops it on downgrade."""
     return Rev(
         id=rev,
@@ -114,7 +115,7 @@ def make_project(root: Path, revs: Sequence[Rev] = ()) -> Project:
 
 
 def revisor_process(
-    *args: str, env: dict[str, str] | None = None, **kw: object
+    *args: str, env: dict[str, str] | None = None, **kw: Any
 ) -> subprocess.Popen[str]:
     """The real ``revisor`` command in its own process."""
     return subprocess.Popen(
@@ -123,5 +124,5 @@ def revisor_process(
         stderr=subprocess.PIPE,
         text=True,
         env=env,
-        **kw,  # type: ignore[call-overload]
+        **kw,
     )

@@ -22,7 +22,7 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 from urllib.parse import quote
 
 from kubernetes import client, config
@@ -38,6 +38,16 @@ REQUEST_TIMEOUT = 30.0
 MERGE_PATCH = "application/merge-patch+json"
 APPLY_PATCH = "application/apply-patch+yaml"
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+
+def use_kubeconfig(path: str) -> None:
+    """Make ``path`` the kubeconfig of this process: for our client and for kopf's login.
+
+    The kubernetes client reads ``$KUBECONFIG`` once, when it is imported;
+    kopf's login goes through that default, so both are set.
+    """
+    os.environ["KUBECONFIG"] = path
+    config.kube_config.KUBE_CONFIG_DEFAULT_LOCATION = path
 
 
 class KubeError(Exception):
@@ -65,6 +75,36 @@ class Forbidden(KubeError):
     """403: RBAC does not allow the operator this call."""
 
 
+class KubeAPI(Protocol):
+    """The calls the handlers and ``wait`` make: what :class:`Kube` and the tests' fake provide.
+
+    Typing the callers against this rather than :class:`Kube` lets mypy check
+    that a stand-in has every call, with the same signature.
+    """
+
+    def apply_migration(self, body: JsonDict, *, field_manager: str) -> Migration: ...
+
+    def patch_migration(self, *, namespace: str, name: str, patch: JsonDict) -> Migration: ...
+
+    def get_migration(self, *, namespace: str, name: str) -> Migration | None: ...
+
+    def patch_migration_status(
+        self, *, namespace: str, name: str, status: JsonDict, resource_version: str | None
+    ) -> Migration: ...
+
+    def list_jobs(self, *, namespace: str, migration: str) -> list[Job]: ...
+
+    def list_pods(self, *, namespace: str, job: str) -> list[Pod]: ...
+
+    def create_job(self, job: Job) -> bool: ...
+
+    def get_deployment(self, *, namespace: str, name: str) -> JsonDict | None: ...
+
+    def check_secret(self, *, namespace: str, name: str) -> SecretCheck: ...
+
+    def check_config_map(self, *, namespace: str, name: str) -> ConfigMapCheck: ...
+
+
 class Kube:
     """A thin, typed client for exactly the calls the operator makes."""
 
@@ -72,18 +112,21 @@ class Kube:
         self._api = api
 
     @classmethod
-    def from_environment(cls) -> Kube:
+    def from_environment(cls, *, kubeconfig: str | None = None) -> Kube:
         """In-cluster credentials when running in a pod, else ``$KUBECONFIG``/``~/.kube/config``.
 
-        With neither, the ``KubeError`` says in one line where it looked: what
-        an operator that cannot start has to say is where credentials were expected.
+        An explicit ``kubeconfig`` wins over both. With no credentials, the
+        ``KubeError`` says in one line where it looked: what an operator that
+        cannot start has to say is where credentials were expected.
         """
         configuration = client.Configuration()
         try:
+            if kubeconfig:
+                raise config.ConfigException("a kubeconfig was given")
             config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
         except config.ConfigException:
             # The client reads $KUBECONFIG once, at import; read it now instead.
-            paths = os.environ.get("KUBECONFIG", "").split(os.pathsep)
+            paths = (kubeconfig or os.environ.get("KUBECONFIG", "")).split(os.pathsep)
             try:
                 config.load_kube_config(  # type: ignore[no-untyped-call]
                     config_file=paths[0] or None, client_configuration=configuration
@@ -218,8 +261,9 @@ class Kube:
         keys = frozenset((secret.get("data") or {}).keys()) | frozenset(
             (secret.get("stringData") or {}).keys()
         )
+        version = str((secret.get("metadata") or {}).get("resourceVersion", ""))
         del secret
-        return SecretCheck(name=name, exists=True, keys=keys)
+        return SecretCheck(name=name, exists=True, keys=keys, version=version)
 
     def check_config_map(self, *, namespace: str, name: str) -> ConfigMapCheck:
         try:
@@ -263,6 +307,10 @@ class Kube:
         if response.status >= 400:
             raise _error(response.status, raw)
         return cast(JsonDict, json.loads(raw)) if raw else {}
+
+
+if TYPE_CHECKING:
+    _KUBE_IS_A_KUBE_API: type[KubeAPI] = Kube
 
 
 def _error(status: int, raw: bytes | str) -> KubeError:

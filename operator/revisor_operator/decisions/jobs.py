@@ -17,17 +17,25 @@ Pure: returns a body for :mod:`.kube` to create.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from revisor.contract import ENV_DATABASE_PARTS, ENV_DATABASE_URL, ENV_RUNNER, RunRequest
+from revisor.contract import (
+    ENV_DATABASE_PARTS,
+    ENV_DATABASE_SOURCE,
+    ENV_DATABASE_URL,
+    ENV_RUNNER,
+    RunRequest,
+)
 
 from .. import API_VERSION, KIND
 from .bodies import Job, JsonDict, ObjectMeta
 from .spec import ConfigMapSource, ImageSource, MigrationSpec, PartsDatabase, UrlDatabase
 
 CONTAINER = "revisor"
+MAX_LABEL = 63
 SCRIPTS_DIR = "/scripts"
 TERMINATION_LOG = "/dev/termination-log"
 RUN_AS_USER = 65532
@@ -41,6 +49,12 @@ MODE_ANNOTATION = "revisor.dev/mode"
 TARGET_ANNOTATION = "revisor.dev/target"
 APPROVAL_ANNOTATION = "revisor.dev/approval-required"
 FINGERPRINT_ANNOTATION = "revisor.dev/fingerprint"
+#: The desired state a Job serves, as the name of its first Job: a retry of
+#: the same state (the database Secret fixed after a failure) has another
+#: name but the same desired run.
+DESIRED_RUN_ANNOTATION = "revisor.dev/desired-run"
+#: The database Secret's resourceVersion when the Job was made.
+SECRET_VERSION_ANNOTATION = "revisor.dev/secret-version"  # noqa: S105 - a name
 #: ``migrate`` (the spec's run) or ``rollback`` (back to the previous revision
 #: because the Deployment in ``spec.rollback.deploymentRef`` failed to roll out).
 PURPOSE_ANNOTATION = "revisor.dev/purpose"
@@ -48,9 +62,10 @@ DEPLOYMENT_ANNOTATION = "revisor.dev/deployment"
 ROLLBACK_REASON_ANNOTATION = "revisor.dev/rollback-reason"
 
 #: Exit codes for which a retry cannot help (bad input, failed migration,
-#: failed rollback, mismatch): the Job fails at once whatever backoffLimit says.
+#: failed rollback, mismatch, partially applied): the Job fails at once
+#: whatever backoffLimit says.
 #: Lock timeouts (3) and an unreachable database (6) may be retried.
-FINAL_EXIT_CODES = (2, 4, 5, 7)
+FINAL_EXIT_CODES = (2, 4, 5, 7, 8)
 
 
 @dataclass(frozen=True)
@@ -63,6 +78,17 @@ class Owner:
     generation: int
 
 
+#: Requests and limits of every container a Job runs, unless spec.runner.resources
+#: says otherwise: namespaces whose ResourceQuota requires them still run Jobs,
+#: and no Job can take a node's memory or disk.
+DEFAULT_RESOURCES: Mapping[str, Mapping[str, str]] = {
+    "requests": {"cpu": "50m", "memory": "128Mi", "ephemeral-storage": "64Mi"},
+    "limits": {"memory": "512Mi", "ephemeral-storage": "512Mi"},
+}
+#: The largest scratch volume a Job gets (the scripts copied from an image, /tmp).
+SCRATCH_LIMIT = "256Mi"
+
+
 @dataclass(frozen=True)
 class JobDefaults:
     """Operator-wide settings that shape every Job."""
@@ -70,6 +96,18 @@ class JobDefaults:
     runner_image: str
     runner_pull_policy: str = "IfNotPresent"
     ttl_seconds_after_finished: int = 24 * 3600
+    resources: Mapping[str, Mapping[str, str]] = field(default_factory=lambda: DEFAULT_RESOURCES)
+
+
+def label_value(name: str) -> str:
+    """``name`` as a label value: itself when it fits 63 characters, else shortened + hashed.
+
+    A resource's name may have 253 characters; a label value at most 63.
+    """
+    if len(name) <= MAX_LABEL:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:10]
+    return f"{name[: MAX_LABEL - 11].rstrip('-.')}-{digest}"
 
 
 def engine_request(spec: MigrationSpec) -> RunRequest:
@@ -82,6 +120,8 @@ def engine_request(spec: MigrationSpec) -> RunRequest:
     common: dict[str, Any] = {
         "target": spec.target,
         "scripts": SCRIPTS_DIR,
+        "env_py": spec.env_py,
+        "metadata": spec.metadata,
         "version_table": spec.version_table,
         "lock_timeout": float(spec.lock_timeout_seconds),
         "output": "json",
@@ -95,12 +135,11 @@ def engine_request(spec: MigrationSpec) -> RunRequest:
         command="apply",
         statement_timeout=spec.timeouts.statement_seconds,
         ddl_lock_timeout=spec.timeouts.ddl_lock_seconds,
+        ddl_lock_retries=spec.timeouts.ddl_lock_retries,
         on_failure=spec.on_failure,
         dry_run=spec.mode == "DryRun",
         expect_plan_hash=approved,
-        # A deploy that may be rolled back must only apply revisions that can be undone:
-        # the engine refuses (NotReversible) before it changes anything.
-        require_reversible=spec.rollback.deployment is not None,
+        require_reversible=spec.require_reversible,
         **common,
     )
 
@@ -113,13 +152,17 @@ def build_job(
     fingerprint: str,
     defaults: JobDefaults,
     annotations: Mapping[str, str] | None = None,
+    desired: str | None = None,
+    secret_version: str = "",
 ) -> Job:
     """The Job manifest for one run of ``spec`` (not yet created).
 
-    ``annotations`` are added to the Job's own (a rollback says why it runs).
+    ``annotations`` are added to the Job's own (a rollback says why it runs);
+    ``desired`` names the desired run a retry serves (default: ``name``);
+    ``secret_version`` is the database Secret's resourceVersion as read now.
     """
     request = engine_request(spec)
-    labels = {MANAGED_BY: MANAGER, MIGRATION_LABEL: owner.name}
+    labels = {MANAGED_BY: MANAGER, MIGRATION_LABEL: label_value(owner.name)}
     metadata: ObjectMeta = {
         "name": name,
         "namespace": owner.namespace,
@@ -131,6 +174,8 @@ def build_job(
             TARGET_ANNOTATION: spec.target,
             APPROVAL_ANNOTATION: "true" if spec.approval.required else "false",
             FINGERPRINT_ANNOTATION: fingerprint,
+            DESIRED_RUN_ANNOTATION: desired or name,
+            SECRET_VERSION_ANNOTATION: secret_version,
             **(annotations or {}),
         },
         "ownerReferences": [
@@ -171,15 +216,20 @@ def build_job(
             },
             "template": {
                 "metadata": {"labels": dict(labels)},
-                "spec": _pod_spec(spec=spec, request=request, defaults=defaults),
+                "spec": _pod_spec(
+                    spec=spec, request=request, defaults=defaults, namespace=owner.namespace
+                ),
             },
         },
     }
 
 
-def _pod_spec(*, spec: MigrationSpec, request: RunRequest, defaults: JobDefaults) -> JsonDict:
+def _pod_spec(
+    *, spec: MigrationSpec, request: RunRequest, defaults: JobDefaults, namespace: str
+) -> JsonDict:
     runner = spec.runner
-    volumes: list[JsonDict] = [{"name": "tmp", "emptyDir": {}}]
+    resources = _resources(runner.resources or defaults.resources)
+    volumes: list[JsonDict] = [{"name": "tmp", "emptyDir": {"sizeLimit": SCRATCH_LIMIT}}]
     init_containers: list[JsonDict] = []
     source = spec.source
     if isinstance(source, ConfigMapSource):
@@ -187,14 +237,14 @@ def _pod_spec(*, spec: MigrationSpec, request: RunRequest, defaults: JobDefaults
             {"name": "scripts", "configMap": {"name": source.name, "defaultMode": 0o444}}
         )
     elif isinstance(source, ImageSource):
-        volumes.append({"name": "scripts", "emptyDir": {}})
-        init_containers.append(_copy_scripts_container(source))
+        volumes.append({"name": "scripts", "emptyDir": {"sizeLimit": SCRATCH_LIMIT}})
+        init_containers.append({**_copy_scripts_container(source), "resources": resources})
     container: JsonDict = {
         "name": CONTAINER,
         "image": runner.image or defaults.runner_image,
         "imagePullPolicy": runner.pull_policy or defaults.runner_pull_policy,
         "command": request.to_argv(),
-        "env": _environment(spec),
+        "env": _environment(spec, namespace),
         "volumeMounts": [
             {"name": "scripts", "mountPath": SCRIPTS_DIR, "readOnly": True},
             {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - an emptyDir, not the host's /tmp
@@ -202,9 +252,8 @@ def _pod_spec(*, spec: MigrationSpec, request: RunRequest, defaults: JobDefaults
         "securityContext": _container_security(),
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
+        "resources": resources,
     }
-    if runner.resources:
-        container["resources"] = dict(runner.resources)
     pod: JsonDict = {
         "restartPolicy": "Never",
         # The engine never calls the Kubernetes API: no token, whatever the account.
@@ -228,6 +277,11 @@ def _pod_spec(*, spec: MigrationSpec, request: RunRequest, defaults: JobDefaults
     if runner.tolerations:
         pod["tolerations"] = [dict(t) for t in runner.tolerations]
     return pod
+
+
+def _resources(resources: Mapping[str, Any]) -> JsonDict:
+    """A container's ``resources``, copied so the Job never shares the spec's mappings."""
+    return {kind: dict(values) for kind, values in resources.items()}
 
 
 def _copy_scripts_container(source: ImageSource) -> JsonDict:
@@ -258,9 +312,12 @@ def _container_security() -> JsonDict:
     }
 
 
-def _environment(spec: MigrationSpec) -> list[JsonDict]:
+def _environment(spec: MigrationSpec, namespace: str) -> list[JsonDict]:
     env: list[JsonDict] = [
         {"name": ENV_RUNNER, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        # How the engine names the database in its messages: never by a value
+        # from the Secret (its keys may point at any of its values).
+        {"name": ENV_DATABASE_SOURCE, "value": _source_words(spec, namespace)},
         # Revision files on a read-only volume, root filesystem read-only: no .pyc.
         {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
         {"name": "HOME", "value": "/tmp"},  # noqa: S108 - the pod's own emptyDir
@@ -281,6 +338,13 @@ def _environment(spec: MigrationSpec) -> list[JsonDict]:
                 )
             )
     return env
+
+
+def _source_words(spec: MigrationSpec, namespace: str) -> str:
+    database = spec.database
+    if isinstance(database, UrlDatabase):
+        return f"Secret {namespace}/{database.url.secret}, key {database.url.key}"
+    return f"Secret {namespace}/{database.secret}"
 
 
 def _secret_env(name: str, secret: str, key: str, *, optional: bool = False) -> JsonDict:

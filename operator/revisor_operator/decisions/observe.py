@@ -21,10 +21,12 @@ from .jobs import (
     COMMAND_ANNOTATION,
     CONTAINER,
     DEPLOYMENT_ANNOTATION,
+    DESIRED_RUN_ANNOTATION,
     GENERATION_ANNOTATION,
     MODE_ANNOTATION,
     PURPOSE_ANNOTATION,
     ROLLBACK_REASON_ANNOTATION,
+    SECRET_VERSION_ANNOTATION,
     TARGET_ANNOTATION,
     job_annotations,
 )
@@ -72,6 +74,10 @@ class Run:
     #: For a rollback: the Deployment whose rollout failed, and how it failed.
     deployment: str | None = None
     rollback_reason: str | None = None
+    #: The desired run this Job serves (its own name, unless it retries another).
+    desired: str = ""
+    #: The database Secret's resourceVersion when the Job was made.
+    secret_version: str = ""
 
     @property
     def is_rollback(self) -> bool:
@@ -131,6 +137,8 @@ def observe_run(*, job: Job, pods: Sequence[Pod]) -> Run:
         purpose=annotations.get(PURPOSE_ANNOTATION, "migrate"),
         deployment=annotations.get(DEPLOYMENT_ANNOTATION),
         rollback_reason=annotations.get(ROLLBACK_REASON_ANNOTATION),
+        desired=annotations.get(DESIRED_RUN_ANNOTATION) or meta.get("name", ""),
+        secret_version=annotations.get(SECRET_VERSION_ANNOTATION, ""),
     )
 
 

@@ -58,8 +58,7 @@ def judge_wait(migration: Migration, *, expected_job: str | None) -> Progress:
     generation = int(meta.get("generation") or 1)
     phase = str(status.get("phase") or Phase.PENDING)
     ready = find(status.get("conditions") or [], READY) or {}
-    said = f"{phase}: {ready.get('reason', 'no condition yet')}: {ready.get('message', '')}"
-    said = said.rstrip(": ")
+    said = _said(phase, ready)
     if status.get("observedGeneration") != generation:
         return Progress(
             "Waiting", f"the operator has not observed generation {generation} yet ({said})"
@@ -83,8 +82,20 @@ def _judge_runs(
     rolled_back = rollout.get("state") in (WindowState.ROLLED_BACK, WindowState.FAILED)
     if expected_job is not None and rollout.get("job") == expected_job and rolled_back and failed:
         return Progress("Failed", said)
-    if expected_job is None or last.get("job") != expected_job:
+    # A retry of the same desired state (after its Secret was fixed) is another Job.
+    if expected_job is None or last.get("desiredRun", last.get("job")) != expected_job:
         return Progress("Waiting", said)
-    if phase == Phase.SUCCEEDED and ready.get("status") == "True":
+    if phase in (Phase.SUCCEEDED, Phase.PLANNED) and ready.get("status") == "True":
         return Progress("Ready", said)
     return Progress("Failed" if failed else "Waiting", said)
+
+
+def _said(phase: str, ready: Mapping[str, Any]) -> str:
+    """``Phase: message``: the resource's own sentence, its reason only when it adds a word."""
+    message = str(ready.get("message") or "")
+    reason = str(ready.get("reason") or "")
+    if not message:
+        return f"{phase}: {reason}" if reason else f"{phase}: no condition yet"
+    if reason and reason != phase and reason not in message:
+        return f"{phase} ({reason}): {message}"
+    return f"{phase}: {message}"

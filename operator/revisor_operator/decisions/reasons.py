@@ -19,6 +19,8 @@ class Phase(enum.StrEnum):
     AWAITING_APPROVAL = "AwaitingApproval"
     RUNNING = "Running"
     SUCCEEDED = "Succeeded"
+    #: A plan or a dry run finished: Ready, and the database did not move.
+    PLANNED = "Planned"
     FAILED = "Failed"
     ROLLED_BACK = "RolledBack"
 
@@ -48,3 +50,5 @@ class WindowState(enum.StrEnum):
     FAILED = "Failed"
     ROLLED_BACK = "RolledBack"
     EXPIRED = "Expired"
+    #: A newer generation of the spec replaced the run that opened the window.
+    SUPERSEDED = "Superseded"

@@ -29,6 +29,7 @@ The rules, in order:
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -48,6 +49,7 @@ from .jobs import (
 )
 from .naming import fingerprint_run, job_name
 from .observe import Run, newest
+from .policy import Policy, violations
 from .reasons import OperatorReason, Phase, WindowState
 from .references import References, missing, scripts_fingerprint
 from .rollback import follow, window_after
@@ -68,6 +70,9 @@ Action = Literal["create", "wait", "record", "report", "follow", "nothing"]
 #: Annotation whose value takes part in the run's fingerprint: changing it
 #: re-runs the same spec (e.g. after fixing the database by hand).
 RETRY_ANNOTATION = "revisor.dev/retry"
+#: The Helm release revision the hook chart applied the spec for: a new
+#: release is a new desired state, whether or not the spec changed.
+RELEASE_ANNOTATION = "revisor.dev/release"
 _MISSING_REFERENCE = frozenset(
     {OperatorReason.SECRET_NOT_FOUND, OperatorReason.CONFIG_MAP_NOT_FOUND}
 )
@@ -94,8 +99,12 @@ def decide(  # noqa: PLR0911 - one return per rule of the module docstring
     defaults: JobDefaults,
     now: datetime,
     deployment: DeploymentStatus | None = None,
+    policy: Policy | None = None,
 ) -> Decision:
     """The next step for ``migration`` (see the module docstring for the rules).
+
+    ``policy`` is what the operator allows a spec to choose for its Job's pod
+    (:mod:`.policy`; default: only what the operator would choose itself).
 
     ``references`` is None when the spec is invalid (nothing was read);
     ``deployment`` is the Deployment named by ``spec.rollback.deploymentRef``
@@ -136,6 +145,10 @@ def decide(  # noqa: PLR0911 - one return per rule of the module docstring
 
     if meta.get("deletionTimestamp"):
         return Decision(action="nothing")
+    if isinstance(spec, MigrationSpec):
+        refused = violations(spec, policy or Policy(), default_image=defaults.runner_image)
+        if refused:
+            spec = InvalidSpec(refused)
     if isinstance(spec, InvalidSpec):
         verdict = problem_verdict(reason=spec.reason, message=str(spec))
         return _report(verdict, status, generation, stamp)
@@ -157,8 +170,8 @@ def decide(  # noqa: PLR0911 - one return per rule of the module docstring
         migration=migration,
         spec=spec,
         scripts=scripts,
+        secret_version=references.secret.version,
         runs=runs,
-        recorded=recorded,
         defaults=defaults,
         now=now,
         deployment=deployment,
@@ -169,13 +182,23 @@ def desired_run(migration: Migration, spec: MigrationSpec, *, scripts: str) -> t
     """The name and fingerprint of the Job that brings ``migration`` to its desired state.
 
     ``scripts`` is :func:`.references.scripts_fingerprint`. The same name for
-    the same spec, scripts and retry annotation: a run is identified by it
-    (``status.lastRun.job``), which is also how ``revisor-operator wait``
-    knows that the run it waits for is the current one.
+    the same spec, scripts, retry annotation and Helm release: a desired
+    state is identified by it (``status.lastRun.desiredRun``), which is also
+    how ``revisor-operator wait`` knows that the run it waits for is the
+    current one.
+
+    A relative target (``-1``, ``+2``, ``rev+1``) is an action, not a state:
+    it is acted on once per generation, so new scripts do not make a new run
+    of it (``-1`` would step down again on every new revision file).
     """
     meta = migration.get("metadata", {})
-    retry = (meta.get("annotations") or {}).get(RETRY_ANNOTATION, "")
-    fingerprint = fingerprint_run(spec=migration.get("spec") or {}, scripts=f"{scripts}\0{retry}")
+    annotations = meta.get("annotations") or {}
+    retry = annotations.get(RETRY_ANNOTATION, "")
+    release = annotations.get(RELEASE_ANNOTATION, "")
+    files = "" if spec.relative_target else scripts
+    fingerprint = fingerprint_run(
+        spec=migration.get("spec") or {}, scripts=f"{files}\0{retry}\0{release}"
+    )
     name = job_name(
         migration=meta.get("name", ""),
         generation=int(meta.get("generation", 1)),
@@ -189,13 +212,18 @@ def _next_run(
     migration: Migration,
     spec: MigrationSpec,
     scripts: str,
+    secret_version: str,
     runs: Sequence[Run],
-    recorded: set[str],
     defaults: JobDefaults,
     now: datetime,
     deployment: DeploymentStatus | None,
 ) -> Decision:
-    """Rules 5 and 6: the desired run already happened, or its Job is created now."""
+    """Rules 5 and 6: the desired run already happened, or its Job is created now.
+
+    A desired run that failed runs again, as a retry Job, once the database
+    Secret has changed since (a fixed password or host): the Secret is part
+    of what the run needed, though not of its identity.
+    """
     meta = migration.get("metadata", {})
     status: Mapping[str, Any] = migration.get("status") or {}
     owner = Owner(
@@ -206,34 +234,96 @@ def _next_run(
     )
     stamp = format_time(now)
     name, fingerprint = desired_run(migration, spec, scripts=scripts)
-    if name in recorded or any(r.job == name for r in runs):
-        window = Window.from_status(status.get("rollout"))
-        if (
-            window is not None
-            and window.state == WindowState.WATCHING
-            and window.job == name
-            and window.deployment == spec.rollback.deployment
-        ):
-            return _follow(
-                window=window,
-                deployment=deployment,
-                owner=owner,
-                spec=spec,
-                status=status,
-                defaults=defaults,
-                now=now,
-            )
-        return _restore_last_verdict(status, stamp)
-    job = build_job(owner=owner, spec=spec, name=name, fingerprint=fingerprint, defaults=defaults)
+    window = Window.from_status(status.get("rollout"))
+    superseded = _superseded(window, owner.generation)
+    done = name in _recorded_desired(status) or any(r.desired == name for r in runs)
+    if done:
+        retry = _secret_retry(status, desired=name, secret_version=secret_version)
+        if retry is None:
+            if (
+                window is not None
+                and window.state == WindowState.WATCHING
+                and window.job == name
+                and window.deployment == spec.rollback.deployment
+            ):
+                return _follow(
+                    window=window,
+                    deployment=deployment,
+                    owner=owner,
+                    spec=spec,
+                    status=status,
+                    defaults=defaults,
+                    now=now,
+                )
+            return _restore_last_verdict(status, stamp)
+        fingerprint = retry
+    job_named = job_name(migration=owner.name, generation=owner.generation, fingerprint=fingerprint)
+    job = build_job(
+        owner=owner,
+        spec=spec,
+        name=job_named,
+        fingerprint=fingerprint,
+        defaults=defaults,
+        desired=name,
+        secret_version=secret_version,
+    )
     verb = "plan" if spec.plans_only else "migrate"
+    again = " again: the database Secret changed since it failed" if done else ""
     verdict = Verdict(
         phase=Phase.PLANNING if spec.plans_only else Phase.RUNNING,
         reason=OperatorReason.RUNNING,
-        message=f"Created Job {name} to {verb} to {spec.target}",
+        message=f"Created Job {job_named} to {verb} to {spec.target}{again}",
         progressing=True,
     )
     decision = _with_status("create", verdict, status, owner.generation, stamp)
+    if superseded is not None and decision.status is not None:
+        decision = replace(decision, status={**decision.status, "rollout": superseded})
     return replace(decision, job=job, event=Event("Normal", verdict.reason, verdict.message))
+
+
+def _superseded(window: Window | None, generation: int) -> JsonDict | None:
+    """The open window of an older generation, closed: its rollback must never run now."""
+    if window is None or window.state != WindowState.WATCHING or window.generation == generation:
+        return None
+    return replace(
+        window,
+        state=WindowState.SUPERSEDED,
+        message=f"Generation {generation} replaced generation {window.generation}: "
+        "its rollback window closed without judging the rollout",
+    ).to_status()
+
+
+def _recorded_desired(status: Mapping[str, Any]) -> set[str]:
+    """The desired runs status has recorded (a retry counts for the run it retried)."""
+    entries = [h for h in status.get("history") or [] if isinstance(h, Mapping)]
+    entries.append(status.get("lastRun") or {})
+    return {str(e.get("desiredRun") or e.get("job")) for e in entries if e.get("job")}
+
+
+#: Failures a changed Secret may cure (not a bad target, plan or history).
+_SECRET_CURABLE = frozenset({Phase.FAILED, Phase.ROLLED_BACK})
+_SPEC_REASONS = frozenset(
+    {
+        Reason.INVALID_TARGET,
+        Reason.NOT_REVERSIBLE,
+        Reason.PLAN_CHANGED,
+        OperatorReason.DEPLOY_FAILED_ROLLED_BACK,
+    }
+)
+
+
+def _secret_retry(status: Mapping[str, Any], *, desired: str, secret_version: str) -> str | None:
+    """The fingerprint of a retry of ``desired`` if its last run failed before the Secret
+    changed; None when no retry is due."""
+    last = status.get("lastRun") or {}
+    if str(last.get("desiredRun") or last.get("job")) != desired:
+        return None
+    if last.get("phase") not in _SECRET_CURABLE or last.get("reason") in _SPEC_REASONS:
+        return None
+    before = last.get("secretVersion")
+    if not before or not secret_version or before == secret_version:
+        return None
+    return hashlib.sha256(f"{desired}\0secret\0{secret_version}".encode()).hexdigest()
 
 
 def _follow(

@@ -31,6 +31,8 @@ class SecretCheck:
     name: str
     exists: bool
     keys: frozenset[str] = frozenset()
+    #: Its resourceVersion: a new one after any change (a fixed password, say).
+    version: str = ""
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,11 @@ def window_after(
     upgraded = (
         verdict.phase == Phase.SUCCEEDED and result.direction == "upgrade" and bool(result.applied)
     )
-    if target is None or spec is None or not upgraded:
+    previous = ",".join(result.from_revisions) or "base"
+    # After a first install there is no previous application to serve: going
+    # back to base would drop every table for nothing, unless asked for.
+    back_to_nothing = previous == "base" and not (spec is not None and spec.rollback.allow_base)
+    if target is None or spec is None or not upgraded or back_to_nothing:
         return WindowChange(changed=current is not None)
     return WindowChange(
         True,
@@ -72,7 +76,7 @@ def window_after(
             deployment=deployment,
             job=run.job,
             generation=run.generation,
-            previous=",".join(result.from_revisions) or "base",
+            previous=previous,
             window_seconds=spec.rollback.window_seconds,
             now=now,
             migration_started=parse_time(run.created_at),

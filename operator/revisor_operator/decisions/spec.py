@@ -34,6 +34,13 @@ DEFAULT_TARGET = "head"
 DEFAULT_LOCK_TIMEOUT_SECONDS = 60
 DEFAULT_JOB_TIMEOUT_SECONDS = 30 * 60
 DEFAULT_ROLLBACK_WINDOW_SECONDS = 10 * 60
+#: Retries of a run whose pod failed for a reason a retry can fix (the
+#: database unreachable, the lock held, the pod evicted); bounded, as is a
+#: Job's deadline, so that no resource can hold a Job for ever.
+DEFAULT_BACKOFF_LIMIT = 3
+MAX_BACKOFF_LIMIT = 10
+MAX_JOB_SECONDS = 24 * 3600
+MAX_DDL_LOCK_RETRIES = 100
 
 #: Alembic's target syntax. A revision id may be a full id or a unique
 #: prefix; Alembic allows custom ids (``--rev-id``), so ids are word
@@ -54,6 +61,11 @@ _NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 _KEY = re.compile(r"^[-._a-zA-Z0-9]{1,253}$")
 _HEX = re.compile(r"^[0-9a-f]{8,128}$")
 _SQL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
+#: ``module.path:attribute.path``, as ``revisor --metadata`` takes it. The CRD uses it too.
+METADATA_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_.]*$"
+_METADATA = re.compile(METADATA_PATTERN)
+#: A target relative to where the database is: -1, +2, rev+1, branch@+1, rev@-1.
+_RELATIVE = re.compile(r"(^[+-][0-9]+$)|([A-Za-z0-9_]([+-][0-9]+)$)|(@[+-][0-9]+$)")
 
 
 class InvalidSpec(Exception):
@@ -146,6 +158,8 @@ class Approval:
 class Timeouts:
     statement_seconds: float | None = None
     ddl_lock_seconds: float | None = None
+    #: Times a revision that hit ``ddl_lock_seconds`` is re-run (``--ddl-lock-retries``).
+    ddl_lock_retries: int = 0
     job_seconds: float | None = None
 
 
@@ -157,7 +171,7 @@ class Runner:
     resources: Mapping[str, Any] = field(default_factory=dict)
     node_selector: Mapping[str, str] = field(default_factory=dict)
     tolerations: tuple[Mapping[str, Any], ...] = ()
-    backoff_limit: int = 0
+    backoff_limit: int = DEFAULT_BACKOFF_LIMIT
     active_deadline_seconds: int | None = None
 
 
@@ -170,6 +184,10 @@ class Rollback:
 
     deployment: str | None = None
     window_seconds: float = DEFAULT_ROLLBACK_WINDOW_SECONDS
+    #: A failed rollout may send the database back to base (no revision at
+    #: all: every table dropped). Off by default: after a first install there
+    #: is no previous application to serve, so no window opens.
+    allow_base: bool = False
 
 
 @dataclass(frozen=True)
@@ -185,6 +203,17 @@ class MigrationSpec:
     runner: Runner = field(default_factory=Runner)
     version_table: VersionTable = field(default_factory=VersionTable)
     rollback: Rollback = field(default_factory=Rollback)
+    #: Refuse revisions whose downgrade() is missing, raises or is only pass.
+    require_reversible: bool = False
+    #: Run the scripts' own env.py (``--env-py``) instead of a hermetic run.
+    env_py: bool = False
+    #: ``MODULE:ATTR`` of the project's MetaData, for hermetic runs (``--metadata``).
+    metadata: str | None = None
+
+    @property
+    def relative_target(self) -> bool:
+        """A target relative to where the database is (-1, +2, rev+1): an action, not a state."""
+        return bool(_RELATIVE.search(self.target))
 
     @property
     def plans_only(self) -> bool:
@@ -199,11 +228,18 @@ class MigrationSpec:
         if self.runner.active_deadline_seconds is not None:
             return self.runner.active_deadline_seconds
         if self.timeouts.job_seconds is not None:
-            return max(int(self.timeouts.job_seconds), 1)
+            return min(max(int(self.timeouts.job_seconds), 1), MAX_JOB_SECONDS)
         return DEFAULT_JOB_TIMEOUT_SECONDS
 
 
-__all__ = ["DURATION_PATTERN", "TARGET_PATTERN", "InvalidSpec", "MigrationSpec", "parse_spec"]
+__all__ = [
+    "DURATION_PATTERN",
+    "METADATA_PATTERN",
+    "TARGET_PATTERN",
+    "InvalidSpec",
+    "MigrationSpec",
+    "parse_spec",
+]
 
 
 def is_valid_target(target: str) -> bool:
@@ -277,7 +313,14 @@ class _Reader:
         return value
 
     def integer(
-        self, raw: Mapping[str, Any], key: str, where: str, *, default: int | None, minimum: int
+        self,
+        raw: Mapping[str, Any],
+        key: str,
+        where: str,
+        *,
+        default: int | None,
+        minimum: int,
+        maximum: int | None = None,
     ) -> int | None:
         value = raw.get(key)
         if value is None:
@@ -288,6 +331,16 @@ class _Reader:
         if value < minimum:
             self.problem(where, f"must be at least {minimum}, not {value}", f"Raise {where}")
             return default
+        if maximum is not None and value > maximum:
+            self.problem(where, f"must be at most {maximum}, not {value}", f"Lower {where}")
+            return default
+        return value
+
+    def boolean(self, raw: Mapping[str, Any], key: str, where: str) -> bool:
+        value = raw.get(key, False)
+        if not isinstance(value, bool):
+            self.problem(where, f"must be true or false, not {value!r}", f"Write {where}: true")
+            return False
         return value
 
     def duration(self, raw: Mapping[str, Any], key: str, where: str) -> float | None:
@@ -336,6 +389,18 @@ class _Reader:
         runner = self.runner(self.mapping(raw, "runner", "spec.runner") or {})
         table = self.version_table(self.mapping(raw, "versionTable", "spec.versionTable") or {})
         rollback = self.rollback(self.mapping(raw, "rollback", "spec.rollback") or {})
+        strict = self.boolean(raw, "requireReversible", "spec.requireReversible")
+        env_py = self.boolean(
+            self.mapping(raw, "source", "spec.source") or {}, "envPy", "spec.source.envPy"
+        )
+        metadata = self.string(raw, "metadata", "spec.metadata")
+        if metadata is not None and not _METADATA.match(metadata):
+            self.problem(
+                "spec.metadata",
+                f"{metadata!r} is not MODULE:ATTRIBUTE",
+                "Write the import path of the project's MetaData, e.g. app.models:Base.metadata",
+            )
+            metadata = None
         if database is None or source is None:
             return None
         return MigrationSpec(
@@ -350,6 +415,9 @@ class _Reader:
             runner=runner,
             version_table=table,
             rollback=rollback,
+            require_reversible=strict,
+            env_py=env_py,
+            metadata=metadata,
         )
 
     def target(self, raw: Mapping[str, Any]) -> str:
@@ -441,10 +509,26 @@ class _Reader:
         return Approval(required=required, plan_hash=plan_hash)
 
     def timeouts(self, raw: Mapping[str, Any]) -> Timeouts:
+        retries = self.integer(
+            raw,
+            "ddlLockRetries",
+            "spec.timeouts.ddlLockRetries",
+            default=0,
+            minimum=0,
+            maximum=MAX_DDL_LOCK_RETRIES,
+        )
+        job = self.duration(raw, "job", "spec.timeouts.job")
+        if job is not None and job > MAX_JOB_SECONDS:
+            self.problem(
+                "spec.timeouts.job",
+                f"must be at most 24h, not {raw.get('job')}",
+                "Lower spec.timeouts.job",
+            )
         return Timeouts(
             statement_seconds=self.duration(raw, "statement", "spec.timeouts.statement"),
             ddl_lock_seconds=self.duration(raw, "ddlLock", "spec.timeouts.ddlLock"),
-            job_seconds=self.duration(raw, "job", "spec.timeouts.job"),
+            ddl_lock_retries=retries or 0,
+            job_seconds=job,
         )
 
     def runner(self, raw: Mapping[str, Any]) -> Runner:
@@ -479,7 +563,12 @@ class _Reader:
             )
             tolerations = []
         backoff = self.integer(
-            raw, "backoffLimit", "spec.runner.backoffLimit", default=0, minimum=0
+            raw,
+            "backoffLimit",
+            "spec.runner.backoffLimit",
+            default=DEFAULT_BACKOFF_LIMIT,
+            minimum=0,
+            maximum=MAX_BACKOFF_LIMIT,
         )
         deadline = self.integer(
             raw,
@@ -487,6 +576,7 @@ class _Reader:
             "spec.runner.activeDeadlineSeconds",
             default=None,
             minimum=1,
+            maximum=MAX_JOB_SECONDS,
         )
         return Runner(
             image=image,
@@ -495,7 +585,7 @@ class _Reader:
             resources=dict(resources),
             node_selector={str(k): str(v) for k, v in selector.items()},
             tolerations=tuple(dict(t) for t in tolerations),
-            backoff_limit=backoff or 0,
+            backoff_limit=DEFAULT_BACKOFF_LIMIT if backoff is None else backoff,
             active_deadline_seconds=deadline,
         )
 
@@ -524,6 +614,7 @@ class _Reader:
         return Rollback(
             deployment=deployment,
             window_seconds=window if window is not None else DEFAULT_ROLLBACK_WINDOW_SECONDS,
+            allow_base=self.boolean(raw, "allowBase", "spec.rollback.allowBase"),
         )
 
 

@@ -14,6 +14,7 @@ Pure.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -211,19 +212,22 @@ def _success(run: Run, result: Result) -> Verdict:
                 message=f"{plan} await approval: review status.plan, then set "
                 f"spec.approval.planHash to {result.plan_hash}",
             )
+        # Ready: the plan the resource asks for is there (Argo CD and `kubectl
+        # wait` see a healthy resource); the phase says the database did not move.
         return Verdict(
-            phase=Phase.SUCCEEDED,
+            phase=Phase.PLANNED,
             reason=OperatorReason.PLANNED,
             ready=True,
-            message=f"Planned {plan} (hash {result.plan_hash})",
+            message=f"Planned {plan}, nothing applied (hash {result.plan_hash}); "
+            "set spec.mode to Apply to apply it",
         )
     if result.dry_run or run.mode == "DryRun":
         return Verdict(
-            phase=Phase.SUCCEEDED,
+            phase=Phase.PLANNED,
             reason=OperatorReason.PLANNED,
             ready=True,
             message=f"Dry run succeeded: {steps} step(s) from {start} to {end} "
-            "ran and were rolled back",
+            "ran and were rolled back; nothing applied",
         )
     if not result.applied:
         return Verdict(
@@ -233,19 +237,37 @@ def _success(run: Run, result: Result) -> Verdict:
             message=f"At {end}; nothing to do",
         )
     seconds = sum(s.seconds or 0.0 for s in result.applied)
+    noops = sum(1 for s in result.applied if s.noop)
     return Verdict(
         phase=Phase.SUCCEEDED,
         reason=Reason.MIGRATED,
         ready=True,
         message=f"Migrated ({result.direction}) from {start} to {end}: "
-        f"{steps} step(s) in {seconds:.1f}s",
+        f"{steps} step(s) in {_seconds_text(seconds)}"
+        + (f", {noops} of them no-ops (their downgrade() is only pass)" if noops else "")
+        + "".join(f". Warning: {w}" for w in result.warnings),
     )
+
+
+def _seconds_text(seconds: float) -> str:
+    """``0.04s``, ``1.3s``, ``95s``: two significant digits where it matters."""
+    if seconds < 1:
+        return f"{seconds:.2f}s"
+    return f"{seconds:.1f}s" if seconds < 60 else f"{seconds:.0f}s"
+
+
+#: How a person runs a failed resource again, once the cause is fixed.
+RETRY_HINT = (
+    "Once fixed, a change of the Secret, the scripts or the spec runs it again, "
+    "as does a new value of the annotation revisor.dev/retry"
+)
 
 
 def _failure_message(
     run: Run, result: Result, reason: str, lock_timeout_seconds: int | None
 ) -> str:
-    error = result.error or "no error message"
+    # The engine's own hint speaks of CLI flags; the operator says it in spec fields.
+    error = _HINT.sub("", result.error or "no error message")
     at = heads_text(result.to_revisions or result.from_revisions)
     waited = f" within {lock_timeout_seconds}s" if lock_timeout_seconds is not None else ""
     messages: dict[str, str] = {
@@ -255,10 +277,12 @@ def _failure_message(
         f"{error}",
         Reason.ROLLBACK_FAILED: f"Migration to {run.target} failed and rolling it back failed too; "
         f"the database is at {at} and needs a human: {error}",
+        Reason.ROLLBACK_INCOMPLETE: f"Migration to {run.target} failed and could be rolled back "
+        f"only part of the way; the database is at {at}: {error}",
         Reason.LOCK_TIMEOUT: f"The database's migration lock was not acquired{waited}: another "
         f"migration is running. Raise spec.lock.timeoutSeconds or retry later: {error}",
-        Reason.DATABASE_UNREACHABLE: f"Cannot connect to the database: {error}. Check the Secret's "
-        "URL, the network and the credentials",
+        Reason.DATABASE_UNREACHABLE: f"Cannot connect to the database: {error}. Check the "
+        "Secret's URL, the network and the credentials",
         Reason.INVALID_TARGET: f"The engine rejected target {run.target!r}: {error}",
         Reason.INVALID_SCRIPTS: f"The revision scripts cannot be loaded: {error}. Fix them in "
         "the ConfigMap or image",
@@ -266,7 +290,15 @@ def _failure_message(
         Reason.PLAN_CHANGED: f"The approved plan no longer matches: {error}. Approve the new plan "
         "hash in spec.approval.planHash",
     }
-    return messages.get(reason, f"{reason}: {error}")
+    message = messages.get(reason, f"{reason}: {error}")
+    if reason in _SPEC_FIXES:
+        return message
+    return f"{message}. {RETRY_HINT}"
+
+
+#: Failures a new run of the same spec cannot cure: the message says what to change.
+_SPEC_FIXES = frozenset({Reason.INVALID_TARGET, Reason.PLAN_CHANGED, Reason.NOT_REVERSIBLE})
+_HINT = re.compile(r"\s*\bhint: .*$", re.DOTALL)
 
 
 def _verdict_without_result(run: Run) -> Verdict:
@@ -291,6 +323,7 @@ def _verdict_without_result(run: Run) -> Verdict:
     parts.append("the engine left no result")
     if state and state.message:
         parts.append(f"last output: {state.message.strip()}")
+    parts.append(RETRY_HINT)
     reason = (
         code.reason if code is not None and code is not ExitCode.OK else OperatorReason.JOB_FAILED
     )
@@ -310,10 +343,12 @@ def _run_fields(*, current: Mapping[str, Any], run: Run, verdict: Verdict) -> Js
     if result is None:
         return fields
     changes_database = run.command != "plan" and not result.dry_run
-    if changes_database and result.to_revisions:
-        fields["currentRevision"] = heads_text(result.to_revisions)
-    elif result.from_revisions or run.command == "plan" or result.dry_run:
-        fields["currentRevision"] = heads_text(result.from_revisions)
+    # The engine read the version table (it ran, under the lock, or succeeded):
+    # its revisions are the truth, base included; a run that never reached the
+    # database (unreachable, bad input) says nothing about where it is.
+    if result.exit_code is ExitCode.OK or result.started_at is not None:
+        at = result.to_revisions if changes_database else result.from_revisions
+        fields["currentRevision"] = heads_text(at)
     if changes_database and result.direction != "none" and result.applied:
         fields["previousRevision"] = heads_text(result.from_revisions)
     if result.exit_code is ExitCode.OK and result.to_revisions:
@@ -334,6 +369,8 @@ def _last_run(run: Run, verdict: Verdict) -> JsonDict:
     state = run.container
     out: JsonDict = {
         "job": run.job,
+        "desiredRun": run.desired or run.job,
+        "secretVersion": run.secret_version or None,
         "command": run.command,
         "generation": run.generation,
         "phase": str(verdict.phase),
@@ -357,12 +394,15 @@ def _last_run(run: Run, verdict: Verdict) -> JsonDict:
         )
         if result.error:
             out["error"] = _clean(result.error)
+        if result.warnings:
+            out["warnings"] = [_clean(w) for w in result.warnings]
     return {k: v for k, v in out.items() if v is not None}
 
 
 def _summary(last: Mapping[str, Any]) -> JsonDict:
     keep = (
         "job",
+        "desiredRun",
         "command",
         "generation",
         "reason",
@@ -382,6 +422,8 @@ def _step(step: Step, *, with_seconds: bool) -> JsonDict:
     out: JsonDict = {"revision": step.revision, "direction": step.direction}
     if step.description:
         out["description"] = step.description
+    if step.noop:
+        out["noop"] = True
     if with_seconds and step.seconds is not None:
         out["seconds"] = step.seconds
     return out
