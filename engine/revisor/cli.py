@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 
 import sqlalchemy as sa
 
-from revisor import __version__, commands, contract
+from revisor import __version__, commands, contract, stopping
 from revisor.contract import ENV_RUNNER, ExitCode, VersionTable, parse_duration
 from revisor.errors import BadInput, DatabaseUnreachable, RevisorError
 from revisor.options import RunOptions
@@ -351,6 +351,8 @@ def dispatch(args: argparse.Namespace, reporter: Reporter) -> commands.Outcome:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    stopping.reset()
+    stopping.stop_between_revisions_on_sigterm()
     reporter = configure_logging(args.log_format)
     result: contract.Result
     text = ""

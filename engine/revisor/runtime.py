@@ -56,6 +56,7 @@ from revisor.errors import RevisorError
 from revisor.history import (
     APPLIED,
     FAILED,
+    INTERRUPTED,
     PARTIAL,
     RETRIED,
     ROLLBACK_FAILED,
@@ -87,6 +88,7 @@ from revisor.scripts import (
     reversed_step,
     uses_autocommit,
 )
+from revisor.stopping import Interrupted, stop_requested
 
 #: Pauses between retries of a revision that timed out on a table lock (as
 #: pgroll does: starting at about a second, growing to a minute).
@@ -301,6 +303,15 @@ class _Run:
             failure = self._run_with_retries(progress)
             if failure is not None:
                 return self._failed(failure, progress)
+        except Interrupted as stopped:
+            self.reporter.info(str(stopped.message))
+            return self._finish(
+                INTERRUPTED,
+                code=ExitCode.MIGRATION_FAILED,
+                applied=progress.applied,
+                error=stopped.message,
+                reason=Reason.INTERRUPTED,
+            )
         except RevisorError as refused:
             # env.py refused to run (its own error, a wrong database, offline
             # mode): the run row must not stay "running" for the next runner
@@ -655,6 +666,14 @@ class _Run:
                 )
             pairs = zip(steps, described, strict=True)
             for index, (step, planned) in enumerate(pairs, offset + 1):
+                if stop_requested():
+                    # Between revisions: the last one has committed, nothing is open.
+                    raise Interrupted(
+                        f"asked to stop (SIGTERM) before {planned.revision}: the run stopped "
+                        f"between revisions, {index - 1} of {total} applied",
+                        hint="run again to continue from there",
+                        reason=Reason.INTERRUPTED,
+                    )
                 progress.current, progress.described, progress.index = step, planned, index
                 progress.started_mono, progress.started_at = time.monotonic(), utcnow()
                 self.reporter.step_started(index, total, planned)

@@ -42,6 +42,8 @@ class Reason(enum.StrEnum):
     MIGRATION_FAILED = "MigrationFailed"
     ROLLED_BACK = "RolledBack"
     ROLLBACK_FAILED = "RollbackFailed"
+    #: Asked to stop (SIGTERM), the run stopped between two revisions.
+    INTERRUPTED = "Interrupted"
     #: The rollback stopped at a revision that cannot be downgraded.
     ROLLBACK_INCOMPLETE = "RollbackIncomplete"
     DATABASE_UNREACHABLE = "DatabaseUnreachable"
