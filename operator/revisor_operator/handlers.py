@@ -19,8 +19,10 @@ Triggers (registered by :func:`register`, with the intervals of the
   ConfigMaps created later and ConfigMap content changes, and repairs
   anything a missed event left behind;
 * any change of a Job labelled ``app.kubernetes.io/managed-by: revisor``;
-* any change of a ConfigMap some ``DatabaseMigration`` refers to (an index
-  maps ConfigMaps to the resources using them);
+* any change of a ConfigMap labelled ``revisor.dev/scripts`` that some
+  ``DatabaseMigration`` refers to (an index maps ConfigMaps to the resources
+  using them); the API filters that watch, so unlabelled ConfigMaps never
+  reach the operator's memory and are read on resync instead;
 * deletion: the finalizer ``revisor.dev/finalizer`` is held while a Job
   runs, so deleting a resource never kills a migration halfway;
 * while a rollback window is open (``status.rollout.state`` Watching), a
@@ -72,15 +74,15 @@ import structlog
 from . import GROUP, PLURAL, VERSION
 from .adapters.kopf_namespace_race import serve_namespaces_listed_at_watch_start
 from .adapters.kube import Conflict, Forbidden, Kube, KubeAPI, KubeError
-from .adapters.metrics import job_seen, run_recorded
+from .adapters.metrics import forget_migration, job_seen, run_recorded
 from .decisions.bodies import Job, Migration
-from .decisions.jobs import MANAGED_BY, MANAGER, MIGRATION_LABEL
+from .decisions.jobs import MANAGED_BY, MANAGER, MIGRATION_LABEL, migration_of
 from .decisions.observe import Run, job_finished, observe_run
 from .decisions.reasons import OperatorReason, WindowState
 from .decisions.reconcile import Decision, decide
 from .decisions.redaction import redact, shorten
 from .decisions.references import ConfigMapCheck, References, needed
-from .decisions.rollout import DeploymentStatus, deployment_status
+from .decisions.rollout import DeploymentStatus, deployment_status, parse_time
 from .decisions.spec import ConfigMapSource, InvalidSpec, MigrationSpec, parse_spec
 from .decisions.status import Event
 from .settings import Settings
@@ -88,6 +90,9 @@ from .settings import Settings
 log = structlog.get_logger("revisor_operator")
 
 FINALIZER = f"{GROUP}/finalizer"
+#: ConfigMaps with this label are watched: a change of their revision files is
+#: acted on at once. Others are read on each resync (REVISOR_RESYNC_SECONDS).
+SCRIPTS_LABEL = f"{GROUP}/scripts"
 #: The "From" of every Event the operator posts (kubectl describe).
 REPORTING_COMPONENT = "revisor-operator"
 DELETE_POLL_SECONDS = 10.0
@@ -143,6 +148,10 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
         settings.posting.reporting_component = REPORTING_COMPONENT
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330
+        # The API filters the watches: only our Jobs, and only ConfigMaps labelled as
+        # scripts (not every ConfigMap of every watched namespace, into memory).
+        settings.watching.label_selectors["batch", "v1", "jobs"] = f"{MANAGED_BY}={MANAGER}"
+        settings.watching.label_selectors["", "v1", "configmaps"] = SCRIPTS_LABEL
         if "runtime" not in memo:
             try:
                 kube = Kube.from_environment()
@@ -187,7 +196,9 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
         labels={MANAGED_BY: MANAGER, MIGRATION_LABEL: kopf.PRESENT},
         registry=registry,
     )(on_job_event)
-    kopf.on.event("", "v1", "configmaps", registry=registry)(on_config_map_event)
+    kopf.on.event(
+        "", "v1", "configmaps", labels={SCRIPTS_LABEL: kopf.PRESENT}, registry=registry
+    )(on_config_map_event)
 
 
 # -- the DatabaseMigration -----------------------------------------------------------
@@ -210,20 +221,50 @@ def follow_rollout(*, body: kopf.Body, memo: Any, retry: int = 0, **_: Any) -> N
     _reconcile_or_retry(runtime_of(memo), body=body, retry=retry)
 
 
-def on_delete(*, namespace: str | None, name: str, uid: str, memo: Any, **_: Any) -> None:
-    """Hold the finalizer until no Job of this resource is running."""
+def on_delete(
+    *,
+    namespace: str | None,
+    name: str,
+    uid: str,
+    body: kopf.Body,
+    memo: Any,
+    **_: Any,
+) -> None:
+    """Hold the finalizer while a Job of this resource runs, for a bounded time.
+
+    A migration halfway should not lose the resource that reports on it; but
+    a Job that runs for hours must not block the namespace's deletion for
+    hours either. After ``delete_wait_seconds`` the finalizer goes (with a
+    Warning Event saying so); the Job is then garbage-collected with the
+    resource, and its engine, sent SIGTERM, stops between two revisions.
+    """
     runtime = runtime_of(memo)
     namespace = namespace or ""
+    forget_migration(namespace=namespace, name=name)
     try:
         jobs = _owned_jobs(runtime.kube, namespace=namespace, name=name, uid=uid)
     except KubeError as exc:
         raise kopf.TemporaryError(f"cannot list Jobs: {exc}", delay=DELETE_POLL_SECONDS) from exc
     running = [j for j in jobs if not job_finished(j)]
-    if running:
-        names = ", ".join(j.get("metadata", {}).get("name", "") for j in running)
+    if not running:
+        return
+    names = ", ".join(j.get("metadata", {}).get("name", "") for j in running)
+    since = parse_time(body.metadata.get("deletionTimestamp"))
+    waited = (datetime.now(UTC) - since).total_seconds() if since else 0.0
+    limit = runtime.settings.delete_wait_seconds
+    if waited < limit:
         raise kopf.TemporaryError(
-            f"waiting for Job {names} to finish before deleting", delay=DELETE_POLL_SECONDS
+            f"waiting for Job {names} to finish before deleting (at most {limit:g}s)",
+            delay=DELETE_POLL_SECONDS,
         )
+    kopf.event(
+        body,
+        type="Warning",
+        reason=OperatorReason.DELETE_TIMEOUT,
+        message=f"Gave up waiting {limit:g}s for Job {names} to finish: the resource goes "
+        "now, and the Job with it; its engine stops between two revisions, and the next "
+        "run against this database marks the run interrupted",
+    )
 
 
 def config_map_users(
@@ -258,7 +299,9 @@ def on_job_event(
         job=name,
         active=type != "DELETED" and not job_finished(cast(Job, body)),
     )
-    _reconcile_quietly(runtime_of(memo), namespace=namespace or "", name=labels[MIGRATION_LABEL])
+    owner = migration_of(cast(Job, body))
+    if owner is not None:
+        _reconcile_quietly(runtime_of(memo), namespace=namespace or "", name=owner)
 
 
 def on_config_map_event(
@@ -332,7 +375,7 @@ def _runs(kube: KubeAPI, migration: Migration) -> list[Run]:
         job_name = job.get("metadata", {}).get("name", "")
         # Pods matter only for runs not yet recorded; old ones are summarised already.
         needs_pods = job_name not in recorded or not job_finished(job)
-        pods = kube.list_pods(namespace=namespace, job=job_name) if needs_pods else []
+        pods = kube.list_pods(namespace=namespace, job=job) if needs_pods else []
         run = observe_run(job=job, pods=pods)
         job_seen(namespace=namespace, job=job_name, active=run.active)
         runs.append(run)

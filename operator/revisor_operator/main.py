@@ -42,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run Alembic migrations declared as DatabaseMigration resources as Jobs. "
         "`revisor-operator wait dbm/NAME` waits for one to be Ready (see wait --help).",
         epilog="Environment: REVISOR_RUNNER_IMAGE, REVISOR_NAMESPACES, REVISOR_JOB_TTL_SECONDS, "
-        "REVISOR_RESYNC_SECONDS, REVISOR_METRICS_PORT, REVISOR_LIVENESS, REVISOR_LOG_FORMAT.",
+        "REVISOR_RESYNC_SECONDS, REVISOR_METRICS_PORT, REVISOR_METRICS_ADDRESS, REVISOR_LIVENESS, "
+        "REVISOR_LOG_FORMAT, REVISOR_ALLOWED_*.",
     )
     scope = parser.add_mutually_exclusive_group()
     scope.add_argument(
@@ -123,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KubeError as exc:
         print(f"revisor-operator: {exc}", file=sys.stderr)
         return 1
-    metrics.serve(settings.metrics_port)
+    metrics.serve(settings.metrics_port, settings.metrics_address)
     registry = kopf.OperatorRegistry()
     handlers.register(registry, settings)
     kopf.run(

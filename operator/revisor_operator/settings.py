@@ -10,7 +10,9 @@ everything without templating the command line:
 ``REVISOR_JOB_TTL_SECONDS``     ttlSecondsAfterFinished of Jobs (86400)
 ``REVISOR_RESYNC_SECONDS``      how often each resource is re-checked (30)
 ``REVISOR_ROLLOUT_POLL_SECONDS`` how often a watched rollout is read (5)
+``REVISOR_DELETE_WAIT_SECONDS`` how long a deletion waits for a running Job (600)
 ``REVISOR_METRICS_PORT``        Prometheus port, 0 to disable (9090)
+``REVISOR_METRICS_ADDRESS``     address /metrics binds to (0.0.0.0; 127.0.0.1, ::)
 ``REVISOR_LIVENESS``            kopf liveness endpoint URL
 ``REVISOR_LOG_FORMAT``          json (default) or console
 ``REVISOR_ALLOWED_*``           the allowlists of :mod:`.decisions.policy`:
@@ -32,6 +34,8 @@ from .decisions.policy import RUNNER_SERVICE_ACCOUNT, Policy
 
 DEFAULT_RUNNER_IMAGE = "ghcr.io/revisor-dev/revisor:0.1.0"
 DEFAULT_LIVENESS = "http://0.0.0.0:8080/healthz"
+#: Every interface: Prometheus scrapes the pod's IP (the chart's NetworkPolicy says who may).
+DEFAULT_METRICS_ADDRESS = "0.0.0.0"  # noqa: S104
 
 
 @dataclass(frozen=True)
@@ -41,8 +45,11 @@ class Settings:
     job_ttl_seconds: int = 24 * 3600
     resync_seconds: float = 30.0
     rollout_poll_seconds: float = 5.0
+    #: How long deleting a resource waits for its running Job before letting go.
+    delete_wait_seconds: float = 600.0
     namespaces: tuple[str, ...] = ()
     metrics_port: int = 9090
+    metrics_address: str = DEFAULT_METRICS_ADDRESS
     liveness: str | None = DEFAULT_LIVENESS
     log_format: str = "json"
     policy: Policy = field(default_factory=Policy)
@@ -59,8 +66,10 @@ class Settings:
             job_ttl_seconds=int(env.get("REVISOR_JOB_TTL_SECONDS") or 24 * 3600),
             resync_seconds=float(env.get("REVISOR_RESYNC_SECONDS") or 30.0),
             rollout_poll_seconds=float(env.get("REVISOR_ROLLOUT_POLL_SECONDS") or 5.0),
+            delete_wait_seconds=float(env.get("REVISOR_DELETE_WAIT_SECONDS") or 600.0),
             namespaces=namespaces,
             metrics_port=int(env.get("REVISOR_METRICS_PORT") or 9090),
+            metrics_address=env.get("REVISOR_METRICS_ADDRESS") or DEFAULT_METRICS_ADDRESS,
             liveness=env.get("REVISOR_LIVENESS", DEFAULT_LIVENESS) or None,
             log_format=env.get("REVISOR_LOG_FORMAT") or "json",
             policy=Policy(

@@ -289,6 +289,19 @@ def test_new_revision_in_config_map_runs_without_spec_change(
     assert len(jobs_of(kube, ns, "app")) == 2
 
 
+def test_an_unlabelled_config_map_is_read_on_resync(kube: Kube, ns: str, pg_url: str) -> None:
+    """Without the revisor.dev/scripts label the operator never watches the ConfigMap (the
+    API filters the watch), yet a new revision in it still runs, at the next resync."""
+    create_secret(kube, ns, pg_url)
+    create_config_map(kube, ns, REVS[:2], labelled=False)
+    create(kube, ns, migration("app"))
+    assert settled(kube, ns, "app")["status"]["currentRevision"] == REVS[1].id
+    replace_config_map(kube, ns, REVS)
+    second = settled(kube, ns, "app", runs=2)
+    assert second["status"]["currentRevision"] == HEAD
+    assert db_version(pg_url) == {HEAD}
+
+
 def test_approval_required_waits_for_the_plan_hash(kube: Kube, ns: str, pg_url: str) -> None:
     """approval.required: a plan first (AwaitingApproval); its hash in spec applies it."""
     create_secret(kube, ns, pg_url)

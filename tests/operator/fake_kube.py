@@ -23,7 +23,7 @@ from typing import Any
 
 from revisor_operator.adapters.kube import KubeAPI, NotFound
 from revisor_operator.decisions.bodies import Job, JsonDict, Migration, Pod
-from revisor_operator.decisions.jobs import MIGRATION_LABEL
+from revisor_operator.decisions.jobs import MIGRATION_LABEL, label_value
 from revisor_operator.decisions.references import ConfigMapCheck, SecretCheck
 from revisor_operator.handlers import Runtime
 from revisor_operator.settings import Settings
@@ -131,12 +131,12 @@ class FakeKube(KubeAPI):
         return [
             copy.deepcopy(j)
             for j in self.jobs.values()
-            if j["metadata"].get("labels", {}).get(MIGRATION_LABEL) == migration
+            if j["metadata"].get("labels", {}).get(MIGRATION_LABEL) == label_value(migration)
         ]
 
-    def list_pods(self, *, namespace: str, job: str) -> list[Pod]:
+    def list_pods(self, *, namespace: str, job: Job) -> list[Pod]:
         self._maybe_fail("list_pods")
-        return list(self.pods.get(job, []))
+        return list(self.pods.get(job.get("metadata", {}).get("name", ""), []))
 
     def create_job(self, job: Job) -> bool:
         self._maybe_fail("create_job")

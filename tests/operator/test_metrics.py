@@ -2,20 +2,26 @@
 
 Jobs in flight follow the Jobs the operator sees, not the runs it records: a
 Job deleted with its resource before its run was recorded leaves the count.
+The ``result`` label takes only the reasons Revisor defines (anything else is
+``Other``), a deleted resource's revision series goes with it, and /metrics
+binds to the address it is given.
 """
 
 from __future__ import annotations
 
+import socket
 import urllib.request
 
 import kopf
 import pytest
 from prometheus_client import REGISTRY
-from revisor.contract import ExitCode
+from revisor.contract import ExitCode, Reason
 from revisor_operator.adapters import metrics
 from revisor_operator.decisions.bodies import Job
 from revisor_operator.decisions.observe import observe_run
+from revisor_operator.decisions.reasons import OperatorReason
 from revisor_operator.handlers import on_job_event, reconcile
+from revisor_operator.settings import Settings
 
 from tests.operator.factories import job_for, migration, pod, result
 from tests.operator.fake_kube import FakeKube, memo, runtime
@@ -69,6 +75,73 @@ def test_metrics_are_served_over_http() -> None:
     metrics.serve(port)
     body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     assert "revisor_runs_total" in body and "revisor_jobs_in_flight" in body
+
+
+def test_metrics_bind_only_to_the_address_they_are_given() -> None:
+    """serve(port, "127.0.0.1") answers on 127.0.0.1 and not on another loopback address.
+
+    Bound to every interface (0.0.0.0), 127.0.0.2 would answer too, and the port
+    could not be bound there again.
+    """
+    port = free_port()
+    metrics.serve(port, "127.0.0.1")
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    assert "revisor_runs_total" in body
+    with socket.socket() as probe:
+        probe.settimeout(5)
+        assert probe.connect_ex(("127.0.0.2", port)) != 0, "/metrics answered on 127.0.0.2"
+    with socket.socket() as other:
+        other.bind(("127.0.0.2", port))  # free there: the server holds 127.0.0.1 only
+
+
+def test_the_bind_address_comes_from_the_environment() -> None:
+    """REVISOR_METRICS_ADDRESS, as the chart's metrics.bindAddress sets it; 0.0.0.0 by default."""
+    assert Settings.from_env({}).metrics_address == "0.0.0.0"
+    assert Settings.from_env({"REVISOR_METRICS_ADDRESS": "127.0.0.1"}).metrics_address == (
+        "127.0.0.1"
+    )
+    assert Settings.from_env({"REVISOR_METRICS_ADDRESS": ""}).metrics_address == "0.0.0.0"
+
+
+def test_the_result_label_takes_only_revisors_reasons() -> None:
+    """Every engine and operator reason is its own label value; anything else is Other."""
+    for reason in (*Reason, *OperatorReason):
+        assert metrics.result_label(str(reason)) == str(reason)
+    assert metrics.result_label("Migrated") == "Migrated"
+    for foreign in ("", "migrated", "Anything a status could say", "Migrated\n", "x" * 500):
+        assert metrics.result_label(foreign) == "Other"
+
+
+def test_an_unknown_reason_is_counted_as_other() -> None:
+    """A run recorded with a reason Revisor does not define adds no series of its own."""
+    job = job_for(state="failed", name="shop-g11-metric")
+    run = observe_run(job=job, pods=[pod(job="shop-g11-metric", exit_code=1, message=None)])
+    other = sample("revisor_runs_total", result="Other")
+    metrics.run_recorded(
+        namespace="shop", migration="shop", run=run, reason="SomethingNew", revision=None
+    )
+    assert sample("revisor_runs_total", result="Other") == other + 1
+    assert REGISTRY.get_sample_value("revisor_runs_total", {"result": "SomethingNew"}) is None
+
+
+def test_forgetting_a_migration_removes_its_revision_series_only() -> None:
+    """forget_migration drops the deleted resource's series; the others stay."""
+    job = job_for(state="complete", name="shop-g12-metric")
+    run = observe_run(job=job, pods=[pod(job="shop-g12-metric", exit_code=0, message=result())])
+    for name in ("gone", "kept"):
+        metrics.run_recorded(
+            namespace="forget", migration=name, run=run, reason="Migrated", revision="3c9a1f0b2e44"
+        )
+    labels = {"namespace": "forget", "revision": "3c9a1f0b2e44"}
+    assert sample("revisor_current_revision_info", migration="gone", **labels) == 1
+    metrics.forget_migration(namespace="forget", name="gone")
+    assert (
+        REGISTRY.get_sample_value("revisor_current_revision_info", {"migration": "gone", **labels})
+        is None
+    )
+    assert sample("revisor_current_revision_info", migration="kept", **labels) == 1
+    metrics.forget_migration(namespace="forget", name="gone")  # twice, or never recorded: fine
+    metrics.forget_migration(namespace="forget", name="never-recorded")
 
 
 def _job_event(kube: FakeKube, job: Job, type_: str | None) -> None:

@@ -125,11 +125,20 @@ def scripts(revs: Iterable[Rev]) -> dict[str, str]:
 
 
 def create_config_map(
-    kube: Kube, namespace: str, revs: Iterable[Rev], name: str = "app-migrations"
+    kube: Kube,
+    namespace: str,
+    revs: Iterable[Rev],
+    name: str = "app-migrations",
+    *,
+    labelled: bool = True,
 ) -> None:
+    """The revision files as a ConfigMap; ``labelled`` as the docs say (watched at once)."""
+    labels = {"revisor.dev/scripts": "true"} if labelled else {}
     client.CoreV1Api(kube.api).create_namespaced_config_map(
         namespace,
-        client.V1ConfigMap.model_validate({"metadata": {"name": name}, "data": scripts(revs)}),
+        client.V1ConfigMap.model_validate(
+            {"metadata": {"name": name, "labels": labels}, "data": scripts(revs)}
+        ),
     )
 
 

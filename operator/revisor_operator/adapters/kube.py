@@ -29,7 +29,7 @@ from kubernetes import client, config
 
 from .. import GROUP, PLURAL, VERSION
 from ..decisions.bodies import Job, JsonDict, Migration, Pod
-from ..decisions.jobs import MIGRATION_LABEL
+from ..decisions.jobs import MIGRATION_LABEL, label_value
 from ..decisions.naming import fingerprint_config_map
 from ..decisions.redaction import redact, shorten
 from ..decisions.references import ConfigMapCheck, SecretCheck
@@ -94,7 +94,7 @@ class KubeAPI(Protocol):
 
     def list_jobs(self, *, namespace: str, migration: str) -> list[Job]: ...
 
-    def list_pods(self, *, namespace: str, job: str) -> list[Pod]: ...
+    def list_pods(self, *, namespace: str, job: Job) -> list[Pod]: ...
 
     def create_job(self, job: Job) -> bool: ...
 
@@ -221,12 +221,20 @@ class Kube:
 
     def list_jobs(self, *, namespace: str, migration: str) -> list[Job]:
         """The Jobs of one ``DatabaseMigration`` (by label; ownership is checked by the caller)."""
-        query = {"labelSelector": f"{MIGRATION_LABEL}={migration}"}
+        query = {"labelSelector": f"{MIGRATION_LABEL}={label_value(migration)}"}
         data = self._request("GET", f"/apis/batch/v1/namespaces/{_q(namespace)}/jobs", query=query)
         return cast(list[Job], data.get("items") or [])
 
-    def list_pods(self, *, namespace: str, job: str) -> list[Pod]:
-        query = {"labelSelector": f"job-name={job}"}
+    def list_pods(self, *, namespace: str, job: Job) -> list[Pod]:
+        """The pods of ``job``, selected by the controller-uid label the Job controller sets.
+
+        Anyone who may create pods may copy a label; :func:`.decisions.observe.owned_pods`
+        then keeps only pods the Job controls (its uid in their owner references).
+        """
+        meta = job.get("metadata", {})
+        uid, name = meta.get("uid"), meta.get("name", "")
+        selector = f"batch.kubernetes.io/controller-uid={uid}" if uid else f"job-name={name}"
+        query = {"labelSelector": selector}
         data = self._request("GET", f"/api/v1/namespaces/{_q(namespace)}/pods", query=query)
         return cast(list[Pod], data.get("items") or [])
 

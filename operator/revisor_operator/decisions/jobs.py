@@ -354,6 +354,17 @@ def _secret_env(name: str, secret: str, key: str, *, optional: bool = False) -> 
     return {"name": name, "valueFrom": {"secretKeyRef": ref}}
 
 
+def migration_of(job: Job) -> str | None:
+    """The DatabaseMigration a Job belongs to, from its controller owner reference.
+
+    Not from its label: a label value holds 63 characters, a resource's name 253.
+    """
+    for ref in job.get("metadata", {}).get("ownerReferences") or []:
+        if ref.get("kind") == KIND and ref.get("controller"):
+            return str(ref.get("name", "")) or None
+    return None
+
+
 def job_annotations(job: Job) -> Mapping[str, str]:
     """The annotations a Job carries (empty when it has none)."""
     return job.get("metadata", {}).get("annotations") or {}

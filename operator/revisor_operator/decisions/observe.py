@@ -105,8 +105,31 @@ def _finished(conditions: Mapping[str | None, JsonDict]) -> bool:
     return _is_true(conditions.get("Complete")) or _is_true(conditions.get("Failed"))
 
 
+def owned_pods(job: Job, pods: Sequence[Pod]) -> list[Pod]:
+    """The pods ``job`` controls: its uid in their controller owner reference.
+
+    A pod's labels prove nothing (anyone who may create a pod in the namespace
+    can copy them, and write a termination message that claims success, or a
+    ``previousRevision`` a deploy rollback would then go to); only the Job
+    controller's owner reference binds a pod to the Job. A Job without a uid
+    (not yet from the API) keeps every pod given.
+    """
+    uid = job.get("metadata", {}).get("uid")
+    if not uid:
+        return list(pods)
+    return [
+        p
+        for p in pods
+        if any(
+            ref.get("uid") == uid and ref.get("kind") == "Job" and ref.get("controller")
+            for ref in p.get("metadata", {}).get("ownerReferences") or []
+        )
+    ]
+
+
 def observe_run(*, job: Job, pods: Sequence[Pod]) -> Run:
-    """The :class:`Run` a Job and its pods describe."""
+    """The :class:`Run` a Job and its pods describe (pods it does not control are ignored)."""
+    pods = owned_pods(job, pods)
     meta = job.get("metadata", {})
     annotations = job_annotations(job)
     status = job.get("status") or {}

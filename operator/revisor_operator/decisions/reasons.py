@@ -40,6 +40,8 @@ class OperatorReason(enum.StrEnum):
     ROLLOUT_SUCCEEDED = "RolloutSucceeded"
     ROLLOUT_NOT_FOUND = "RolloutNotFound"
     RECONCILE_ERROR = "ReconcileError"
+    #: The resource was deleted while its Job ran, and the wait for it ran out.
+    DELETE_TIMEOUT = "DeleteTimeout"
 
 
 class WindowState(enum.StrEnum):
