@@ -4,11 +4,13 @@
 #   scripts/render-manifests.sh           rewrite manifests/
 #   scripts/render-manifests.sh --check   fail (and show the diff) when manifests/ is stale
 #
-# What is rendered: the chart's defaults, release "revisor" in namespace
-# "revisor-system" (cluster-wide mode), split into
+# What is rendered: the chart's defaults plus clusterWide=true (manifests/ is the
+# cluster-wide install, an explicit choice; namespaced installs use the chart),
+# release "revisor" in namespace "revisor-system", split into
 #   manifests/namespace.yaml                            the namespace (Helm never renders one)
 #   manifests/crd/revisor.dev_databasemigrations.yaml   the CRD alone (`kubectl apply -f manifests/crd/`)
-#   manifests/revisor.yaml                              the operator: RBAC, ServiceAccounts, Deployment, Service
+#   manifests/revisor.yaml                              the operator: RBAC, ServiceAccounts, Deployment,
+#                                                       Service, NetworkPolicy
 #   manifests/kustomization.yaml                        the three above (`kubectl apply -k manifests/`)
 # The output depends only on the chart and the pinned Helm (scripts/helm.sh).
 set -euo pipefail
@@ -35,7 +37,7 @@ header() {
     printf '# Do not edit: change the chart and run "make manifests".\n'
 }
 template() {
-    "$helm" template "$release" "$chart" --namespace "$namespace" "$@"
+    "$helm" template "$release" "$chart" --namespace "$namespace" --set clusterWide=true "$@"
 }
 
 mkdir -p "$out/crd"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Lint the project's shell scripts with shellcheck. Installs Debian's
-# shellcheck package first when it is missing and this runs as root (CI);
+# package of that name first when it is missing and this runs as root (CI);
 # otherwise says how to get it. Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -8,12 +8,14 @@ prove that those permissions are enough for a real migration.
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
 import pytest
+import yaml
 
 from tests.chart.render import (
     CHART,
@@ -26,7 +28,7 @@ from tests.chart.render import (
     template,
 )
 
-#: What the operator does in every namespace it serves (revisor_operator/kube.py + kopf).
+#: What the operator does in every namespace it serves (revisor_operator/adapters/kube.py + kopf).
 NAMESPACED_RULES = {
     ("revisor.dev", "databasemigrations", "get"),
     ("revisor.dev", "databasemigrations", "list"),
@@ -52,14 +54,27 @@ CRD_READS = {
 NAMESPACE_READS = {("", "namespaces", "list"), ("", "namespaces", "watch")}
 
 MODES: dict[str, dict[str, Any]] = {
-    "cluster-wide": {},
+    "default": {},
+    "cluster-wide": {"clusterWide": True},
     "namespaced": {"watchNamespaces": ["shop", "billing"]},
     "everything-on": {
         "watchNamespaces": ["shop"],
-        "metrics": {"serviceMonitor": {"enabled": True}},
+        "metrics": {"serviceMonitor": {"enabled": True}, "bindAddress": "::"},
         "image": {"digest": "sha256:" + "a" * 64},
         "runner": {"image": "registry.example/revisor:custom"},
         "operator": {"verbose": True, "extraEnv": [{"name": "X", "value": "y"}]},
+        "policy": {
+            "runnerImages": ["registry.example/revisor-*"],
+            "sourceImages": ["registry.example/shop:*", "registry.example/billing:1.?"],
+            "serviceAccounts": ["revisor-runner", "shop-migrator"],
+            "nodeSelectorKeys": ["topology.kubernetes.io/zone"],
+            "tolerationKeys": ["dedicated"],
+        },
+        "networkPolicy": {
+            "metricsFrom": [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}],
+            "livenessFrom": [{"ipBlock": {"cidr": "10.0.0.0/8"}}],
+            "egress": {"restrict": True, "apiServerCIDRs": ["10.96.0.1/32", "192.168.1.10/32"]},
+        },
     },
 }
 
@@ -120,6 +135,28 @@ def test_every_object_is_valid_kubernetes(values: dict[str, Any]) -> None:
         ({"operatr": {"replicas": 1}}, "additional properties 'operatr' not allowed"),
         ({"metrics": {"port": 70000}}, "at '/metrics/port': maximum"),
         ({"serviceAccount": {"create": False}}, "at '/serviceAccount/name': minLength"),
+        (
+            {"clusterWide": True, "watchNamespaces": ["shop"]},
+            "at '/clusterWide': value must be 'clusterWide: true serves every namespace and "
+            "watchNamespaces names some: set one or the other, not both'",
+        ),
+        ({"clusterWide": "yes"}, "at '/clusterWide': got string, want boolean"),
+        ({"policy": {"runnerImages": "x"}}, "at '/policy/runnerImages': got string, want array"),
+        ({"policy": {"sourceImages": ["a,b"]}}, "at '/policy/sourceImages/0': 'a,b' does not"),
+        ({"policy": {"serviceAccounts": [""]}}, "at '/policy/serviceAccounts/0': minLength"),
+        ({"policy": {"tolerationKeys": ["a", "a"]}}, "at '/policy/tolerationKeys': items at"),
+        ({"policy": {"nodeSelectorKey": []}}, "additional properties 'nodeSelectorKey'"),
+        ({"metrics": {"bindAddress": "0.0.0.0:9090/x"}}, "at '/metrics/bindAddress'"),
+        ({"metrics": {"bindAddress": ""}}, "at '/metrics/bindAddress': minLength"),
+        (
+            {"networkPolicy": {"egress": {"restrict": True}}},
+            "at '/networkPolicy/egress/apiServerCIDRs': minItems: got 0, want 1",
+        ),
+        (
+            {"networkPolicy": {"metricsFrom": [{"namespaceSelectr": {}}]}},
+            "additional properties 'namespaceSelectr' not allowed",
+        ),
+        ({"networkPolicy": {"metricsFrom": [{}]}}, "at '/networkPolicy/metricsFrom/0': minProp"),
     ],
 )
 def test_bad_values_are_refused_with_the_offending_path(
@@ -132,9 +169,39 @@ def test_bad_values_are_refused_with_the_offending_path(
         assert message in done.stdout + done.stderr
 
 
-def test_cluster_wide_mode_grants_exactly_the_operators_calls() -> None:
-    """By default: one ClusterRole with the operator's calls and kopf's CRD watch, nothing else."""
+def args_of(objects: list[dict[str, Any]]) -> list[str]:
+    container = only(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    return list(container["args"])
+
+
+def env_of(objects: list[dict[str, Any]]) -> dict[str, str]:
+    container = only(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e.get("value") for e in container["env"]}
+
+
+def test_by_default_the_operator_serves_its_own_namespace_only() -> None:
+    """No value set: a Role in the release's namespace, --namespace=<it>, no ClusterRole grants."""
     objects = template()
+    role = only(objects, "Role")
+    assert role["metadata"]["namespace"] == "revisor-system"
+    assert rule_set(role["rules"]) == NAMESPACED_RULES
+    binding = only(objects, "RoleBinding")
+    assert binding["metadata"]["namespace"] == "revisor-system"
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "revisor", "namespace": "revisor-system"}
+    ]
+    # The only cluster-scoped grant: names of namespaces and CRDs.
+    assert rule_set(only(objects, "ClusterRole")["rules"]) == CRD_READS | NAMESPACE_READS
+    assert [a for a in args_of(objects) if "namespace" in a] == ["--namespace=revisor-system"]
+    # Another release namespace: that one.
+    elsewhere = template(namespace="shop")
+    assert only(elsewhere, "Role")["metadata"]["namespace"] == "shop"
+    assert [a for a in args_of(elsewhere) if "namespace" in a] == ["--namespace=shop"]
+
+
+def test_cluster_wide_mode_is_explicit_and_grants_exactly_the_operators_calls() -> None:
+    """clusterWide: one ClusterRole with the operator's calls and kopf's CRD watch, nothing else."""
+    objects = template({"clusterWide": True})
     assert all_of_kind(objects, "Role") == []
     role = only(objects, "ClusterRole")
     assert rule_set(role["rules"]) == NAMESPACED_RULES | CRD_READS
@@ -143,9 +210,28 @@ def test_cluster_wide_mode_grants_exactly_the_operators_calls() -> None:
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": "revisor", "namespace": "revisor-system"}
     ]
-    args = only(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    args = args_of(objects)
     assert "--all-namespaces" in args
     assert not any(a.startswith("--namespace") for a in args)
+
+
+def test_cluster_wide_and_watch_namespaces_together_are_refused() -> None:
+    """Both at once would be ambiguous: the schema refuses, naming both values."""
+    done = run_helm(
+        "template", "x", str(CHART), values={"clusterWide": True, "watchNamespaces": ["shop"]}
+    )
+    assert done.returncode != 0
+    assert "set one or the other, not both" in done.stderr
+    # Even past the schema (--skip-schema-validation), the templates refuse.
+    done = run_helm(
+        "template",
+        "x",
+        str(CHART),
+        "--skip-schema-validation",
+        values={"clusterWide": True, "watchNamespaces": ["shop"]},
+    )
+    assert done.returncode != 0
+    assert "set one or the other, not both" in done.stderr
 
 
 def test_namespaced_mode_grants_roles_only_in_the_watched_namespaces() -> None:
@@ -161,12 +247,58 @@ def test_namespaced_mode_grants_roles_only_in_the_watched_namespaces() -> None:
         assert binding["subjects"][0]["namespace"] == "revisor-system"
     cluster_role = only(objects, "ClusterRole")
     assert rule_set(cluster_role["rules"]) == CRD_READS | NAMESPACE_READS
-    args = only(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    args = args_of(objects)
     assert [a for a in args if a.startswith("--namespace")] == [
         "--namespace=shop",
         "--namespace=billing",
     ]
     assert "--all-namespaces" not in args
+
+
+def test_allowlists_reach_the_operator_comma_joined() -> None:
+    """policy.* become REVISOR_ALLOWED_*; by default only the chart's runner account is allowed."""
+    env = env_of(template())
+    assert env["REVISOR_ALLOWED_RUNNER_IMAGES"] == ""
+    assert env["REVISOR_ALLOWED_SOURCE_IMAGES"] == ""
+    assert env["REVISOR_ALLOWED_SERVICE_ACCOUNTS"] == "revisor-runner"
+    assert env["REVISOR_ALLOWED_NODE_SELECTOR_KEYS"] == ""
+    assert env["REVISOR_ALLOWED_TOLERATION_KEYS"] == ""
+    env = env_of(template(MODES["everything-on"]))
+    assert env["REVISOR_ALLOWED_RUNNER_IMAGES"] == "registry.example/revisor-*"
+    assert env["REVISOR_ALLOWED_SOURCE_IMAGES"] == (
+        "registry.example/shop:*,registry.example/billing:1.?"
+    )
+    assert env["REVISOR_ALLOWED_SERVICE_ACCOUNTS"] == "revisor-runner,shop-migrator"
+    assert env["REVISOR_ALLOWED_NODE_SELECTOR_KEYS"] == "topology.kubernetes.io/zone"
+    assert env["REVISOR_ALLOWED_TOLERATION_KEYS"] == "dedicated"
+    # The runner ServiceAccount the chart creates is always allowed, whatever its name ...
+    env = env_of(template({"policy": {"serviceAccounts": []}}, release="team-a"))
+    assert env["REVISOR_ALLOWED_SERVICE_ACCOUNTS"] == "team-a-revisor-runner"
+    # ... and only that one when the chart creates none and the list is empty.
+    env = env_of(
+        template(
+            {"policy": {"serviceAccounts": []}, "runner": {"serviceAccount": {"create": False}}}
+        )
+    )
+    assert env["REVISOR_ALLOWED_SERVICE_ACCOUNTS"] == ""
+
+
+def test_allowlists_in_the_operator_are_what_the_chart_says() -> None:
+    """The operator's own parser reads the chart's env into the Policy it enforces."""
+    from revisor_operator.settings import Settings
+
+    env = env_of(template(MODES["everything-on"]))
+    policy = Settings.from_env({k: v for k, v in env.items() if v is not None}).policy
+    assert policy.runner_images == ("registry.example/revisor-*",)
+    assert policy.source_images == ("registry.example/shop:*", "registry.example/billing:1.?")
+    assert policy.service_accounts == ("revisor-runner", "shop-migrator")
+    assert policy.node_selector_keys == ("topology.kubernetes.io/zone",)
+    assert policy.toleration_keys == ("dedicated",)
+    default = Settings.from_env({k: v for k, v in env_of(template()).items() if v is not None})
+    assert default.policy.runner_images == ()
+    assert default.policy.service_accounts == ("revisor-runner",)
+    assert default.runner_image == "ghcr.io/revisor-dev/revisor:0.1.0"  # always allowed
+    assert default.metrics_address == "0.0.0.0"
 
 
 def test_no_rule_uses_wildcards_or_writes_what_the_operator_only_reads() -> None:
@@ -232,6 +364,12 @@ def test_runner_image_defaults_to_the_operator_image() -> None:
 
 def test_runner_service_account_has_no_token_and_no_binding() -> None:
     """The engine's ServiceAccount exists where Jobs run, mounts no token, is bound to nothing."""
+    default = template()
+    assert [
+        sa["metadata"]["namespace"]
+        for sa in of_kind(default, "ServiceAccount")
+        if sa["metadata"]["name"] == "revisor-runner"
+    ] == ["revisor-system"]
     objects = template({"watchNamespaces": ["shop"]})
     runners = [
         sa
@@ -277,6 +415,70 @@ def test_metrics_service_reaches_the_operator_and_monitor_is_optional() -> None:
     assert "--metrics-port=0" in args
 
 
+def test_metrics_bind_address_is_configurable() -> None:
+    """metrics.bindAddress is REVISOR_METRICS_ADDRESS: every interface by default."""
+    assert env_of(template())["REVISOR_METRICS_ADDRESS"] == "0.0.0.0"
+    local = env_of(template({"metrics": {"bindAddress": "127.0.0.1"}}))
+    assert local["REVISOR_METRICS_ADDRESS"] == "127.0.0.1"
+
+
+def test_network_policy_closes_the_pod_to_all_but_the_kubelet_by_default() -> None:
+    """On by default: the operator's pod, ingress from no peer at all, egress unrestricted."""
+    objects = template()
+    policy = only(objects, "NetworkPolicy")
+    spec = policy["spec"]
+    pod_labels = only(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert spec["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert spec["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "operator"
+    assert spec["policyTypes"] == ["Ingress"]
+    assert spec["ingress"] == []
+    assert "egress" not in spec
+    assert all_of_kind(template({"networkPolicy": {"enabled": False}}), "NetworkPolicy") == []
+
+
+def test_network_policy_admits_the_named_peers_to_their_port_only() -> None:
+    """metricsFrom reaches the metrics port, livenessFrom the liveness port; egress restricted."""
+    values = MODES["everything-on"]
+    spec = only(template(values), "NetworkPolicy")["spec"]
+    assert spec["policyTypes"] == ["Ingress", "Egress"]
+    metrics_rule, liveness_rule = spec["ingress"]
+    assert metrics_rule == {
+        "from": values["networkPolicy"]["metricsFrom"],
+        "ports": [{"port": 9090, "protocol": "TCP"}],
+    }
+    assert liveness_rule == {
+        "from": values["networkPolicy"]["livenessFrom"],
+        "ports": [{"port": 8080, "protocol": "TCP"}],
+    }
+    (egress,) = spec["egress"]
+    assert egress["to"] == [
+        {"ipBlock": {"cidr": "10.96.0.1/32"}},
+        {"ipBlock": {"cidr": "192.168.1.10/32"}},
+    ]
+    assert egress["ports"] == [{"port": 443, "protocol": "TCP"}, {"port": 6443, "protocol": "TCP"}]
+    # The ports follow the values; metrics off: no rule for a port nobody serves.
+    moved = only(
+        template(
+            {
+                "networkPolicy": {"metricsFrom": [{"podSelector": {}}]},
+                "metrics": {"port": 9100},
+            }
+        ),
+        "NetworkPolicy",
+    )["spec"]
+    assert moved["ingress"][0]["ports"] == [{"port": 9100, "protocol": "TCP"}]
+    off = only(
+        template(
+            {
+                "networkPolicy": {"metricsFrom": [{"podSelector": {}}]},
+                "metrics": {"enabled": False},
+            }
+        ),
+        "NetworkPolicy",
+    )["spec"]
+    assert off["ingress"] == []
+
+
 def test_static_manifests_are_rendered_from_the_chart() -> None:
     """manifests/ is exactly what scripts/render-manifests.sh makes of the chart today."""
     done = subprocess.run(
@@ -286,3 +488,32 @@ def test_static_manifests_are_rendered_from_the_chart() -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_a_release_pins_every_default_image_by_digest(tmp_path: Path) -> None:
+    """scripts/pin-image-digest.sh: operator, runner and hook images become repo@digest."""
+    root = tmp_path / "repo"
+    for part in ("scripts", "charts"):
+        shutil.copytree(REPO / part, root / part)
+    digest = "sha256:" + "d" * 64
+    done = subprocess.run(
+        [str(root / "scripts" / "pin-image-digest.sh"), digest],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    pinned = f"ghcr.io/revisor-dev/revisor@{digest}"
+    rendered = (root / "manifests" / "revisor.yaml").read_text()
+    assert rendered.count(f'"{pinned}"') == 2  # the operator's image and REVISOR_RUNNER_IMAGE
+    assert "revisor:0.1.0" not in rendered
+    hook = yaml.safe_load((root / "charts" / "revisor-migration" / "values.yaml").read_text())
+    assert hook["hook"]["digest"] == digest
+    refused = subprocess.run(
+        [str(root / "scripts" / "pin-image-digest.sh"), "latest"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert refused.returncode == 2
+    assert "usage:" in refused.stderr

@@ -271,6 +271,33 @@ def test_migrate_job_applies_the_desired_state_waits_and_records_the_release(
     assert job["spec"]["activeDeadlineSeconds"] == 10 * 60 + 120
 
 
+def test_scripts_configmap_is_labelled_for_the_operators_watch(app: AppChart) -> None:
+    """The "revisor-migration.scripts" helper labels it: the operator sees a change at once."""
+    scripts = only(app.template(), "ConfigMap", "shop-migrations")
+    assert scripts["metadata"]["labels"]["revisor.dev/scripts"] == "true"
+    assert scripts["data"]  # the revision files themselves
+    # The desired-state ConfigMap is not scripts: the operator need not watch it.
+    desired = only(app.template(), "ConfigMap", "shop-revisor-desired")
+    assert "revisor.dev/scripts" not in (desired["metadata"].get("labels") or {})
+
+
+@pytest.mark.parametrize(
+    ("image", "pinned"),
+    [
+        ("ghcr.io/revisor-dev/revisor:0.1.0", "ghcr.io/revisor-dev/revisor"),
+        ("registry.example:5000/revisor:0.2.0", "registry.example:5000/revisor"),
+        ("registry.example:5000/revisor", "registry.example:5000/revisor"),
+    ],
+)
+def test_hook_digest_pins_the_image(app: AppChart, image: str, pinned: str) -> None:
+    """hook.digest set: every hook Job runs <repository>@<digest>, the tag dropped."""
+    digest = "sha256:" + "c" * 64
+    for job in of_kind(app.template({"hook": {"image": image, "digest": digest}}), "Job"):
+        assert container(job)["image"] == f"{pinned}@{digest}"
+    for job in of_kind(app.template({"hook": {"image": image}}), "Job"):
+        assert container(job)["image"] == image
+
+
 def test_rollback_job_waits_for_the_revision_recorded_for_the_release(app: AppChart) -> None:
     """`revisor-operator wait dbm/shop ... --rollback-to-release 1`, nothing to apply or mount."""
     job = only(app.template(), "Job", "shop-revisor-rollback")
@@ -368,6 +395,7 @@ def test_parent_chart_condition_and_globals_are_accepted(app: AppChart) -> None:
         ({"hook": {"timeout": ""}}, "at '/hook/timeout': minLength"),
         ({"hook": {"imagePullPolicy": "Sometimes"}}, "at '/hook/imagePullPolicy': value must be"),
         ({"hook": {"timout": "10m"}}, "at '/hook': additional properties 'timout' not allowed"),
+        ({"hook": {"digest": "sha256:abc"}}, "at '/hook/digest': 'sha256:abc' does not match"),
         ({"targt": "head"}, "additional properties 'targt' not allowed"),
         ({"target": ""}, "at '/target': minLength"),
         ({"target": 1234}, "at '/target': got number, want string"),

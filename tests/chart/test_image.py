@@ -4,7 +4,9 @@ The Dockerfile cannot be built here (no Docker engine); what it promises can
 be: the programs it names are this distribution's console scripts and run,
 it runs as the uid the chart and the Jobs expect, its bytecode is compiled at
 build time (the root filesystem is read-only at run time), and its build
-context holds what the build copies.
+context holds what the build copies. Its supply chain: the base image is
+pinned by digest, and pip installs only the wheels requirements/*.txt hash,
+which cover every runtime dependency at the version constraints.txt pins.
 """
 
 from __future__ import annotations
@@ -18,11 +20,19 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from packaging.markers import default_environment
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
 from revisor_operator.decisions.jobs import RUN_AS_USER
 
 from tests.chart.render import REPO, only, template
 
 DOCKERFILE = REPO / "Dockerfile"
+IMAGE_REQUIREMENTS = REPO / "requirements" / "image.txt"
+BUILD_REQUIREMENTS = REPO / "requirements" / "build.txt"
+#: The extras the image installs (Dockerfile, scripts/lock-image-requirements.sh).
+IMAGE_EXTRAS = ("operator", "async")
 
 
 def instructions() -> list[tuple[str, str]]:
@@ -114,8 +124,128 @@ def test_base_is_slim_python_311_in_both_stages() -> None:
     assert "--from=build /opt/revisor /opt/revisor" in [a for k, a in final_stage() if k == "COPY"]
 
 
+def test_base_image_is_pinned_by_digest() -> None:
+    """Both stages start FROM the one ARG, a tag and a digest: the digest is what is pulled."""
+    steps = instructions()
+    args = dict(a.split("=", 1) for k, a in steps if k == "ARG" and "=" in a)
+    assert re.fullmatch(r"python:3\.11-slim-bookworm@sha256:[0-9a-f]{64}", args["PYTHON_IMAGE"])
+    froms = [a.split()[0] for k, a in steps if k == "FROM"]
+    assert froms == ["${PYTHON_IMAGE}", "${PYTHON_IMAGE}"]
+
+
+def _hashed(path: Path) -> dict[str, tuple[str, list[str]]]:
+    """{normalized name: (version, [sha256, ...])} of a pip requirements file with hashes."""
+    text = path.read_text().replace("\\\n", " ")
+    found: dict[str, tuple[str, list[str]]] = {}
+    for line in text.splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        requirement, *options = line.split()
+        name, _, version = requirement.partition("==")
+        assert version, f"{path.name}: {requirement!r} is not pinned exactly"
+        hashes = [o.removeprefix("--hash=sha256:") for o in options]
+        assert hashes and all(re.fullmatch(r"[0-9a-f]{64}", h) for h in hashes), line
+        assert len(options) == len(hashes)
+        found[canonicalize_name(name)] = (version, hashes)
+    return found
+
+
+def runtime_closure() -> set[str]:
+    """Every distribution `pip install .[operator,async]` installs on Linux, Python 3.11.
+
+    From pyproject.toml's requirements, then each dependency's own metadata as installed
+    here (the suite runs on the pinned versions: see test_suite_runs_on_the_pinned_versions).
+    """
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    wanted = [Requirement(r) for r in project["dependencies"]]
+    for extra in IMAGE_EXTRAS:
+        wanted += [Requirement(r) for r in project["optional-dependencies"][extra]]
+    environment = {str(k): str(v) for k, v in default_environment().items()}
+    environment |= {"sys_platform": "linux", "platform_system": "Linux"}
+    seen: set[str] = set()
+    queue = [(r, "") for r in wanted]
+    while queue:
+        requirement, extra = queue.pop()
+        if requirement.marker and not requirement.marker.evaluate({**environment, "extra": extra}):
+            continue
+        name = canonicalize_name(requirement.name)
+        extras = sorted(requirement.extras)
+        if name in seen and not extras:
+            continue
+        seen.add(name)
+        for text in importlib.metadata.requires(requirement.name) or []:
+            dependency = Requirement(text)
+            for asked in ["", *extras]:
+                queue.append((dependency, asked))
+    return seen
+
+
+def test_image_requirements_cover_every_runtime_dependency_at_the_pinned_versions() -> None:
+    """requirements/image.txt: the runtime closure, nothing more, each as constraints.txt pins
+    it, each with its wheels' sha256. Stale after `make constraints`: rerun
+    scripts/lock-image-requirements.sh."""
+    hashed = _hashed(IMAGE_REQUIREMENTS)
+    closure = runtime_closure()
+    assert "kopf" in closure and "psycopg-binary" in closure and "asyncpg" in closure
+    assert sorted(closure - set(hashed)) == [], "missing from requirements/image.txt"
+    assert sorted(set(hashed) - closure) == [], "in requirements/image.txt, not a dependency"
+    pins: dict[str, str] = {canonicalize_name(n): version for n, version in _pins().items()}
+    stale = {
+        name: (version, pins.get(name))
+        for name, (version, _) in hashed.items()
+        if pins.get(name) != version
+    }
+    assert not stale, f"(hashed, pinned) differ: {stale}; run scripts/lock-image-requirements.sh"
+
+
+def test_packages_with_compiled_code_are_hashed_for_both_architectures() -> None:
+    """A wheel per platform (x86_64 and aarch64): two hashes or more where code is compiled."""
+    hashed = _hashed(IMAGE_REQUIREMENTS)
+    for name in ("psycopg-binary", "asyncpg", "greenlet", "sqlalchemy", "pyyaml", "aiohttp"):
+        assert len(hashed[name][1]) >= 2, (name, hashed[name])
+
+
+def test_build_backend_is_hashed_and_satisfies_pyproject() -> None:
+    """requirements/build.txt: the setuptools pyproject.toml's build-system asks for."""
+    hashed = _hashed(BUILD_REQUIREMENTS)
+    build = tomllib.loads((REPO / "pyproject.toml").read_text())["build-system"]
+    assert build["build-backend"] == "setuptools.build_meta"
+    for text in build["requires"]:
+        requirement = Requirement(text)
+        if requirement.name == "wheel":
+            continue  # setuptools >= 70.1 builds wheels itself
+        version, _ = hashed[canonicalize_name(requirement.name)]
+        assert version in SpecifierSet(str(requirement.specifier)), (requirement, version)
+    assert "setuptools" in (REPO / "requirements" / "build.in").read_text()
+
+
+def test_every_pip_install_requires_hashes_or_installs_the_local_wheel() -> None:
+    """No pip install in the Dockerfile resolves from an index without a hash."""
+    runs = [a for k, a in instructions() if k == "RUN" and "pip" in a]
+    installs = [
+        command.strip()
+        for run in runs
+        for command in run.split("&&")
+        if " install " in f" {command} " and "pip" in command
+    ]
+    assert len(installs) == 3, installs
+    for command in installs:
+        argv = shlex.split(command)
+        if "--no-index" in argv:
+            assert argv[-1] == "/wheels/revisor-*.whl"
+        else:
+            assert "--require-hashes" in argv and "--no-deps" in argv, command
+            assert "--only-binary=:all:" in argv, command
+            assert argv[argv.index("-r") + 1] in (
+                "requirements/build.txt",
+                "requirements/image.txt",
+            )
+    assert any("pip check" in r for r in runs)
+    assert any("--no-build-isolation" in r for r in runs)
+
+
 @pytest.mark.parametrize(
-    "path", ["pyproject.toml", "constraints.txt", "README.md", "engine/", "operator/"]
+    "path", ["pyproject.toml", "requirements/", "README.md", "engine/", "operator/"]
 )
 def test_build_context_holds_what_the_build_copies(path: str) -> None:
     """Each COPY source exists and .dockerignore lets it through."""
@@ -141,10 +271,19 @@ def _pins() -> dict[str, str]:
     return pins
 
 
-def test_image_installs_the_versions_the_suite_ran_with() -> None:
-    """The image's pip install is constrained by the same file as `make install`."""
-    installs = [a for k, a in instructions() if k == "RUN" and "pip install" in a]
-    assert installs and all("-c constraints.txt" in a for a in installs), installs
+def test_the_wheel_holds_every_package_of_the_source() -> None:
+    """The image installs a built wheel, not this checkout: pyproject.toml must list every
+    package directory (an editable install, as `make install` makes, would hide one missing)."""
+    tool = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    packages = tool.get("packages")
+    if isinstance(packages, dict):  # packages = {find = {...}}: found, not listed
+        return
+    listed = set(packages)
+    for package, directory in tool["package-dir"].items():
+        for init in sorted((REPO / directory).rglob("__init__.py")):
+            relative = init.parent.relative_to(REPO / directory)
+            name = ".".join([package, *relative.parts])
+            assert name in listed, f"pyproject.toml [tool.setuptools] packages lacks {name}"
 
 
 def test_suite_runs_on_the_pinned_versions() -> None:

@@ -5,25 +5,27 @@ runs in this process (kopf's KopfRunner, as in test_operator*.py) but
 authenticated as the chart's ServiceAccount with a TokenRequest token, and
 takes a DatabaseMigration to Ready. Any call the chart forgot to grant
 fails that run (or shows up as a 403 in the operator's output). Both install
-modes get that proof — namespaced (``watchNamespaces``) and cluster-wide (the
-README's default ``helm install``, the operator run with
+modes get that proof — namespaced (``watchNamespaces``, as the README installs)
+and cluster-wide (``clusterWide=true``, the operator run with
 ``--all-namespaces`` as its Deployment runs it) — and so do the static
-manifests, applied for real with ``kubectl apply -k``.
+manifests (cluster-wide), applied for real with ``kubectl apply -k``.
 
 Those releases install the chart's Deployment with ``operator.replicas=0``, so
 that the operator's output can be searched for refusals in this process. The
-README's own command is also run as written (``test_readme_install_...``): the
-Deployment's pod, started by localkube's process-kubelet with its
-ServiceAccount token at the standard path (``localkube.privatemounts``), runs
-``revisor-operator`` with the standard in-cluster configuration and takes a
-DatabaseMigration to Succeeded.
+README's own commands are also run as written, read from README.md
+(``test_readme_install_...``): the Deployment's pod, started by localkube's
+process-kubelet with its ServiceAccount token at the standard path
+(``localkube.privatemounts``), runs ``revisor-operator`` with the standard
+in-cluster configuration and takes a DatabaseMigration in the namespace the
+README names to Succeeded.
 """
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import os
+import re
+import shlex
 import shutil
 import socket
 import subprocess
@@ -42,7 +44,15 @@ from localkube.privatemounts import check_support
 from tests.chart.render import CHART, REPO, helm
 from tests.cluster.conftest import Kube
 from tests.cluster.test_rollback import deploy
-from tests.support.kube import as_dict, condition, get, present, wait_for
+from tests.support.kube import (
+    as_dict,
+    can,
+    condition,
+    get,
+    present,
+    token_kubeconfig,
+    wait_for,
+)
 from tests.support.kube import kubectl as find_kubectl
 from tests.support.operator_kit import (
     create,
@@ -79,7 +89,7 @@ class Release:
     other: str
     kube: Kube
     env: dict[str, str]
-    #: No watchNamespaces: a ClusterRole, and the operator runs with --all-namespaces.
+    #: clusterWide=true: a ClusterRole, and the operator runs with --all-namespaces.
     clusterwide: bool = False
 
     @property
@@ -144,7 +154,11 @@ def _installed(
         env=helm_env(tmp_path_factory.mktemp("helm")),
         clusterwide=clusterwide,
     )
-    scope = () if clusterwide else ("--set", f"watchNamespaces={{{installed.watched}}}")
+    scope = (
+        ("--set", "clusterWide=true")
+        if clusterwide
+        else ("--set", f"watchNamespaces={{{installed.watched}}}")
+    )
     helm_install(installed, *scope)
     _wait_until_served(installed, tmp_path_factory.mktemp("rbac") / "kubeconfig")
     yield installed
@@ -159,7 +173,7 @@ def release(kube: Kube, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Re
 
 @pytest.fixture
 def clusterwide(kube: Kube, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Release]:
-    """The chart installed as the README says, cluster-wide (its Deployment scaled to 0)."""
+    """The chart installed cluster-wide, clusterWide=true (its Deployment scaled to 0)."""
     yield from _installed(kube, tmp_path_factory, clusterwide=True)
 
 
@@ -194,7 +208,7 @@ def _wait_for_rbac(
     ``namespaces``: the account must also list namespaces (namespaced mode, where kopf
     resolves the namespaces it serves; with --all-namespaces it never lists them).
     """
-    path = token_kubeconfig(kube, namespace, account, kubeconfig)
+    path = token_kubeconfig(kube.api, kube.kubeconfig, namespace, account, kubeconfig)
     as_operator = config.new_client_from_config(config_file=str(path))
     try:
         wait_for(
@@ -210,54 +224,19 @@ def _wait_for_rbac(
         as_operator.close()
 
 
-def token_kubeconfig(kube: Kube, namespace: str, account: str, path: Path) -> Path:
-    """A kubeconfig that authenticates as ServiceAccount ``namespace/account`` (TokenRequest)."""
-    token = client.CoreV1Api(kube.api).create_namespaced_service_account_token(
-        account,
-        namespace,
-        client.AuthenticationV1TokenRequest.model_validate({"spec": {"expirationSeconds": 3600}}),
-    )
-    admin = yaml.safe_load(kube.kubeconfig.read_text())
-    cluster = dict(admin["clusters"][0]["cluster"])
-    if "certificate-authority" in cluster:  # a file next to the admin's kubeconfig
-        ca = (kube.kubeconfig.parent / cluster.pop("certificate-authority")).read_bytes()
-        cluster["certificate-authority-data"] = base64.b64encode(ca).decode()
-    path.write_text(
-        yaml.safe_dump({
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [{"name": "c", "cluster": cluster}],
-            "users": [{"name": account, "user": {"token": present(token.status).token}}],
-            "contexts": [{"name": "sa", "context": {"cluster": "c", "user": account}}],
-            "current-context": "sa",
-        })
-    )  # fmt: skip
-    return path
-
-
-def can(api: client.ApiClient, verb: str, resource: str, namespace: str = "") -> bool:
-    """SelfSubjectAccessReview: may the caller ``verb`` ``resource`` ("[group:]plural[/sub]")?"""
-    group, _, rest = resource.rpartition(":")
-    plural, _, sub = rest.partition("/")
-    attributes: dict[str, Any] = {"verb": verb, "group": group, "resource": plural}
-    if sub:
-        attributes["subresource"] = sub
-    if namespace:
-        attributes["namespace"] = namespace
-    review = client.AuthorizationV1Api(api).create_self_subject_access_review(
-        client.V1SelfSubjectAccessReview.model_validate(
-            {"spec": {"resourceAttributes": attributes}}
-        )
-    )
-    return bool(present(review.status).allowed)
-
-
 # -- accepted by the API server ---------------------------------------------------------
 
 
 def test_rendered_chart_passes_server_side_dry_run(kube: Kube, namespace: str) -> None:
-    """`kubectl apply --dry-run=server` accepts every object, in both modes (admission, schemas)."""
-    for values in ([], ["--set", f"watchNamespaces={{{namespace}}}"]):
+    """`kubectl apply --dry-run=server` accepts every object, in every mode (admission, schemas)."""
+    for values in (
+        [],
+        ["--set", "clusterWide=true"],
+        ["--set", f"watchNamespaces={{{namespace}}}"],
+        ["--set", "networkPolicy.egress.restrict=true",
+         "--set", "networkPolicy.egress.apiServerCIDRs={10.0.0.1/32}",
+         "--set", "networkPolicy.metricsFrom[0].podSelector.matchLabels.app=prometheus"],
+    ):  # fmt: skip
         rendered = run([helm(), "template", "dry", str(CHART), "--namespace", namespace, *values])
         out = run(
             [kubectl(), "--kubeconfig", str(kube.kubeconfig), "apply", "--dry-run=server",
@@ -266,6 +245,7 @@ def test_rendered_chart_passes_server_side_dry_run(kube: Kube, namespace: str) -
         )  # fmt: skip
         assert "deployment.apps/dry-revisor serverside-applied (server dry run)" in out, out
         assert "serviceaccount/dry-revisor-runner serverside-applied" in out, out
+        assert "networkpolicy.networking.k8s.io/dry-revisor serverside-applied" in out, out
 
 
 def test_notes_say_how_to_check_the_operator_and_migrate(
@@ -282,11 +262,15 @@ def test_notes_say_how_to_check_the_operator_and_migrate(
         return out[out.index("NOTES:") :]
 
     default = notes()
-    assert "It serves DatabaseMigrations in every namespace." in default
+    assert f"It serves DatabaseMigrations in its own namespace only: {namespace}" in default
     assert f"kubectl -n {namespace} rollout status deployment/revisor" in default
-    assert "kubectl create secret generic shop-db" in default
-    assert "kubectl create configmap shop-migrations" in default
-    assert "kubectl wait dbm/shop --for=condition=Ready" in default
+    assert f"kubectl -n {namespace} create secret generic shop-db" in default
+    assert f"kubectl -n {namespace} create configmap shop-migrations" in default
+    assert f"kubectl -n {namespace} label configmap shop-migrations revisor.dev/scripts=true" in (
+        default
+    )
+    assert f"kubectl -n {namespace} wait dbm/shop --for=condition=Ready" in default
+    assert "docs/security.md" in default
     assert "operator is not running" not in default
     assert "kubectl delete crd databasemigrations.revisor.dev" in default  # crds.keep
     # The example is a resource the CRD accepts, as printed.
@@ -302,8 +286,11 @@ def test_notes_say_how_to_check_the_operator_and_migrate(
     scoped = notes("--set", "watchNamespaces={shop,billing}", "--set", "operator.replicas=0",
                    "--set", "crds.keep=false")  # fmt: skip
     assert "It serves DatabaseMigrations in: shop, billing." in scoped
+    assert "kubectl -n shop create secret generic shop-db" in scoped
     assert "operator.replicas is 0: the operator is not running" in scoped
     assert "kubectl delete crd" not in scoped
+    everywhere = notes("--set", "clusterWide=true")
+    assert "It serves DatabaseMigrations in every namespace (clusterWide: true)." in everywhere
 
 
 # -- installed: the RBAC is enough -----------------------------------------------------
@@ -326,7 +313,7 @@ def migrate_as(
     rolls out fine, and the window must close as Succeeded: the operator read it. Any
     call its RBAC refuses fails the test, whether the run stalls or kopf logs and retries.
     """
-    config_path = token_kubeconfig(kube, *account, tmp_path / "sa.kubeconfig")
+    config_path = token_kubeconfig(kube.api, kube.kubeconfig, *account, tmp_path / "sa.kubeconfig")
     tmp_path.chmod(0o777)  # the Job's pod runs as another user
     url = f"sqlite:///{tmp_path / 'app.db'}"
     as_operator = dataclasses.replace(kube, kubeconfig=config_path)
@@ -387,7 +374,8 @@ def test_operator_as_the_charts_service_account_migrates_to_ready(
 @pytest.fixture(scope="module")
 def as_operator(release: Release, tmp_path_factory: pytest.TempPathFactory) -> client.ApiClient:
     path = token_kubeconfig(
-        release.kube,
+        release.kube.api,
+        release.kube.kubeconfig,
         release.namespace,
         release.service_account,
         tmp_path_factory.mktemp("sa") / "kubeconfig",
@@ -484,7 +472,7 @@ def test_runner_service_account_has_no_permissions(release: Release, kube: Kube)
         assert not present(review.status).allowed, (verb, resource)
 
 
-# -- cluster-wide: the README's `helm install`, and `kubectl apply -k manifests/` ---------
+# -- cluster-wide: clusterWide=true, and `kubectl apply -k manifests/` ---------------------
 
 
 def alone_in_the_cluster(kube: Kube, ns: str) -> None:
@@ -505,8 +493,13 @@ def test_cluster_wide_release_migrates_and_follows_a_rollout_as_its_service_acco
 ) -> None:
     """Only the ClusterRole: --all-namespaces, a migration to Ready, the Deployment read."""
     kube = clusterwide.kube
-    path = token_kubeconfig(kube, clusterwide.namespace, clusterwide.service_account,
-                            tmp_path / "check.kubeconfig")  # fmt: skip
+    path = token_kubeconfig(
+        kube.api,
+        kube.kubeconfig,
+        clusterwide.namespace,
+        clusterwide.service_account,
+        tmp_path / "check.kubeconfig",
+    )
     as_operator = config.new_client_from_config(config_file=str(path))
     try:
         # What --all-namespaces asks for: cluster-scoped lists and watches.
@@ -629,6 +622,60 @@ README_NAMESPACE = "revisor-system"
 OPERATOR_SELECTOR = "app.kubernetes.io/component=operator"
 
 
+def readme_install_commands() -> list[list[str]]:
+    """The commands of README.md's first Install block, as argv lists (comments dropped)."""
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("\n## Install\n") :]
+    block = re.search(r"```sh\n(.*?)```", section, re.DOTALL)
+    assert block is not None, "README.md's Install section has no ```sh block"
+    joined = block.group(1).replace("\\\n", " ")
+    return [argv for line in joined.splitlines() if (argv := shlex.split(line, comments=True))]
+
+
+@dataclasses.dataclass(frozen=True)
+class ReadmeInstall:
+    """What README.md says to run: the app's namespace, then `helm install` in its own."""
+
+    #: The namespace the README creates for DatabaseMigrations, which the release serves.
+    watched: str
+    #: `helm install ...` as written, its chart path made absolute.
+    helm_args: list[str]
+
+    @classmethod
+    def parse(cls) -> ReadmeInstall:
+        first, second, *_ = readme_install_commands()
+        assert first[:3] == ["kubectl", "create", "namespace"], first
+        assert second[:2] == ["helm", "install"], second
+        watched = first[3]
+        # The release is the one this test follows, in the namespace it names, serving
+        # exactly the namespace created above: the README's promise.
+        assert second[2:4] == [README_RELEASE, "charts/revisor"], second
+        assert second[4:6] == ["-n", README_NAMESPACE], second
+        assert f"watchNamespaces={{{watched}}}" in second, second
+        assert not [a for a in second if "clusterWide" in a], second
+        return cls(watched=watched, helm_args=[*second[2:3], str(CHART), *second[4:]])
+
+
+def test_readme_install_block_is_what_the_install_test_runs() -> None:
+    """No cluster needed: the README's commands parse, and say which namespace is served."""
+    install = ReadmeInstall.parse()
+    assert install.watched == "shop"
+    assert install.helm_args[1] == str(CHART)
+    assert "--create-namespace" in install.helm_args
+
+
+def create_named_namespace(kube: Kube, name: str) -> None:
+    """``kubectl create namespace NAME`` as the README runs it, then its default account."""
+    run([kubectl(), "--kubeconfig", str(kube.kubeconfig), "create", "namespace", name])
+    core = client.CoreV1Api(kube.api)
+    wait_for(
+        lambda: core.list_namespaced_service_account(name).items,
+        lambda accounts: any(present(a.metadata).name == "default" for a in accounts),
+        timeout=30,
+        what=f"ServiceAccount {name}/default",
+    )
+
+
 def port_taken(port: int) -> bool:
     """Whether something on this machine listens on ``port`` (the pod shares its network)."""
     with socket.socket() as probe:
@@ -646,23 +693,24 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def readme_install(process_kubelet: Kube, tmp_path: Path) -> Iterator[Kube]:
-    """``helm install revisor charts/revisor -n revisor-system --create-namespace``, as written.
+def readme_install(process_kubelet: Kube, tmp_path: Path) -> Iterator[tuple[Kube, str]]:
+    """README.md's Install commands, as written: the app's namespace, then `helm install`.
 
     Plus what any test on a shared cluster needs: ``--kubeconfig``, ``--take-ownership``
     of the session's CRD and ``--wait``; and, only if this machine already has them in
     use, other ports for the pod's liveness and metrics endpoints (its pod shares the
-    host's network here). Uninstalled afterwards, and ``revisor-system`` deleted, before
-    the next test: a cluster-wide operator left running would serve its resources.
+    host's network here). Uninstalled afterwards, and both namespaces deleted, before
+    the next test. Yields the cluster and the namespace the release serves.
     """
     kube = process_kubelet
+    install = ReadmeInstall.parse()
     unsupported = check_support()
     if unsupported is not None:
         pytest.skip(f"the process-kubelet cannot mount ServiceAccount tokens here: {unsupported}")
-    if not namespace_free(kube, README_NAMESPACE):
-        pytest.skip(f"namespace {README_NAMESPACE} exists: installing there would overwrite it")
+    for name in (README_NAMESPACE, install.watched):
+        if not namespace_free(kube, name):
+            pytest.skip(f"namespace {name} exists: installing there would overwrite it")
     install_crd(kube)
-    alone_in_the_cluster(kube, "")
     ports = {"operator.livenessPort": 8080, "metrics.port": 9090}
     values = [
         arg
@@ -672,21 +720,23 @@ def readme_install(process_kubelet: Kube, tmp_path: Path) -> Iterator[Kube]:
     ]
     env = helm_env(tmp_path)
     try:
+        create_named_namespace(kube, install.watched)
         run(
-            [helm(), "install", README_RELEASE, str(CHART), "-n", README_NAMESPACE,
-             "--create-namespace", "--kubeconfig", str(kube.kubeconfig), "--take-ownership",
-             "--wait", "--timeout", "3m", *values],
+            [helm(), "install", *install.helm_args, "--kubeconfig", str(kube.kubeconfig),
+             "--take-ownership", "--wait", "--timeout", "3m", *values],
             env=env,
         )  # fmt: skip
-        yield kube
+        yield kube, install.watched
     finally:
         subprocess.run(
             [helm(), "uninstall", README_RELEASE, "-n", README_NAMESPACE, "--kubeconfig",
              str(kube.kubeconfig), "--wait"],
             env=env, capture_output=True, check=False, timeout=180,
         )  # fmt: skip
-        delete_namespace(kube, README_NAMESPACE)
-        assert namespace_free(kube, README_NAMESPACE)
+        for name in (install.watched, README_NAMESPACE):
+            delete_namespace(kube, name)
+        for name in (install.watched, README_NAMESPACE):
+            assert namespace_free(kube, name)
 
 
 def operator_pod(kube: Kube) -> Any:
@@ -713,42 +763,46 @@ def operator_pod(kube: Kube) -> Any:
 
 
 def test_readme_install_runs_the_operator_in_its_own_pod_to_a_migration(
-    readme_install: Kube, tmp_path: Path
+    readme_install: tuple[Kube, str], tmp_path: Path
 ) -> None:
-    """The Deployment's pod, with only its in-cluster credentials, migrates to Succeeded."""
-    kube = readme_install
+    """The Deployment's pod, with only its in-cluster credentials, migrates the README's
+    namespace to Succeeded, and serves that namespace only."""
+    kube, ns = readme_install
     pod = operator_pod(kube)
     name = pod.metadata.name
     spec = pod.spec
     assert spec.service_account_name == "revisor"
     assert spec.containers[0].command == ["revisor-operator"]
-    assert "--all-namespaces" in spec.containers[0].args
+    assert f"--namespace={ns}" in spec.containers[0].args
+    assert "--all-namespaces" not in spec.containers[0].args
     # The ServiceAccount admission's token volume, at the path in-cluster clients read.
     mounts = {m.mount_path: m.name for m in spec.containers[0].volume_mounts}
     token_volume = mounts.get("/var/run/secrets/kubernetes.io/serviceaccount", "")
     assert token_volume.startswith("kube-api-access-"), mounts
+    # Its permissions: a Role in the served namespace, no ClusterRole beyond names.
+    rbac = client.RbacAuthorizationV1Api(kube.api)
+    assert rbac.read_namespaced_role("revisor", ns).rules
+    with pytest.raises(ApiException) as caught:
+        rbac.read_cluster_role_binding("revisor")
+    assert caught.value.status == 404
 
-    ns = create_namespace(kube, "chart", "in-pod")
-    try:
-        tmp_path.chmod(0o777)  # the Job's pod runs as another user on a real node
-        create_secret(kube, ns, f"sqlite:///{tmp_path / 'app.db'}")
-        create_config_map(kube, ns, REVS)
-        create(kube, ns, migration("app"))
-        done = settled(kube, ns, "app", timeout=120)
-        assert done["status"]["phase"] == "Succeeded", done["status"]
-        assert ready(done)["status"] == "True"
-        assert done["status"]["currentRevision"] == REVS[-1].id
-        events_with(kube, ns, {"Running", "Migrated"}, involving="app")
-        # It was this pod, never restarted, that did it.
-        log = client.CoreV1Api(kube.api).read_namespaced_pod_log(name, README_NAMESPACE)
-        assert ns in log, log
-        for word in ("Forbidden", "forbidden", "no Kubernetes credentials"):
-            assert word not in log, log
-        again = operator_pod(kube)
-        assert again.metadata.uid == pod.metadata.uid
-        assert again.status.container_statuses[0].restart_count == 0
-    finally:
-        delete_namespace(kube, ns)
+    tmp_path.chmod(0o777)  # the Job's pod runs as another user on a real node
+    create_secret(kube, ns, f"sqlite:///{tmp_path / 'app.db'}")
+    create_config_map(kube, ns, REVS)
+    create(kube, ns, migration("app"))
+    done = settled(kube, ns, "app", timeout=120)
+    assert done["status"]["phase"] == "Succeeded", done["status"]
+    assert ready(done)["status"] == "True"
+    assert done["status"]["currentRevision"] == REVS[-1].id
+    events_with(kube, ns, {"Running", "Migrated"}, involving="app")
+    # It was this pod, never restarted, that did it.
+    log = client.CoreV1Api(kube.api).read_namespaced_pod_log(name, README_NAMESPACE)
+    assert ns in log, log
+    for word in ("Forbidden", "forbidden", "no Kubernetes credentials"):
+        assert word not in log, log
+    again = operator_pod(kube)
+    assert again.metadata.uid == pod.metadata.uid
+    assert again.status.container_statuses[0].restart_count == 0
 
 
 # -- upgrade and uninstall ------------------------------------------------------------------

@@ -21,12 +21,12 @@ from typing import Any
 import pytest
 from kopf.testing import KopfRunner
 from kubernetes import client
+from revisor_operator.decisions.jobs import MIGRATION_LABEL
 
 from tests.chart.render import helm
 from tests.cluster.conftest import Kube
 from tests.support.kube import present, wait_for
 from tests.support.operator_kit import (
-    MIGRATION_LABEL,
     REVS,
     create_namespace,
     create_secret,

@@ -149,3 +149,40 @@ def test_password_appears_in_no_status_event_log_or_job(
     leaks = [where for where, what in searched.items() if password in json.dumps(what)]
     assert leaks == []
     assert len(searched["events"]) >= 3
+
+
+def test_secret_keys_pointed_at_other_values_show_none_of_them(kube: Kube, ns: str) -> None:
+    """secretRef's hostKey at an API token and userKey at the password, the attack a user who
+    may create DatabaseMigrations but not read Secrets has: neither value shows anywhere, and
+    the unreachable database is named by its Secret."""
+    token, password = f"TOKEN-CANARY-{uuid.uuid4().hex}", f"PW-CANARY-{uuid.uuid4().hex[:12]}"
+    client.CoreV1Api(kube.api).create_namespaced_secret(
+        ns,
+        client.V1Secret.model_validate(
+            {"metadata": {"name": "db"}, "stringData": {
+                "host": "127.0.0.1", "port": "5432", "database": "app", "user": "app",
+                "password": password, "apiToken": token}}
+        ),
+    )  # fmt: skip
+    create_config_map(kube, ns, REVS)
+    parts = {"name": "db", "hostKey": "apiToken", "userKey": "password"}
+    with json_logs() as structured, running_operator(kube, ns) as operator:
+        create(kube, ns, migration(
+            "app",
+            database={"secretRef": parts, "driver": "postgresql+psycopg"},
+            runner={"backoffLimit": 0},
+        ))  # fmt: skip
+        done = settled(kube, ns, "app")
+    assert ready(done)["reason"] == "DatabaseUnreachable", done["status"]
+    assert f"Secret {ns}/db" in ready(done)["message"], "the database is named by its Secret"
+    searched = {
+        "status": done,
+        "events": listed(kube, "events", ns),
+        "pods": listed(kube, "pods", ns),
+        "pod logs": _pod_logs(kube, ns),
+        "structlog": structured.getvalue(),
+        "kopf": operator.output,
+    }
+    assert structured.getvalue().strip() and operator.output.strip(), "the logs were captured"
+    for value in (token, password):
+        assert [where for where, what in searched.items() if value in json.dumps(what)] == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from revisor.contract import ExitCode
 from revisor_operator.decisions.policy import Policy, violations
 from revisor_operator.decisions.spec import parse_spec
 from revisor_operator.settings import Settings
@@ -98,3 +99,27 @@ def test_settings_read_the_allowlists_from_the_environment() -> None:
         toleration_keys=("dedicated",),
     )
     assert Settings.from_env({}).policy == Policy()
+
+
+def test_a_forged_pod_the_job_adopted_is_not_the_jobs_own() -> None:
+    """The Job controller adopts an orphan pod with matching labels; only a pod running the
+    template's containers counts, so a forged termination message is never read."""
+    from revisor_operator.decisions.observe import observe_run, owned_pods
+
+    from .factories import job_for, pod, result
+
+    job = job_for(state="complete")
+    job["metadata"]["uid"] = "job-uid"
+    template = job["spec"]["template"]["spec"]
+    owner: list[Any] = [{"kind": "Job", "uid": "job-uid", "controller": True}]
+    genuine = pod(job=job["metadata"]["name"], exit_code=4, message=result(ExitCode(4)))
+    genuine["metadata"]["ownerReferences"] = owner
+    genuine["spec"] = template
+    forged = pod(job=job["metadata"]["name"], exit_code=0, message=result(end=("FORGED",)))
+    forged["metadata"]["ownerReferences"] = owner
+    forged["metadata"]["creationTimestamp"] = "2099-01-01T00:00:00Z"  # the newest
+    forged["spec"] = {"containers": [{"name": "revisor", "image": "revisor:dev",
+                                      "command": ["python3", "-c", "..."]}]}  # fmt: skip
+    assert owned_pods(job, [genuine, forged]) == [genuine]
+    run = observe_run(job=job, pods=[genuine, forged])
+    assert run.result is not None and run.result.exit_code == ExitCode(4)

@@ -9,6 +9,7 @@ object is the diagnosis.
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import shutil
@@ -276,3 +277,47 @@ def pod_finished(
         timeout=timeout,
         what=what or f"pod {name} to finish",
     )
+
+
+def token_kubeconfig(
+    api: client.ApiClient, admin_kubeconfig: Path, namespace: str, account: str, path: Path
+) -> Path:
+    """A kubeconfig that authenticates as ServiceAccount ``namespace/account`` (TokenRequest)."""
+    token = client.CoreV1Api(api).create_namespaced_service_account_token(
+        account,
+        namespace,
+        client.AuthenticationV1TokenRequest.model_validate({"spec": {"expirationSeconds": 3600}}),
+    )
+    admin = yaml.safe_load(admin_kubeconfig.read_text())
+    cluster = dict(admin["clusters"][0]["cluster"])
+    if "certificate-authority" in cluster:  # a file next to the admin's kubeconfig
+        ca = (admin_kubeconfig.parent / cluster.pop("certificate-authority")).read_bytes()
+        cluster["certificate-authority-data"] = base64.b64encode(ca).decode()
+    path.write_text(
+        yaml.safe_dump({
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "c", "cluster": cluster}],
+            "users": [{"name": account, "user": {"token": present(token.status).token}}],
+            "contexts": [{"name": "sa", "context": {"cluster": "c", "user": account}}],
+            "current-context": "sa",
+        })
+    )  # fmt: skip
+    return path
+
+
+def can(api: client.ApiClient, verb: str, resource: str, namespace: str = "") -> bool:
+    """SelfSubjectAccessReview: may the caller ``verb`` ``resource`` ("[group:]plural[/sub]")?"""
+    group, _, rest = resource.rpartition(":")
+    plural, _, sub = rest.partition("/")
+    attributes: dict[str, Any] = {"verb": verb, "group": group, "resource": plural}
+    if sub:
+        attributes["subresource"] = sub
+    if namespace:
+        attributes["namespace"] = namespace
+    review = client.AuthorizationV1Api(api).create_self_subject_access_review(
+        client.V1SelfSubjectAccessReview.model_validate(
+            {"spec": {"resourceAttributes": attributes}}
+        )
+    )
+    return bool(present(review.status).allowed)

@@ -31,6 +31,7 @@ from kopf.testing import KopfRunner
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from revisor_operator import GROUP, PLURAL, VERSION
+from revisor_operator.decisions.jobs import MIGRATION_LABEL, label_value
 
 from tests.cluster.conftest import Kube
 from tests.support import kube as support_kube
@@ -38,7 +39,6 @@ from tests.support.kube import apply, as_dict, wait_for
 from tests.support.projects import Rev, chain
 
 CRD = Path(__file__).parents[2] / "manifests" / "crd" / "revisor.dev_databasemigrations.yaml"
-MIGRATION_LABEL = "revisor.dev/migration"
 #: Short enough for a Secret created later to be noticed within a test, long enough that a
 #: test can tell a reaction to an event from a reaction to the next tick.
 RESYNC_SECONDS = 10.0
@@ -240,7 +240,7 @@ def events_with(
 
 
 def jobs_of(kube: Kube, namespace: str, name: str) -> list[dict[str, Any]]:
-    return listed(kube, "jobs", namespace, f"{MIGRATION_LABEL}={name}")
+    return listed(kube, "jobs", namespace, f"{MIGRATION_LABEL}={label_value(name)}")
 
 
 def termination_message(kube: Kube, namespace: str, job: str) -> dict[str, Any]:

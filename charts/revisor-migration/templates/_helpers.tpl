@@ -16,7 +16,8 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- end -}}
 
 {{/*
-For the application chart: the revision files as a ConfigMap, rendered as a
+For the application chart: the revision files as a ConfigMap, labelled
+revisor.dev/scripts so that the operator sees a change at once, rendered as a
 pre-install/pre-upgrade hook so that the NEW revisions exist before the migration
 runs (a normal release resource would be applied only after the pre-upgrade hooks).
 It is deliberately NOT a pre-rollback hook: on `helm rollback` the ConfigMap keeps
@@ -31,6 +32,9 @@ metadata:
   name: {{ .name }}
   labels:
     app.kubernetes.io/component: migrations
+    # The operator watches ConfigMaps with this label: a change starts a run at once
+    # (others are noticed at the next resync).
+    revisor.dev/scripts: "true"
   annotations:
     helm.sh/hook: pre-install,pre-upgrade
     helm.sh/hook-weight: "-5"
@@ -58,7 +62,7 @@ template:
       seccompProfile: {type: RuntimeDefault}
     containers:
       - name: wait
-        image: {{ $root.Values.hook.image }}
+        image: {{ include "revisor-migration.image" $root }}
         imagePullPolicy: {{ $root.Values.hook.imagePullPolicy }}
         command:
           - revisor-operator
@@ -92,6 +96,18 @@ template:
         configMap:
           name: {{ include "revisor-migration.hookName" $root }}-desired
     {{- end }}
+{{- end -}}
+
+{{/* hook.image, or its repository @ hook.digest when a digest pins it. A tag is
+what follows the last ":" after the last "/" (a registry's port is not a tag). */}}
+{{- define "revisor-migration.image" -}}
+{{- $image := .Values.hook.image -}}
+{{- if .Values.hook.digest -}}
+{{- $repository := regexReplaceAll "(@sha256:[a-f0-9]+|:[^:/]+)$" $image "" -}}
+{{- printf "%s@%s" $repository .Values.hook.digest -}}
+{{- else -}}
+{{- $image -}}
+{{- end -}}
 {{- end -}}
 
 {{/* A duration of hours, minutes and seconds (10m, 90s, 1h30m: what values.schema.json

@@ -55,7 +55,34 @@ app.kubernetes.io/part-of: revisor
 {{- end }}
 {{- end }}
 
-{{/* Namespaces that get a Role (namespaced mode) and a runner ServiceAccount. */}}
+{{/* The engine image of Jobs that name none: runner.image, else the operator's image. */}}
+{{- define "revisor.runnerImage" -}}
+{{- default (include "revisor.image" .) .Values.runner.image }}
+{{- end }}
+
+{{/* "true" when the operator serves every namespace (clusterWide), else empty. */}}
 {{- define "revisor.clusterwide" -}}
-{{- if empty .Values.watchNamespaces }}true{{ end }}
+{{- if and .Values.clusterWide .Values.watchNamespaces }}
+{{- fail "clusterWide: true serves every namespace and watchNamespaces names some: set one or the other, not both" }}
+{{- end }}
+{{- if .Values.clusterWide }}true{{ end }}
+{{- end }}
+
+{{/* The namespaces served outside cluster-wide mode, as a JSON list:
+watchNamespaces, or the release's own namespace. */}}
+{{- define "revisor.watchedNamespaces" -}}
+{{- if .Values.watchNamespaces }}
+{{- toJson .Values.watchNamespaces }}
+{{- else }}
+{{- list .Release.Namespace | toJson }}
+{{- end }}
+{{- end }}
+
+{{/* ServiceAccounts a spec may name: policy.serviceAccounts and the chart's runner account. */}}
+{{- define "revisor.allowedServiceAccounts" -}}
+{{- $accounts := .Values.policy.serviceAccounts }}
+{{- if .Values.runner.serviceAccount.create }}
+{{- $accounts = append $accounts (include "revisor.runnerServiceAccountName" .) }}
+{{- end }}
+{{- join "," (uniq $accounts) }}
 {{- end }}

@@ -83,7 +83,7 @@ class Owner:
 #: and no Job can take a node's memory or disk.
 DEFAULT_RESOURCES: Mapping[str, Mapping[str, str]] = {
     "requests": {"cpu": "50m", "memory": "128Mi", "ephemeral-storage": "64Mi"},
-    "limits": {"memory": "512Mi", "ephemeral-storage": "512Mi"},
+    "limits": {"cpu": "1", "memory": "512Mi", "ephemeral-storage": "512Mi"},
 }
 #: The largest scratch volume a Job gets (the scripts copied from an image, /tmp).
 SCRATCH_LIMIT = "256Mi"
@@ -199,6 +199,13 @@ def build_job(
             "ttlSecondsAfterFinished": defaults.ttl_seconds_after_finished,
             "podFailurePolicy": {
                 "rules": [
+                    # An evicted or preempted pod did not fail the migration: retry it.
+                    # First: rules match in order, and an evicted engine that stopped
+                    # between revisions on SIGTERM exits 4, which the next rule fails.
+                    {
+                        "action": "Ignore",
+                        "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+                    },
                     {
                         "action": "FailJob",
                         "onExitCodes": {
@@ -206,11 +213,6 @@ def build_job(
                             "operator": "In",
                             "values": list(FINAL_EXIT_CODES),
                         },
-                    },
-                    # An evicted or preempted pod did not fail the migration: retry it.
-                    {
-                        "action": "Ignore",
-                        "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
                     },
                 ]
             },

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from revisor.contract import Result
 
@@ -106,17 +107,22 @@ def _finished(conditions: Mapping[str | None, JsonDict]) -> bool:
 
 
 def owned_pods(job: Job, pods: Sequence[Pod]) -> list[Pod]:
-    """The pods ``job`` controls: its uid in their controller owner reference.
+    """The pods that are ``job``'s own: controlled by it, and running its template's containers.
 
-    A pod's labels prove nothing (anyone who may create a pod in the namespace
-    can copy them, and write a termination message that claims success, or a
-    ``previousRevision`` a deploy rollback would then go to); only the Job
-    controller's owner reference binds a pod to the Job. A Job without a uid
-    (not yet from the API) keeps every pod given.
+    A pod's labels prove nothing: anyone who may create pods in the namespace
+    can copy them, and write a termination message that claims success (or
+    a ``previousRevision`` a deploy rollback would then go to). Nor does the
+    owner reference alone: the Job controller *adopts* an orphan pod whose
+    labels match its selector. What a forger cannot make is a pod that runs
+    the engine's command from the engine's image and still lies: so a pod
+    counts only if it is controlled by the Job and its containers are the
+    template's (same names, images, commands and arguments). A Job without a
+    uid (not yet from the API) keeps every pod given.
     """
     uid = job.get("metadata", {}).get("uid")
     if not uid:
         return list(pods)
+    template = _containers((job.get("spec") or {}).get("template", {}).get("spec") or {})
     return [
         p
         for p in pods
@@ -124,7 +130,17 @@ def owned_pods(job: Job, pods: Sequence[Pod]) -> list[Pod]:
             ref.get("uid") == uid and ref.get("kind") == "Job" and ref.get("controller")
             for ref in p.get("metadata", {}).get("ownerReferences") or []
         )
+        and _containers(p.get("spec") or {}) == template
     ]
+
+
+def _containers(pod_spec: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+    """What runs in a pod: each container's name, image, command and arguments."""
+    out = []
+    for key in ("initContainers", "containers"):
+        for c in pod_spec.get(key) or []:
+            out.append((key, c.get("name"), c.get("image"), c.get("command"), c.get("args")))
+    return out
 
 
 def observe_run(*, job: Job, pods: Sequence[Pod]) -> Run:

@@ -304,11 +304,16 @@ _HINT = re.compile(r"\s*\bhint: .*$", re.DOTALL)
 def _verdict_without_result(run: Run) -> Verdict:
     state = run.container
     if run.succeeded:
+        # The engine always leaves its result; a Job complete without one was
+        # completed by something else (a pod the Job adopted): unknown, not done.
         return Verdict(
-            phase=Phase.SUCCEEDED,
-            reason=Reason.MIGRATED,
-            ready=True,
-            message=f"Job {run.job} succeeded (it left no result to report)",
+            phase=Phase.FAILED,
+            reason=OperatorReason.JOB_FAILED,
+            failed=True,
+            message=_clean(
+                f"Job {run.job} completed, but no pod running the engine left its result: "
+                "the database may be anywhere (revisor current tells). " + RETRY_HINT
+            ),
         )
     parts = [f"Job {run.job} failed"]
     if run.failure_reason:
@@ -320,7 +325,12 @@ def _verdict_without_result(run: Run) -> Verdict:
         )
     elif state and state.waiting_reason:
         parts.append(f"its pod was waiting: {state.waiting_reason}: {state.waiting_message or ''}")
-    parts.append("the engine left no result")
+    # No pod at all: a deleted pod (kubectl delete, a drain) takes the engine's result along.
+    parts.append(
+        "the engine left no result"
+        if state is not None
+        else "no pod is left to read the engine's result from (a deleted pod takes it along)"
+    )
     if state and state.message:
         parts.append(f"last output: {state.message.strip()}")
     parts.append(RETRY_HINT)
