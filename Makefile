@@ -99,9 +99,12 @@ cluster-down: ## Stop what cluster-up started
 	scripts/cluster-down.sh
 
 .PHONY: bench
-bench: $(STAMP) ## Benchmarks (bench/); results are written to bench/results/
+bench: $(STAMP) $(if $(REVISOR_BENCH_SKIP_OPERATOR),,kube-binaries) ## Benchmarks (bench/, docs/performance.md); results in bench/results/
+	$(PY) bench/import_cost.py
+	$(PY) bench/noop_vs_alembic.py
 	$(PY) bench/upgrade_vs_alembic.py --rounds 11
 	$(PY) bench/history_row.py
+	$(if $(REVISOR_BENCH_SKIP_OPERATOR),@echo "operator_burst skipped (REVISOR_BENCH_SKIP_OPERATOR)",$(PY) bench/operator_burst.py)
 
 .PHONY: clean
 clean: ## Remove the virtualenv and caches (not the cached Kubernetes binaries)

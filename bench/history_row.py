@@ -74,7 +74,9 @@ def main() -> None:
 
             def client_bound_message(n: int) -> None:
                 now = dt.datetime.now(dt.UTC)
-                client_bound.execute(statement, {
+                # Columns the row leaves empty (the table gains nullable ones over time).
+                empty = dict.fromkeys(columns)
+                client_bound.execute(statement, empty | {
                     "run_id": run.run_id, "kind": "step", "command": "upgrade",
                     "direction": "upgrade", "from_revision": f"{n - 1:012d}",
                     "to_revision": f"{n:012d}", "revision": f"{n:012d}",

@@ -115,6 +115,7 @@ def main() -> None:
     samples: dict[str, dict[str, list[Sample]]] = {
         tool: {kind: [] for kind in kinds} for tool in ("alembic", "revisor")
     }
+    load_before = [round(x, 2) for x in os.getloadavg()]
     with tempfile.TemporaryDirectory() as tmp, throwaway_postgres() as server:
         project = make_project(Path(tmp), chain(opts.revisions)).with_env_py(ENV_PY)
         # Precompile once so both sides load the same cached bytecode.
@@ -149,6 +150,9 @@ def main() -> None:
         return min(x.wall for x in samples[tool][kind])
 
     report: dict[str, object] = {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "loadavg_before": load_before,
+        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
         "revisions": opts.revisions,
         "rounds": opts.rounds,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
