@@ -196,9 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="revisor",
         description="Alembic migrations, locked, recorded and reversible.",
         epilog="exit codes: 0 ok, 2 bad input, 3 lock timeout, 4 migration failed, "
-        "5 rollback failed, 6 database unreachable, 7 verify/check mismatch, 8 partially "
-        "applied (MySQL/MariaDB: a failed revision's DDL had committed; finish or undo it by "
-        "hand, then revisor stamp)",
+        "5 rollback failed, 6 database unreachable, 7 verify/check mismatch or schema drift, "
+        "8 partially applied (MySQL/MariaDB: a failed revision's DDL had committed; finish or "
+        "undo it by hand, then revisor stamp), 9 wait-for timed out",
     )
     parser.add_argument("--version", action="version", version=f"revisor {__version__}")
     _global_options(parser, suppress=False)
@@ -255,9 +255,12 @@ def build_parser() -> argparse.ArgumentParser:
             help="refuse revisions that could not be downgraded again, empty downgrade() "
             "included (default: empty ones run as no-ops, as in Alembic)",
         )
+        if name != "downgrade":
+            _baseline_option(p)
 
     p = command("plan", "show the steps to TARGET without running them")
     p.add_argument("target", nargs="?", default="head", help=COMMANDS_WITH_TARGET["plan"][1])
+    _baseline_option(p)
     command("current", "the revision(s) the database is at")
     command("heads", "the head revision(s) of the scripts")
     p = command("history", "revisions in RANGE (A:B), or with --runs the recorded runs")
@@ -287,7 +290,79 @@ def build_parser() -> argparse.ArgumentParser:
     )
     command("verify", "check applied revisions against their files (exit 7 on mismatch)")
     command("check", "compare --metadata with the live schema (exit 7 on a difference)")
+    p = command(
+        "drift",
+        "compare the live schema with the one recorded for its revision (exit 7 on drift)",
+    )
+    p.add_argument(
+        "--ignore",
+        metavar="PATTERN",
+        action="append",
+        default=[],
+        help="leave out tables, table.column, and indexes or constraints by name (fnmatch, "
+        "e.g. 'tmp_*', 'orders.legacy_*'; repeat; default: none)",
+    )
+    p.add_argument(
+        "--accept",
+        metavar="SHA256",
+        type=_sha256,
+        default=None,
+        help="exit 0 when the live schema has this hash (drift a person acknowledged, from an "
+        "earlier drift's output; default: drift is exit 7)",
+    )
+    p.add_argument(
+        "--record",
+        action="store_true",
+        help="record the live schema as the current revision's instead of comparing (a database "
+        "migrated by plain Alembic, or stamped)",
+    )
+    p.add_argument(
+        "--lock-timeout",
+        type=_seconds,
+        default=60.0,
+        help="wait at most this long for the migration lock, so a run in flight is not taken for "
+        "drift (default 60s; 0 = try once)",
+    )
+    p = command(
+        "wait-for",
+        "wait until the database is at the scripts' heads or later (an app's init container; "
+        "read-only, no lock)",
+    )
+    p.add_argument(
+        "--revision",
+        metavar="REV",
+        default=None,
+        help="wait for REV (or a later revision in the scripts' graph) instead of the heads",
+    )
+    p.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=300.0,
+        help="give up after this long: exit 9, or 6 when the database could not be reached "
+        "(default 5m; 0 = look once)",
+    )
     return parser
+
+
+def _baseline_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--baseline",
+        metavar="REV",
+        default=None,
+        help="a database without a version table (built by create_all(), or by hand) is "
+        "stamped at REV, the revision its schema matches, then migrated on from there; "
+        "ignored when it has a version table (default: none, and such a database is refused "
+        "when the first revision would create tables it has)",
+    )
+
+
+def _sha256(text: str) -> str:
+    value = text.strip().lower()
+    if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a schema hash (64 hexadecimal digits, as revisor drift prints it)"
+        )
+    return value
 
 
 def _project(args: argparse.Namespace) -> Project:
@@ -327,10 +402,13 @@ def dispatch(args: argparse.Namespace, reporter: Reporter) -> commands.Outcome:
             ddl_lock_timeout=args.ddl_lock_timeout,
             ddl_lock_retries=args.ddl_lock_retries,
             runner=runner,
+            baseline=getattr(args, "baseline", None),
         )
         return commands.run(project, options, reporter)
     handlers: dict[str, Any] = {
-        "plan": lambda: commands.plan(project, args.target),
+        "plan": lambda: commands.plan(
+            project, args.target, baseline=args.baseline, reporter=reporter
+        ),
         "current": lambda: commands.current(project),
         "heads": lambda: commands.heads(project),
         "history": lambda: (
@@ -344,6 +422,17 @@ def dispatch(args: argparse.Namespace, reporter: Reporter) -> commands.Outcome:
         ),
         "verify": lambda: commands.verify(project),
         "check": lambda: commands.check(project),
+        "drift": lambda: commands.drift(
+            project,
+            reporter,
+            ignore=args.ignore,
+            accept=args.accept,
+            record=args.record,
+            lock_timeout=args.lock_timeout,
+        ),
+        "wait-for": lambda: commands.wait_for(
+            project, reporter, revision=args.revision, timeout=args.timeout
+        ),
     }
     outcome: commands.Outcome = handlers[name]()
     return outcome
@@ -352,7 +441,9 @@ def dispatch(args: argparse.Namespace, reporter: Reporter) -> commands.Outcome:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     stopping.reset()
-    stopping.stop_between_revisions_on_sigterm()
+    if args.command != "wait-for":
+        # A waiter has nothing to finish: SIGTERM ends it at once, as by default.
+        stopping.stop_between_revisions_on_sigterm()
     reporter = configure_logging(args.log_format)
     result: contract.Result
     text = ""

@@ -20,15 +20,33 @@ from alembic.script.revision import ResolutionError
 from alembic.util import to_tuple
 from sqlalchemy.engine import Connection
 
-from revisor import __version__, contract
+from revisor import __version__, contract, waiting
+from revisor.adoption import own_tables, refuse_adoption, starting_point
 from revisor.connection import run_with_connection
-from revisor.contract import ExitCode, Reason, heads_text
+from revisor.contract import (
+    SCHEMA_HASH,
+    BaselineDetails,
+    DriftDetails,
+    ExitCode,
+    Reason,
+    heads_text,
+)
+from revisor.drift import compare
 from revisor.errors import BadInput
-from revisor.history import TABLE_NAME, History
+from revisor.history import History
 from revisor.options import RunOptions
 from revisor.output import Reporter
 from revisor.project import Project
-from revisor.runtime import make_plan, migrate, read_heads, stamp
+from revisor.runtime import (
+    make_plan,
+    migrate,
+    read_heads,
+    record_snapshot,
+    snapshot_schema,
+    stamp,
+    with_lock,
+)
+from revisor.schema_snapshot import FORMAT as SNAPSHOT_FORMAT
 from revisor.scripts import (
     MissingRevisions,
     Scripts,
@@ -38,6 +56,7 @@ from revisor.scripts import (
     is_downgrade_target,
     script_errors,
 )
+from revisor.snapshot_table import RecordedSnapshot, SnapshotTable, revision_key
 
 
 @dataclass(frozen=True)
@@ -67,7 +86,16 @@ def run(project: Project, options: RunOptions, reporter: Reporter) -> Outcome:
     result = migrate(project, options, reporter)
     if result.exit_code is ExitCode.OK:
         verb = "dry run reached" if options.dry_run else "at"
-        text = f"{verb} {heads_text(result.to_revisions)} (was {heads_text(result.from_revisions)})"
+        baseline = BaselineDetails.from_details(result.details)
+        stamped = (
+            f"; stamped at baseline {heads_text(baseline.revisions)} first"
+            if baseline is not None and baseline.outcome == "stamped"
+            else ""
+        )
+        text = (
+            f"{verb} {heads_text(result.to_revisions)} "
+            f"(was {heads_text(result.from_revisions)}{stamped})"
+        )
     else:
         state = "rolled back to" if result.rolled_back else "left at"
         text = f"failed; database {state} {heads_text(result.to_revisions)}"
@@ -89,14 +117,22 @@ def stamp_to(
 # -- commands that read ----------------------------------------------------------------
 
 
-def plan(project: Project, target: str) -> Outcome:
-    """The steps from the current revision(s) to ``target``, up or down; changes nothing."""
+def plan(
+    project: Project, target: str, *, baseline: str | None = None, reporter: Reporter | None = None
+) -> Outcome:
+    """The steps from the current revision(s) to ``target``, up or down; changes nothing.
+
+    With ``baseline``, a database without a version table is planned from
+    there, as ``apply --baseline`` would run it (same steps, same hash). A
+    plan that ``apply`` would refuse with ``NeedsBaseline`` is refused here.
+    """
     scripts = project.scripts
 
     def work(conn: Connection) -> contract.Result:
         heads = read_heads(conn, project.version_table)
-        the_plan = make_plan(scripts, "apply", target, heads)
-        return _result(
+        start = starting_point(project, conn, heads, baseline, reporter)
+        the_plan = make_plan(scripts, "apply", target, start.heads)
+        base = _result(
             "plan",
             detail_reason=Reason.PLANNED,
             direction=the_plan.direction,
@@ -105,15 +141,25 @@ def plan(project: Project, target: str) -> Outcome:
             to_revisions=heads,
             plan=the_plan.contract_steps(),
             plan_hash=the_plan.hash(scripts),
+            details=start.baseline.to_details() if start.baseline is not None else {},
+        )
+        return refuse_adoption(
+            project, conn, start=start, plan=the_plan, base=base, reporter=reporter
         )
 
     result = run_with_connection(project.db, work)
+    baseline_details = BaselineDetails.from_details(result.details)
+    first, start = "", heads_text(result.from_revisions)
+    if baseline_details is not None and baseline_details.outcome == "planned":
+        start = heads_text(baseline_details.revisions)
+        first = f"no version table: stamp baseline {start}, then "
     if not result.plan:
         return Outcome(
-            result, f"at {heads_text(result.from_revisions)}: nothing to do for {target}"
+            result,
+            f"at {heads_text(result.from_revisions)}: {first}nothing to do for {target}",
         )
     text = (
-        f"{result.direction} from {heads_text(result.from_revisions)} to {target}, "
+        f"{first}{result.direction} from {start} to {target}, "
         f"{len(result.plan)} step(s):\n{_steps_text(result.plan)}\nplan hash {result.plan_hash}"
     )
     return Outcome(result, text)
@@ -355,7 +401,7 @@ def check(project: Project) -> Outcome:
             hint="e.g. revisor check --metadata myapp.models:Base.metadata",
         )
     metadata_ref = project.metadata
-    skip = {TABLE_NAME, project.version_table.table}
+    skip = set(own_tables(project))
 
     def include_name(name: str | None, type_: str, _parent: Any) -> bool:
         return not (type_ == "table" and name in skip)
@@ -394,6 +440,145 @@ def _describe_diff(diff: Any) -> str:
         elif isinstance(part, str):
             names.append(part)
     return f"{kind} {' '.join(names)}".strip()
+
+
+def drift(
+    project: Project,
+    reporter: Reporter,
+    *,
+    ignore: Sequence[str] = (),
+    accept: str | None = None,
+    record: bool = False,
+    lock_timeout: float | None = 60.0,
+) -> Outcome:
+    """The live schema against the snapshot recorded for the database's revision.
+
+    Runs under the migration lock, so a run in flight is waited for rather
+    than mistaken for drift, and reads only. ``record`` saves the live schema
+    as the current revision's instead (a database migrated by plain Alembic,
+    or stamped). ``accept``: the live schema's hash a person acknowledged;
+    drift with that hash exits 0.
+    """
+    if record and (ignore or accept):
+        raise BadInput(
+            "drift --record records the whole schema as it is; --ignore and --accept only "
+            "apply to a comparison",
+            hint="run revisor drift --record alone, then revisor drift with --ignore/--accept",
+        )
+    table = project.version_table
+    store = SnapshotTable(table.schema)
+
+    def work(conn: Connection, _dialect: Any) -> Outcome:
+        heads = read_heads(conn, table)
+        at = heads_text(heads)
+        base = _result("drift", from_revisions=heads, to_revisions=heads)
+        try:
+            recorded = store.latest(conn, revision_key(heads))
+        except ValueError as exc:
+            raise BadInput(
+                f"the schema snapshot recorded for {at} cannot be read ({exc})",
+                hint="record it again: revisor drift --record",
+                reason=Reason.NO_SNAPSHOT,
+                context=base,
+            ) from None
+        conn.rollback()
+        if record:
+            snapshot = record_snapshot(project, conn, heads=heads, recorded_by="record")
+            assert snapshot is not None
+            replaced = (
+                f", replacing the one recorded {recorded.recorded_at} by "
+                f"{recorded.recorded_by} (hash {recorded.hash})"
+                if recorded is not None
+                else ""
+            )
+            result = replace(
+                base, detail_reason=Reason.SNAPSHOT_RECORDED, details={SCHEMA_HASH: snapshot.hash}
+            )
+            text = (
+                f"recorded the schema at {at}: {snapshot.tables} table(s){replaced}\n"
+                f"schema hash {snapshot.hash}"
+            )
+            return Outcome(result, text)
+        if recorded is None or recorded.format != SNAPSHOT_FORMAT:
+            raise _no_snapshot(at, recorded, base)
+        live = snapshot_schema(project, conn)
+        found = compare(recorded.snapshot, live, ignore=ignore)
+        accepted = found.drifted and accept == found.live_hash
+        details = DriftDetails.bounded(
+            differences=found.differences,
+            drifted=found.drifted,
+            hash=found.live_hash,
+            recorded_hash=found.recorded_hash,
+            recorded_at=recorded.recorded_at,
+            recorded_by=recorded.recorded_by,
+            accepted=accepted,
+        )
+        result = replace(base, details=details.to_details())
+        when = f"recorded {recorded.recorded_at} by {recorded.recorded_by}"
+        if not found.drifted:
+            result = replace(result, detail_reason=Reason.NO_DRIFT)
+            return Outcome(
+                result,
+                f"no drift at {at}: the schema is the one {when}\nschema hash {found.live_hash}",
+            )
+        listed = "\n".join(found.differences)
+        text = (
+            f"drift at {at}: {len(found.differences)} difference(s) from the schema {when}\n"
+            f"{listed}\nlive schema hash {found.live_hash} (recorded {found.recorded_hash})"
+        )
+        if accepted:
+            result = replace(result, detail_reason=Reason.DRIFT_ACCEPTED)
+            return Outcome(result, text + "\naccepted: --accept names this schema's hash")
+        error = (
+            f"schema drift at {at}: {len(found.differences)} difference(s) from the schema "
+            f"{when}; fix the schema or write a revision for it, or accept it: revisor drift "
+            f"--accept {found.live_hash}"
+        )
+        if accept is not None:
+            error += (
+                f" (the accepted hash {accept} is not the live schema's: it changed since it "
+                "was accepted)"
+            )
+        result = replace(
+            result, exit_code=ExitCode.MISMATCH, detail_reason=Reason.DRIFTED, error=error
+        )
+        return Outcome(result, text)
+
+    outcome: Outcome = with_lock(project, work, lock_timeout=lock_timeout, reporter=reporter)
+    return outcome
+
+
+def _no_snapshot(at: str, recorded: RecordedSnapshot | None, base: contract.Result) -> BadInput:
+    """Nothing to compare with: none recorded for this revision, or one of another format."""
+    if recorded is None:
+        message = (
+            f"no schema snapshot is recorded for revision {at}, so there is nothing to "
+            "compare the live schema with (the database was migrated before Revisor recorded "
+            "snapshots, by plain Alembic, or stamped)"
+        )
+    else:
+        message = (
+            f"the schema snapshot recorded for {at} is in format {recorded.format}, and this "
+            f"Revisor compares format {SNAPSHOT_FORMAT}"
+        )
+    return BadInput(
+        message,
+        hint="once the schema is as it should be, record it: revisor drift --record (every "
+        "migration run records one too)",
+        reason=Reason.NO_SNAPSHOT,
+        context=base,
+    )
+
+
+def wait_for(
+    project: Project, reporter: Reporter, *, revision: str | None, timeout: float | None
+) -> Outcome:
+    """Wait until the database is at or past ``revision`` (default: the scripts' heads)."""
+    result = waiting.wait_for(project, reporter, revision=revision, timeout=timeout)
+    waited = result.details.get("waitedSeconds", 0)
+    return Outcome(
+        result, f"at {heads_text(result.to_revisions)} (waited {waited}s for {result.target})"
+    )
 
 
 def offline_sql(project: Project, rng: str, dialect: str) -> Outcome:
@@ -456,6 +641,7 @@ __all__ = [
     "RunOptions",
     "check",
     "current",
+    "drift",
     "heads",
     "history",
     "offline_sql",
@@ -464,4 +650,5 @@ __all__ = [
     "runs",
     "stamp_to",
     "verify",
+    "wait_for",
 ]

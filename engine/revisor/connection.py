@@ -275,8 +275,38 @@ def _sqlite_transactional_ddl(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN")
 
 
+#: Why a run's engine refuses a second connection (:func:`_one_session`).
+SESSION_LOST = (
+    "not reconnecting: the connection that held the migration lock was lost, and the lock with it"
+)
+
+
+def _one_session(engine: Engine) -> None:
+    """Let ``engine`` open one connection, ever: the run's lock lives on it.
+
+    SQLAlchemy replaces a connection it found broken (the server restarted,
+    the network cut it) with a new one at its next use. A run would then go
+    on, roll back or write history on a session that does not hold the
+    advisory lock, which went with the old one: by then another runner may
+    hold it. So a second connect fails as an unreachable server does, and the
+    run stops; the next runner, under the lock, marks its run interrupted.
+    """
+    opened = False
+
+    @event.listens_for(engine, "do_connect")
+    def _connect(dialect: sa.Dialect, _record: Any, _cargs: Any, _cparams: Any) -> None:
+        nonlocal opened
+        if opened:
+            raise dialect.loaded_dbapi.OperationalError(SESSION_LOST)
+        opened = True
+
+
 def run_with_connection(db: Database, work: Callable[[Connection], T]) -> T:
-    """Open one connection, call ``work`` with it, close it; async URLs included."""
+    """Open one connection, call ``work`` with it, close it; async URLs included.
+
+    One connection for the whole call: once it is lost, it is not replaced
+    (:func:`_one_session`).
+    """
     if db.is_async:
         import asyncio
 
@@ -289,6 +319,7 @@ def run_with_connection(db: Database, work: Callable[[Connection], T]) -> T:
         _sqlite_transactional_ddl(engine)
     if db.backend in _MYSQL_BACKENDS:
         _client_keepalives(engine, _pymysql_socket)
+    _one_session(engine)
     try:
         conn = _connect(db, engine.connect)
         with conn:
@@ -310,6 +341,7 @@ async def _run_async(db: Database, work: Callable[[Connection], T]) -> T:
         _client_keepalives(engine.sync_engine, _asyncpg_socket)
     if db.backend in _MYSQL_BACKENDS:
         _client_keepalives(engine.sync_engine, _pymysql_socket)
+    _one_session(engine.sync_engine)
     try:
         aconn = engine.connect()
         try:

@@ -33,3 +33,6 @@ class RunOptions:
     ddl_lock_retries: int = 0
     #: Who runs (a pod's name), recorded in ``revisor_history``.
     runner: str | None = None
+    #: Stamp a database that has no version table at this revision first
+    #: (adopting a database built without Alembic); ignored once it has one.
+    baseline: str | None = None

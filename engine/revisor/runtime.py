@@ -17,7 +17,14 @@ The order is what makes a run safe:
    not transactional (MySQL, MariaDB) and the failed revision had committed
    some of its statements, stop instead and say exactly what is left
    (exit 8, ``PartiallyApplied``): running anything over a half-applied
-   revision could only make it worse.
+   revision could only make it worse;
+6. still under the lock, record the schema the run left in ``revisor_schema``
+   (:func:`record_snapshot`), which ``revisor drift`` compares with later: a
+   run that changed nothing records one only if its revision has none yet.
+
+A database without a version table is stamped first when ``--baseline`` is
+given (:func:`starting_point`); without it, a run whose first revision would
+create tables the database already has is refused (:mod:`revisor.adoption`).
 
 The connection is committed before Alembic is configured, so Alembic owns
 its transactions: handed a connection inside a transaction, Alembic would
@@ -37,12 +44,25 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from alembic.runtime.migration import MigrationContext, MigrationInfo, RevisionStep
+from alembic.runtime.migration import (
+    HeadMaintainer,
+    MigrationContext,
+    MigrationInfo,
+    RevisionStep,
+)
 from sqlalchemy.engine import Connection
 
 from revisor import __version__, contract
+from revisor.adoption import own_tables, refuse_adoption, starting_point
 from revisor.connection import run_with_connection
-from revisor.contract import ExitCode, Reason, VersionTable, heads_text
+from revisor.contract import (
+    SCHEMA_HASH,
+    BaselineDetails,
+    ExitCode,
+    Reason,
+    VersionTable,
+    heads_text,
+)
 from revisor.dialects import (
     Backoff,
     DialectSupport,
@@ -52,7 +72,7 @@ from revisor.dialects import (
     support_for,
 )
 from revisor.environment import run_environment
-from revisor.errors import RevisorError
+from revisor.errors import DatabaseUnreachable, RevisorError
 from revisor.history import (
     APPLIED,
     FAILED,
@@ -72,6 +92,7 @@ from revisor.output import Reporter, revision_output
 from revisor.preflight import refuse_unsafe
 from revisor.project import Project
 from revisor.redaction import scrub
+from revisor.schema_snapshot import SchemaSnapshot, take_snapshot
 from revisor.scripts import (
     IRREVERSIBLE,
     DowngradeProblem,
@@ -88,6 +109,7 @@ from revisor.scripts import (
     reversed_step,
     uses_autocommit,
 )
+from revisor.snapshot_table import SnapshotTable, revision_key
 from revisor.stopping import Interrupted, stop_requested
 
 #: Pauses between retries of a revision that timed out on a table lock (as
@@ -104,6 +126,44 @@ def read_heads(conn: Connection, version_table: VersionTable) -> tuple[str, ...]
     heads = tuple(ctx.get_current_heads())
     conn.rollback()
     return heads
+
+
+def snapshot_schema(project: Project, conn: Connection) -> SchemaSnapshot:
+    """The live schema in the version table's schema, without Revisor's and Alembic's tables."""
+    return take_snapshot(conn, schema=project.version_table.schema, skip=own_tables(project))
+
+
+def record_snapshot(
+    project: Project,
+    conn: Connection,
+    *,
+    heads: Sequence[str],
+    recorded_by: str,
+    run_id: str | None = None,
+    only_if_missing: bool = False,
+) -> SchemaSnapshot | None:
+    """Snapshot the schema and save it as revision ``heads``'s; hold the lock to call it.
+
+    ``only_if_missing``: a run that changed nothing records one only when its
+    revision has none yet (a database migrated before Revisor recorded
+    snapshots); returns None when it had one. Commits.
+    """
+    store = SnapshotTable(project.version_table.schema)
+    key = revision_key(heads)
+    if only_if_missing and store.has(conn, key):
+        conn.rollback()
+        return None
+    snapshot = snapshot_schema(project, conn)
+    store.save(
+        conn,
+        key,
+        snapshot,
+        recorded_by=recorded_by,
+        run_id=run_id,
+        engine_version=__version__,
+    )
+    conn.commit()
+    return snapshot
 
 
 def make_plan(scripts: Scripts, command: RunCommand, target: str, heads: Sequence[str]) -> Plan:
@@ -157,7 +217,8 @@ def migrate(project: Project, options: RunOptions, reporter: Reporter) -> contra
 
     def work(conn: Connection, dialect: DialectSupport) -> contract.Result:
         heads = read_heads(conn, table)
-        plan = make_plan(project.scripts, options.command, options.target, heads)
+        start = starting_point(project, conn, heads, options.baseline, reporter)
+        plan = make_plan(project.scripts, options.command, options.target, start.heads)
         planned = plan.contract_steps()
         base = contract.Result(
             command=options.command,
@@ -172,6 +233,7 @@ def migrate(project: Project, options: RunOptions, reporter: Reporter) -> contra
             started_at=_iso(started),
             engine_version=__version__,
             runner=options.runner,
+            details=start.baseline.to_details() if start.baseline is not None else {},
         )
         refuse_unsafe(
             scripts=project.scripts,
@@ -181,6 +243,15 @@ def migrate(project: Project, options: RunOptions, reporter: Reporter) -> contra
             base=base,
             dialect=dialect,
         )
+        base = refuse_adoption(
+            project,
+            conn,
+            start=start,
+            plan=plan,
+            base=base,
+            dry_run=options.dry_run,
+            reporter=reporter,
+        )
         # Only now, past every refusal, may the run write anything.
         history = History(table.schema)
         if not options.dry_run and history.exists(conn):
@@ -188,9 +259,21 @@ def migrate(project: Project, options: RunOptions, reporter: Reporter) -> contra
             conn.commit()
             if stale:
                 reporter.info(f"marked {stale} run(s) left by a stopped runner as interrupted")
+        if start.stamp is not None:
+            _stamp_locked(
+                project, conn, start.stamp, heads=(), runner=options.runner, reporter=reporter
+            )
+            stamped = BaselineDetails(start.heads, "stamped")
+            base = replace(base, details={**base.details, **stamped.to_details()})
         if not plan.steps:
-            reporter.info(f"already at {options.target} ({heads_text(heads)}); nothing to do")
-            return _finished(base)
+            reporter.info(f"already at {options.target} ({heads_text(start.heads)}); nothing to do")
+            done = _finished(base, to=read_heads(conn, table) if start.stamp else None)
+            if options.dry_run:
+                return done
+            return _with_snapshot(
+                project, conn, done, recorded_by=options.command, run_id=None,
+                only_if_missing=True, reporter=reporter,
+            )  # fmt: skip
         invalid = dialect.invalid_indexes(conn)
         if invalid:
             warning = _invalid_indexes_warning(invalid)
@@ -198,7 +281,7 @@ def migrate(project: Project, options: RunOptions, reporter: Reporter) -> contra
             base = replace(base, warnings=(*base.warnings, warning))
         base = _with_env_py_note(project, base, reporter)
         reporter.planned(planned, dry_run=options.dry_run)
-        return _Run(
+        run = _Run(
             project=project,
             options=options,
             reporter=reporter,
@@ -208,7 +291,15 @@ def migrate(project: Project, options: RunOptions, reporter: Reporter) -> contra
             invalid_before=invalid,
             plan=plan,
             base=base,
-        ).execute()
+        )
+        result = run.execute()
+        if options.dry_run:
+            return result
+        return _with_snapshot(
+            project, conn, result, recorded_by=options.command, run_id=run.run.run_id,
+            # A run that committed nothing changed nothing.
+            only_if_missing=not result.applied, reporter=reporter,
+        )  # fmt: skip
 
     result: contract.Result = with_lock(
         project,
@@ -231,6 +322,8 @@ class _Progress:
     index: int = 0
     started_mono: float = 0.0
     started_at: dt.datetime = field(default_factory=utcnow)
+    #: ``current`` ran all its statements; only its COMMIT is left (or under way).
+    committing: bool = False
 
 
 class StepFailed(Exception):
@@ -315,9 +408,12 @@ class _Run:
         except RevisorError as refused:
             # env.py refused to run (its own error, a wrong database, offline
             # mode): the run row must not stay "running" for the next runner
-            # to call interrupted.
+            # to call interrupted. Unless the session is gone (_session_lost):
+            # then nothing can be written, and the next runner will.
             if refused.context is None:
                 refused.context = self.base
+            if self.conn.invalidated:
+                raise
             with suppress(sa.exc.DBAPIError):
                 if self.conn.in_transaction():
                     self.conn.rollback()
@@ -429,6 +525,8 @@ class _Run:
         )
 
     def _failed(self, failure: StepFailed, progress: _Progress) -> contract.Result:
+        if self.conn.invalidated:
+            raise self._session_lost(failure, progress)
         with suppress(sa.exc.DBAPIError):
             self.conn.rollback()
         message = (
@@ -467,6 +565,79 @@ class _Run:
             error=message,
             rolled_back=rollback,
         )
+
+    def _session_lost(self, failure: StepFailed, progress: _Progress) -> DatabaseUnreachable:
+        """The connection broke under a step: stop here, and say where the database is.
+
+        The session is gone, and with it the step's open transaction and the
+        advisory lock. Nothing more is done: no rollback, no history row, since
+        each would need a new session, which would not hold the lock (another
+        runner may hold it by now; :func:`revisor.connection._one_session`
+        refuses to open one). The run row stays ``running`` until the next
+        runner, under the lock, marks it interrupted. Exit 6: a run again
+        (the Job's retry) continues from where the database is. The result
+        says where that is when it is known: after the revisions whose COMMIT
+        the server confirmed. When the connection went during a COMMIT, the
+        server may or may not have committed: the error names both places and
+        the result claims neither.
+        """
+        cause = failure.cause
+        orig = getattr(cause, "orig", None) or cause
+        detail = " ".join(str(orig).split()).rstrip(".")
+        step = failure.step
+        where = ""
+        if step is not None:
+            what = describe(step.revision)
+            where = f" during {step.revision.revision}" + (f" ({what})" if what else "")
+        start = self.plan.from_heads
+        if self.options.dry_run:
+            committed: list[RevisionStep] = []
+            unsure: list[RevisionStep] = []
+        elif self.options.single_transaction:
+            # One transaction: lost before its COMMIT (a step was running), or during it.
+            committed, unsure = [], [] if step is not None else list(self.plan.steps)
+        else:
+            committed = list(progress.committed)
+            unsure = [step] if step is not None and progress.committing else []
+        at = _heads_after(start, committed)
+        message = (
+            f"lost the connection to the database{where}: {detail}. The session ended (the "
+            "server restarted, crashed or ended it, or the network cut it), and with it the "
+            "migration lock"
+        )
+        if unsure:
+            maybe = _heads_after(start, committed + unsure)
+            message += (
+                f"; it went during the COMMIT of {', '.join(s.revision.revision for s in unsure)}"
+                f", which the server may or may not have made: the database is at "
+                f"{heads_text(at)} or at {heads_text(maybe)}"
+            )
+        else:
+            running = f"; {step.revision.revision}'s open transaction was lost" if step else ""
+            message += (
+                f"{running}. {len(committed)} revision(s) of this run had committed: the "
+                f"database is at {heads_text(at)}"
+            )
+        message = scrub(message + ". Nothing was rolled back")
+        hint = (
+            "run again once the database is reachable: the next run marks this one "
+            "interrupted and continues from where the database is"
+        )
+        if step is not None:
+            self.reporter.step_failed(
+                progress.index, len(self.plan.steps), contract_step(step), message
+            )
+        if unsure:
+            # Where the database is is not known: the result claims nothing.
+            return DatabaseUnreachable(message, hint=hint)
+        context = _finished(
+            self.base,
+            code=ExitCode.UNREACHABLE,
+            applied=tuple(progress.applied) if committed else (),
+            to=at,
+            error=message,
+        )
+        return DatabaseUnreachable(message, hint=hint, context=context)
 
     def _partially_applied(
         self,
@@ -675,6 +846,7 @@ class _Run:
                         reason=Reason.INTERRUPTED,
                     )
                 progress.current, progress.described, progress.index = step, planned, index
+                progress.committing = False
                 progress.started_mono, progress.started_at = time.monotonic(), utcnow()
                 self.reporter.step_started(index, total, planned)
                 if self.statements is not None:
@@ -693,6 +865,7 @@ class _Run:
             *, ctx: MigrationContext, step: MigrationInfo, heads: set[str], run_args: Any
         ) -> None:
             current, planned = progress.current, progress.described
+            progress.committing = per_migration
             if not self.record or current is None or planned is None:
                 return
             rev = planned.revision
@@ -788,6 +961,31 @@ def _invalid_indexes_warning(names: frozenset[str]) -> str:
     )
 
 
+class _Heads(HeadMaintainer):
+    """Alembic's own bookkeeping of the version table, step by step, kept in memory."""
+
+    def __init__(self, heads: Sequence[str]) -> None:
+        self.heads = set(heads)
+
+    def _insert_version(self, version: str) -> None:
+        self.heads.add(version)
+
+    def _delete_version(self, version: str) -> None:
+        self.heads.discard(version)
+
+    def _update_version(self, from_: str, to_: str) -> None:
+        self.heads.discard(from_)
+        self.heads.add(to_)
+
+
+def _heads_after(start: Sequence[str], steps: Sequence[RevisionStep]) -> tuple[str, ...]:
+    """The version table after ``steps`` committed from ``start``, as Alembic updates it."""
+    heads = _Heads(start)
+    for step in steps:
+        heads.update_to_step(step)
+    return tuple(sorted(heads.heads))
+
+
 def _irreversible(step: RevisionStep) -> DowngradeProblem | None:
     """Why committed ``step`` cannot be run backwards at all (None: it can)."""
     if not step.is_upgrade:
@@ -850,6 +1048,38 @@ def _finished(
     )
 
 
+def _stamp_locked(
+    project: Project,
+    conn: Connection,
+    target: str,
+    *,
+    heads: tuple[str, ...],
+    runner: str | None,
+    reporter: Reporter,
+) -> tuple[str, ...]:
+    """Stamp ``target`` on the locked connection, recorded as a ``stamp`` run; the new heads."""
+    table = project.version_table
+    steps = project.scripts.stamp_steps(target, heads)
+    history = History(table.schema)
+    run = new_run(
+        command="stamp",
+        direction="stamp",
+        from_heads=heads,
+        target=target,
+        runner=runner,
+        engine_version=__version__,
+    )
+    history.ensure(conn)
+    history.start_run(conn, run)
+    conn.commit()
+    run_environment(project, conn, fn=lambda _heads, _ctx: iter(steps), per_migration=True)
+    after = read_heads(conn, table)
+    history.finish_run(conn, run, status=SUCCEEDED, to_heads=after)
+    conn.commit()
+    reporter.info(f"stamped {heads_text(heads)} -> {heads_text(after)}")
+    return after
+
+
 def stamp(
     project: Project,
     target: str,
@@ -858,30 +1088,16 @@ def stamp(
     lock_timeout: float | None,
     runner: str | None = None,
 ) -> contract.Result:
-    """Set the version table to ``target`` without running any script."""
+    """Set the version table to ``target`` without running any script.
+
+    No schema snapshot is recorded: a stamp says nothing about whether the
+    schema is the revision's (``revisor drift --record`` records it once it is).
+    """
     started = utcnow()
-    table = project.version_table
 
     def work(conn: Connection, _dialect: DialectSupport) -> contract.Result:
-        heads = read_heads(conn, table)
-        steps = project.scripts.stamp_steps(target, heads)
-        history = History(table.schema)
-        run = new_run(
-            command="stamp",
-            direction="stamp",
-            from_heads=heads,
-            target=target,
-            runner=runner,
-            engine_version=__version__,
-        )
-        history.ensure(conn)
-        history.start_run(conn, run)
-        conn.commit()
-        run_environment(project, conn, fn=lambda _heads, _ctx: iter(steps), per_migration=True)
-        after = read_heads(conn, table)
-        history.finish_run(conn, run, status=SUCCEEDED, to_heads=after)
-        conn.commit()
-        reporter.info(f"stamped {heads_text(heads)} -> {heads_text(after)}")
+        heads = read_heads(conn, project.version_table)
+        after = _stamp_locked(project, conn, target, heads=heads, runner=runner, reporter=reporter)
         return contract.Result(
             command="stamp",
             exit_code=ExitCode.OK,
@@ -899,4 +1115,56 @@ def stamp(
     return result
 
 
-__all__ = ["RunCommand", "RunOptions", "make_plan", "migrate", "read_heads", "stamp", "with_lock"]
+def _with_snapshot(
+    project: Project,
+    conn: Connection,
+    result: contract.Result,
+    *,
+    recorded_by: str,
+    run_id: str | None,
+    only_if_missing: bool,
+    reporter: Reporter,
+) -> contract.Result:
+    """``result`` once the schema the run left is recorded (its hash in ``details``).
+
+    Only where the database is at a clean revision: a run that succeeded or
+    failed cleanly (exit 4: what failed left nothing, what committed is
+    whole revisions), not a partially applied revision, a failed rollback or
+    a runner asked to stop (it should stop now). A snapshot that cannot be
+    taken never fails the run that changed the database: it is a warning.
+    """
+    clean = result.exit_code in (ExitCode.OK, ExitCode.MIGRATION_FAILED)
+    if not clean or stop_requested():
+        return result
+    try:
+        recorded = record_snapshot(
+            project,
+            conn,
+            heads=result.to_revisions,
+            recorded_by=recorded_by,
+            run_id=run_id,
+            only_if_missing=only_if_missing,
+        )
+    except Exception as exc:
+        with suppress(sa.exc.DBAPIError):
+            conn.rollback()
+        detail = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+        warning = scrub(f"the schema was not recorded for drift checks: {detail}")
+        reporter.info(f"warning: {warning}")
+        return replace(result, warnings=(*result.warnings, warning))
+    if recorded is None:
+        return result
+    return replace(result, details={**result.details, SCHEMA_HASH: recorded.hash})
+
+
+__all__ = [
+    "RunCommand",
+    "RunOptions",
+    "make_plan",
+    "migrate",
+    "read_heads",
+    "record_snapshot",
+    "snapshot_schema",
+    "stamp",
+    "with_lock",
+]

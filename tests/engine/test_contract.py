@@ -7,13 +7,20 @@ import json
 import pytest
 from revisor.cli import build_parser
 from revisor.contract import (
+    MAX_DIFFERENCES,
     MAX_RESULT_BYTES,
     RESULT_SCHEMA,
+    SCHEMA_HASH,
+    BaselineDetails,
+    DriftDetails,
+    ExistingObjects,
     ExitCode,
+    Reason,
     Result,
     RunRequest,
     Step,
     VersionTable,
+    schema_hash,
 )
 
 
@@ -77,6 +84,19 @@ def test_rolled_back_failure_has_its_own_reason() -> None:
         RunRequest(command="plan", target="branch@+2", scripts="/s"),
         RunRequest(command="downgrade", target="base", single_transaction=True),
         RunRequest(command="stamp", target="head", lock_timeout=1.5),
+        RunRequest(command="apply", target="head", baseline="head", output="json"),
+        RunRequest(command="upgrade", baseline="ab12", dry_run=True),
+        RunRequest(command="plan", target="head", baseline="branch@head"),
+        RunRequest(
+            command="drift",
+            lock_timeout=30,
+            drift_ignore=("tmp_*", "orders.legacy_*", "-odd"),
+            drift_accept="ab" * 32,
+            output="json",
+        ),
+        RunRequest(command="drift", drift_record=True),
+        RunRequest(command="wait-for", wait_timeout=120, scripts="/app/migrations"),
+        RunRequest(command="wait-for", target="3c9a1f0b2e44", wait_timeout=0.5),
     ],
 )
 def test_run_request_argv_is_accepted_by_the_engine_cli(request_: RunRequest) -> None:
@@ -85,7 +105,17 @@ def test_run_request_argv_is_accepted_by_the_engine_cli(request_: RunRequest) ->
     assert argv[0] == "revisor"
     args = build_parser().parse_args(argv[1:])
     assert args.command == request_.command
-    assert args.target == request_.target
+    if request_.command == "wait-for":
+        assert args.revision == request_.target
+        assert args.timeout == (request_.wait_timeout if request_.wait_timeout else 300)
+    elif request_.command == "drift":
+        assert args.ignore == list(request_.drift_ignore)
+        assert args.accept == request_.drift_accept
+        assert args.record is request_.drift_record
+    else:
+        assert args.target == (request_.target or "head")
+    if request_.command in ("plan", "apply", "upgrade"):
+        assert args.baseline == request_.baseline
     if request_.scripts:
         assert args.scripts == request_.scripts
     if request_.lock_timeout is not None:
@@ -97,6 +127,58 @@ def test_run_request_argv_is_accepted_by_the_engine_cli(request_: RunRequest) ->
         assert args.ddl_lock_retries == request_.ddl_lock_retries
     assert args.env_py is request_.env_py
     assert args.metadata == request_.metadata
+
+
+def test_drift_wait_for_and_baseline_have_their_reasons() -> None:
+    assert ExitCode.from_code(9) is ExitCode.WAIT_TIMEOUT
+    assert ExitCode.WAIT_TIMEOUT.reason == "WaitTimeout"
+    assert ExitCode.MISMATCH.reason == "Mismatch", "drift is a mismatch with a finer reason"
+    assert {Reason.DRIFTED, Reason.NO_DRIFT, Reason.DRIFT_ACCEPTED, Reason.NO_SNAPSHOT,
+            Reason.SNAPSHOT_RECORDED, Reason.NEEDS_BASELINE, Reason.AT_REVISION} == {
+        "Drifted", "NoDrift", "DriftAccepted", "NoSnapshot", "SnapshotRecorded",
+        "NeedsBaseline", "AtRevision"}  # fmt: skip
+
+
+def test_the_operator_reads_drift_and_baseline_details_back() -> None:
+    drift = DriftDetails.bounded(
+        differences=[f"+ index ix_{i} on t(c{i})" + "x" * 200 for i in range(30)],
+        drifted=True,
+        hash="a" * 64,
+        recorded_hash="b" * 64,
+        recorded_at="2026-12-01T10:00:00Z",
+        recorded_by="upgrade",
+    )
+    assert len(drift.differences) == MAX_DIFFERENCES and drift.total == 30
+    assert all(len(d) <= 120 and d.endswith("…") for d in drift.differences)
+    details = {**drift.to_details(), **BaselineDetails(("r1",), "stamped").to_details()}
+    details |= ExistingObjects("r0", tables=("orders",)).to_details() | {SCHEMA_HASH: "c" * 64}
+    result = Result(
+        command="drift", exit_code=ExitCode.MISMATCH, detail_reason=Reason.DRIFTED, details=details
+    )
+    text = result.to_json()
+    assert len(text.encode()) <= MAX_RESULT_BYTES
+    again = Result.from_json(text)
+    assert again.reason == "Drifted"
+    assert DriftDetails.from_details(again.details) == drift
+    assert BaselineDetails.from_details(again.details) == BaselineDetails(("r1",), "stamped")
+    assert ExistingObjects.from_details(again.details) == ExistingObjects("r0", ("orders",))
+    assert schema_hash(again.details) == "c" * 64
+    assert DriftDetails.from_details({"drifted": "yes"}) is None
+    assert BaselineDetails.from_details({"baseline": {"outcome": "maybe"}}) is None
+    assert ExistingObjects.from_details({}) is None and schema_hash({}) is None
+
+
+def test_long_lists_in_details_shrink_before_details_are_dropped() -> None:
+    """The hashes must reach the operator even when the differences do not fit."""
+    result = Result(
+        command="drift",
+        exit_code=ExitCode.MISMATCH,
+        details={"drifted": True, "hash": "a" * 64, "differences": ["d" * 100] * 60},
+    )
+    data = json.loads(result.to_json())
+    assert data["details"]["hash"] == "a" * 64
+    assert data["details"]["differencesTotal"] == 60
+    assert 0 < len(data["details"]["differences"]) < 60
 
 
 def test_result_round_trips_through_json() -> None:

@@ -322,24 +322,33 @@ SESSION_ENDS_AT_COMMIT = [
         ("postgresql+asyncpg", "terminating connection due to administrator command"),
     ],
 )
-def test_a_session_lost_at_commit_is_that_revisions_failure_with_the_drivers_reason(
+def test_a_session_lost_at_commit_stops_the_run_with_the_drivers_reason(
     revisor, pg_url: str, driver: str, reason: str, tmp_path: Path
 ) -> None:
-    """The server ends the session during the step's COMMIT: exit 4, the reason kept.
+    """The server ends the session during the step's COMMIT: exit 6, the reason kept.
 
     On psycopg that COMMIT travels with the history row; the connection must
-    be invalidated as SQLAlchemy would, or the rollback after it replaces
-    the driver's reason with "the connection is lost".
+    be invalidated as SQLAlchemy would, or what follows replaces the driver's
+    reason with "the connection is lost". The lock went with the session, so
+    the run writes nothing more (no new session, tests/engine/test_faults.py):
+    its run row stays "running" for the next runner to mark interrupted, and
+    the result claims no revision, since the COMMIT's outcome is unknown.
     """
     project = make_project(tmp_path, SESSION_ENDS_AT_COMMIT)
     url = pg_url.replace("postgresql+psycopg", driver)
     run = revisor(*project.args(), "--database-url", url, "--output", "json", "upgrade")
-    assert run.code == 4, run.err
+    assert run.code == 6, run.err
+    assert run.result["reason"] == "DatabaseUnreachable"
     error = run.result["error"]
-    assert error.startswith("upgrade 0002x0000000 (springs it) failed: ")
+    assert error.startswith(
+        "lost the connection to the database during 0002x0000000 (springs it): "
+    )
     assert reason in error and "the connection is lost" not in error
+    assert "went during the COMMIT of 0002x0000000" in error
+    assert "the database is at 0001x0000000 or at 0002x0000000" in error
     assert version(pg_url) == {"0001x0000000"}
-    assert [s["status"] for s in history_rows(pg_url, "step")] == ["applied", "failed"]
+    assert [s["status"] for s in history_rows(pg_url, "step")] == ["applied"]
+    assert [r["status"] for r in history_rows(pg_url)] == ["running"]
 
 
 @pytest.mark.postgres

@@ -7,6 +7,8 @@ import-linter contract enforces it), so the two sides cannot drift apart:
   and the environment variables that carry the database;
 * :mod:`.results` — exit codes, reasons and the result document the engine
   writes to its termination message;
+* :mod:`.details` — the parts of a result's ``details`` the operator reads
+  (drift, baseline, the recorded schema's hash);
 * :mod:`.redaction` — the one function that masks passwords in text, used by
   the engine before anything leaves the process and by the operator before
   anything reaches status, Events or logs;
@@ -15,6 +17,17 @@ import-linter contract enforces it), so the two sides cannot drift apart:
 Pure data and pure functions only: no Alembic, SQLAlchemy, kopf or kubernetes.
 """
 
+from revisor.contract.details import (
+    BASELINE,
+    EXISTING_OBJECTS,
+    MAX_DIFFERENCES,
+    SCHEMA_HASH,
+    BaselineDetails,
+    BaselineOutcome,
+    DriftDetails,
+    ExistingObjects,
+    schema_hash,
+)
 from revisor.contract.redaction import MASK, redact
 from revisor.contract.requests import (
     DEFAULT_VERSION_TABLE,
@@ -39,17 +52,25 @@ from revisor.contract.results import (
 from revisor.contract.words import DURATION_PATTERN, heads_text, parse_duration
 
 __all__ = [
+    "BASELINE",
     "DEFAULT_VERSION_TABLE",
     "DURATION_PATTERN",
     "ENV_DATABASE_PARTS",
     "ENV_DATABASE_SOURCE",
     "ENV_DATABASE_URL",
     "ENV_RUNNER",
+    "EXISTING_OBJECTS",
     "MASK",
+    "MAX_DIFFERENCES",
     "MAX_RESULT_BYTES",
     "RESULT_SCHEMA",
+    "SCHEMA_HASH",
+    "BaselineDetails",
+    "BaselineOutcome",
     "Command",
     "Direction",
+    "DriftDetails",
+    "ExistingObjects",
     "ExitCode",
     "OnFailure",
     "Reason",
@@ -60,4 +81,5 @@ __all__ = [
     "heads_text",
     "parse_duration",
     "redact",
+    "schema_hash",
 ]

@@ -34,7 +34,9 @@ ENV_DATABASE_PARTS = {
 #: Alembic's own default name for the version table.
 DEFAULT_VERSION_TABLE = "alembic_version"
 
-Command = Literal["plan", "apply", "upgrade", "downgrade", "stamp", "verify", "current"]
+Command = Literal[
+    "plan", "apply", "upgrade", "downgrade", "stamp", "verify", "current", "drift", "wait-for"
+]
 OnFailure = Literal["stop", "rollback"]
 
 
@@ -67,6 +69,10 @@ class RunRequest:
     :data:`ENV_DATABASE_URL` (from a ``secretKeyRef``) or
     ``database_url_file`` (a mounted Secret), never through arguments that
     ``kubectl describe`` would show.
+
+    ``target`` is the positional target of ``plan``/``apply``/``upgrade``/
+    ``downgrade``/``stamp``, and ``--revision`` for ``wait-for`` (an app's
+    init container, not a Job: None waits for the scripts' heads).
     """
 
     command: Command
@@ -90,6 +96,18 @@ class RunRequest:
     expect_plan_hash: str | None = None
     #: Refuse an upgrade any of whose revisions could not be downgraded again.
     require_reversible: bool = False
+    #: ``plan``/``apply``/``upgrade``: a database without a version table is
+    #: stamped at this revision first (``--baseline``; ignored once it has one).
+    baseline: str | None = None
+    #: ``drift``: fnmatch patterns of tables, ``table.column`` and index or
+    #: constraint names left out of the comparison (``--ignore``, repeated).
+    drift_ignore: Sequence[str] = ()
+    #: ``drift``: the live schema's hash a person accepted (``--accept``).
+    drift_accept: str | None = None
+    #: ``drift``: record the live schema for the current revision (``--record``).
+    drift_record: bool = False
+    #: ``wait-for``: give up after this many seconds (``--timeout``).
+    wait_timeout: float | None = None
     result_file: str | None = None
     output: Literal["text", "json"] | None = None
     log_format: Literal["console", "json"] | None = None
@@ -130,8 +148,21 @@ class RunRequest:
                 argv.append("--require-reversible")
         elif self.command == "stamp":
             argv += _options(run_options[:1])
+        elif self.command == "drift":
+            argv += _options(run_options[:1])
+            # "--ignore=PATTERN": a pattern may start with "-".
+            argv += [f"--ignore={pattern}" for pattern in self.drift_ignore]
+            argv += _options([("--accept", self.drift_accept)])
+            if self.drift_record:
+                argv.append("--record")
+        elif self.command == "wait-for":
+            argv += _options([("--timeout", self.wait_timeout)])
+            if self.target is not None:
+                argv.append(f"--revision={self.target}")
+        if self.command in ("plan", "apply", "upgrade"):
+            argv += _options([("--baseline", self.baseline)])
         argv += list(self.extra)
-        if self.target is not None:
+        if self.target is not None and self.command != "wait-for":
             # "--" keeps relative targets such as "-1" from reading as options.
             argv += ["--", self.target]
         return argv

@@ -51,6 +51,28 @@ class Reason(enum.StrEnum):
     #: A revision failed after some of its statements had committed on their
     #: own (DDL on MySQL/MariaDB): the database holds part of it.
     PARTIALLY_APPLIED = "PartiallyApplied"
+    #: ``drift`` (exit 7): the live schema differs from the snapshot recorded
+    #: for the database's revision (:class:`~revisor.contract.DriftDetails`).
+    DRIFTED = "Drifted"
+    #: ``drift`` (exit 0): the live schema is the one recorded for its revision.
+    NO_DRIFT = "NoDrift"
+    #: ``drift --accept HASH`` (exit 0): the schema differs from the recorded
+    #: one, and HASH, the live schema's, says a person acknowledged that.
+    DRIFT_ACCEPTED = "DriftAccepted"
+    #: ``drift --record`` (exit 0): the live schema is now the one recorded
+    #: for the database's revision.
+    SNAPSHOT_RECORDED = "SnapshotRecorded"
+    #: ``drift`` (exit 2): no schema was recorded for the database's revision,
+    #: so there is nothing to compare with (``drift --record`` records one).
+    NO_SNAPSHOT = "NoSnapshot"
+    #: ``upgrade``/``apply``/``plan`` (exit 2): the database has no version
+    #: table, yet the first planned revision would create objects it already
+    #: has (a database made by ``metadata.create_all()``): ``--baseline REV``.
+    NEEDS_BASELINE = "NeedsBaseline"
+    #: ``wait-for`` (exit 0): the database is at (or past) the awaited revision.
+    AT_REVISION = "AtRevision"
+    #: ``wait-for`` (exit 9): the database did not get there within ``--timeout``.
+    WAIT_TIMEOUT = "WaitTimeout"
 
 
 class ExitCode(enum.IntEnum):
@@ -67,6 +89,9 @@ class ExitCode(enum.IntEnum):
     #: A revision failed half-way where DDL is not transactional: a person
     #: must finish or undo it (then ``revisor stamp``); running again would not.
     PARTIALLY_APPLIED = 8
+    #: ``wait-for`` gave up: the database was reachable but did not reach the
+    #: awaited revision within ``--timeout`` (unreachable throughout: 6).
+    WAIT_TIMEOUT = 9
 
     @property
     def reason(self) -> Reason:
@@ -92,6 +117,7 @@ _REASONS = {
     ExitCode.UNREACHABLE: Reason.DATABASE_UNREACHABLE,
     ExitCode.MISMATCH: Reason.MISMATCH,
     ExitCode.PARTIALLY_APPLIED: Reason.PARTIALLY_APPLIED,
+    ExitCode.WAIT_TIMEOUT: Reason.WAIT_TIMEOUT,
 }
 
 
@@ -244,6 +270,15 @@ class Result:
                 if isinstance(items, list) and len(items) > keep:
                     data[f"{key}Total"] = data.get(f"{key}Total", len(items))
                     data[key] = items[:keep]
+            # Lists in details (drift's differences) shrink the same way
+            # before details would be dropped whole: their other keys (the
+            # schema's hashes) are what the operator acts on.
+            details = data.get("details")
+            if isinstance(details, dict):
+                for key, items in list(details.items()):
+                    if isinstance(items, list) and len(items) > keep:
+                        details.setdefault(f"{key}Total", len(items))
+                        details[key] = items[:keep]
             text = _dumps(data)
             if len(text.encode()) <= limit:
                 return text
