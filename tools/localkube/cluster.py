@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, ClassVar
 
 import urllib3
 
@@ -30,7 +30,14 @@ _TOOLS_DIR = Path(__file__).resolve().parent.parent
 
 
 class LocalCluster:
-    """``with LocalCluster(state_dir) as cluster:`` gives ``cluster.kubeconfig``."""
+    """``with LocalCluster(state_dir) as cluster:`` gives ``cluster.kubeconfig``.
+
+    A started cluster can be found again by its kubeconfig (:meth:`running_for`),
+    which is how a test that only has the kubeconfig restarts its API server.
+    """
+
+    #: Clusters started in this process and not stopped yet, by kubeconfig.
+    _running: ClassVar[dict[Path, LocalCluster]] = {}
 
     def __init__(
         self,
@@ -70,9 +77,28 @@ class LocalCluster:
             self.stop()
             raise
         self.startup_seconds = time.monotonic() - started
+        LocalCluster._running[self.kubeconfig.resolve()] = self
 
     def stop(self) -> None:
+        LocalCluster._running.pop(self.kubeconfig.resolve(), None)
         self.control_plane.stop()
+
+    @classmethod
+    def running_for(cls, kubeconfig: Path) -> LocalCluster | None:
+        """The cluster this process started whose kubeconfig is ``kubeconfig``, if it runs."""
+        return cls._running.get(Path(kubeconfig).resolve())
+
+    def restart_apiserver(self, *, timeout: float = 60.0) -> None:
+        """Stop and start kube-apiserver: same port, certificates and etcd (``ControlPlane``)."""
+        self.control_plane.restart_apiserver(timeout=timeout)
+
+    def stop_apiserver(self) -> None:
+        """Stop kube-apiserver alone, until :meth:`start_apiserver`."""
+        self.control_plane.stop_apiserver()
+
+    def start_apiserver(self, *, timeout: float = 60.0) -> None:
+        """Start the stopped kube-apiserver again and wait until it is ready."""
+        self.control_plane.start_apiserver(timeout=timeout)
 
     def __enter__(self) -> LocalCluster:
         self.start()

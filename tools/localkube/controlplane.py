@@ -95,6 +95,8 @@ class ControlPlane:
     binaries: Binaries
     started: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
     api_port: int = 0
+    #: Each component's command line, as it was started (what a restart runs again).
+    commands: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def kubeconfig(self) -> Path:
@@ -216,6 +218,43 @@ class ControlPlane:
         processes.stop_all(others, grace=5.0)
         self.started.clear()
 
+    def stop_apiserver(self, *, grace: float = 15.0) -> None:
+        """Stop kube-apiserver alone: etcd, the controllers, the scheduler and kubelet stay.
+
+        Everything that talks to the API (the controllers, the kubelet, an
+        operator, kubectl) sees connection errors until :meth:`start_apiserver`;
+        what it stored stays in etcd.
+        """
+        process = self._process("kube-apiserver")
+        processes.stop(process, grace=grace)
+
+    def start_apiserver(self, *, timeout: float = 60.0) -> None:
+        """Start kube-apiserver again as it first ran: same flags, port, certificates and etcd.
+
+        Returns once ``/readyz`` is ok. Call it from a thread that outlives the
+        cluster (the one that started it, or the main thread): the new process
+        dies with the thread that forks it (``processes``).
+        """
+        name = "kube-apiserver"
+        if self._process(name).poll() is None:
+            raise ControlPlaneError(f"{name} is running; stop it first")
+        process = processes.spawn(
+            self.commands[name], log=self.logs / f"{name}.log", cwd=self.state_dir
+        )
+        self.started = [(n, process if n == name else p) for n, p in self.started]
+        self._wait_ready(time.monotonic() + timeout)
+
+    def restart_apiserver(self, *, timeout: float = 60.0) -> None:
+        """:meth:`stop_apiserver`, then :meth:`start_apiserver`."""
+        self.stop_apiserver()
+        self.start_apiserver(timeout=timeout)
+
+    def _process(self, name: str) -> subprocess.Popen[bytes]:
+        for started, process in self.started:
+            if started == name:
+                return process
+        raise ControlPlaneError(f"{name} was never started")
+
     def api(self) -> Api:
         return Api(
             Credentials(
@@ -240,6 +279,7 @@ class ControlPlane:
     def _spawn(self, name: str, argv: list[str]) -> None:
         process = processes.spawn(argv, log=self.logs / f"{name}.log", cwd=self.state_dir)
         self.started.append((name, process))
+        self.commands[name] = list(argv)
 
     def _poll(self, deadline: float, what: str, probe: Callable[[], bool]) -> None:
         # A readiness check with a short retry interval, bounded by the overall deadline.

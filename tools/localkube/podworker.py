@@ -40,6 +40,10 @@ BACKOFF_INITIAL = 1.0
 BACKOFF_MAX = 10.0
 PREPARE_RETRY = 1.0
 REPORT_RETRY = 1.0
+#: The pod conditions a kubelet owns; it keeps the others as it finds them.
+KUBELET_CONDITIONS = frozenset(
+    {"PodScheduled", "PodReadyToStartContainers", "Initialized", "ContainersReady", "Ready"}
+)
 
 log = logging.getLogger("localkube.pod")
 
@@ -477,6 +481,11 @@ class PodWorker:
             if value == "False" and terminal and kind in {"Ready", "ContainersReady"}:
                 condition["reason"] = "PodCompleted"
             conditions.append(condition)
+        # Conditions others set (DisruptionTarget from an eviction or preemption, readiness
+        # gates) are kept, as a kubelet keeps them: a merge patch replaces the whole list.
+        for other in (self.pod.get("status") or {}).get("conditions") or []:
+            if other.get("type") not in KUBELET_CONDITIONS:
+                conditions.append(dict(other))
         status: dict[str, Any] = {
             "phase": self.phase,
             "conditions": conditions,
