@@ -13,18 +13,21 @@ import os
 import sys
 import traceback
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-import sqlalchemy as sa
-
-from revisor import __version__, commands, contract, stopping
+from revisor import __version__, contract, stopping
 from revisor.contract import ENV_RUNNER, ExitCode, VersionTable, parse_duration
 from revisor.errors import BadInput, DatabaseUnreachable, RevisorError
 from revisor.options import RunOptions
 from revisor.output import Reporter, check_result_file, configure_logging, write_result
-from revisor.project import Project
 from revisor.redaction import scrub
-from revisor.scripts import ScriptLocation
+from revisor.script_location import ScriptLocation
+
+if TYPE_CHECKING:
+    # Imported where a command runs (dispatch, main): SQLAlchemy and Alembic are
+    # most of a start-up, and --help or a usage error needs neither.
+    from revisor import commands
+    from revisor.project import Project
 
 COMMANDS_WITH_TARGET = {
     "plan": ("head", "where to go (Alembic syntax: head, heads, base, id, +N, -N, branch@head)"),
@@ -366,6 +369,8 @@ def _sha256(text: str) -> str:
 
 
 def _project(args: argparse.Namespace) -> Project:
+    from revisor.project import Project
+
     locations: list[str] = []
     for item in args.version_locations or ():
         locations += [part for part in item.replace(",", " ").split() if part]
@@ -385,6 +390,8 @@ def _project(args: argparse.Namespace) -> Project:
 
 
 def dispatch(args: argparse.Namespace, reporter: Reporter) -> commands.Outcome:
+    from revisor import commands
+
     project = _project(args)
     runner = os.environ.get(ENV_RUNNER) or None
     name = args.command
@@ -445,6 +452,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # A waiter has nothing to finish: SIGTERM ends it at once, as by default.
         stopping.stop_between_revisions_on_sigterm()
     reporter = configure_logging(args.log_format)
+    import sqlalchemy as sa  # past parsing: a command runs
+
     result: contract.Result
     text = ""
     try:

@@ -8,10 +8,17 @@ Alembic's own error messages for targets and revision graphs are good
 ("Multiple head revisions are present...", "Can't locate revision...") and
 are passed through verbatim; only their type changes to :class:`BadInput`.
 
+Revision files are placed in the graph from their headers
+(:mod:`revisor.revision_headers`), not by importing them as Alembic does: a
+module is imported only when a plan includes it, before its first step runs,
+so a run at head imports none of them. A file whose header is not plain
+literals is imported at load, as Alembic would, so the graph is Alembic's
+either way.
+
 This is the one module that uses Alembic's private API (``_upgrade_revs``,
-``_downgrade_revs``, ``_stamp_revs``, ``_load_revisions``,
-``_format_down_revision``, ``_version_locations``, ``Script._list_py_dir``,
-``Script._from_path``, stable for years): an Alembic release that changes
+``_downgrade_revs``, ``_stamp_revs``, ``_format_down_revision``,
+``_version_locations``, ``Script._list_py_dir``, ``Script._from_path``,
+``_only_source_rev_file``, stable for years): an Alembic release that changes
 them changes this file only.
 """
 
@@ -27,29 +34,26 @@ import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Literal
 
 from alembic.config import Config
 from alembic.runtime.migration import RevisionStep
 from alembic.script import Script, ScriptDirectory
-from alembic.script.revision import RevisionError, RevisionMap
-from alembic.util import CommandError, to_tuple
+from alembic.script.base import _only_source_rev_file
+from alembic.script.revision import Revision, RevisionError, RevisionMap
+from alembic.util import CommandError, load_python_file, to_tuple
+from alembic.util import warn as alembic_warn
 
 from revisor import contract
 from revisor.contract import Reason
 from revisor.errors import BadInput
+from revisor.revision_headers import Header, read_header
+from revisor.script_location import ScriptLocation
+
+__all__ = ["ScriptLocation"]  # re-exported: where the scripts are, named before loading
 
 Direction = Literal["upgrade", "downgrade", "none"]
-
-
-@dataclass(frozen=True)
-class ScriptLocation:
-    """Where the scripts are: an ``alembic.ini``, a directory, or both."""
-
-    config_file: str | None = None
-    scripts_dir: str | None = None
-    version_locations: tuple[str, ...] = ()
-    ini_section: str = "alembic"
 
 
 @contextlib.contextmanager
@@ -148,7 +152,7 @@ def _missing_revisions_reported(scripts: Scripts) -> Iterator[None]:
         try:
             yield
         except KeyError:
-            found = {script.revision: script for script in scripts.directory._load_revisions()}
+            found = {script.revision: script for script in scripts.loaded()}
             missing: dict[str, list[str]] = {}
             for script in found.values():
                 for down in to_tuple(script.down_revision, default=()):
@@ -162,10 +166,17 @@ def _missing_revisions_reported(scripts: Scripts) -> Iterator[None]:
 class Scripts:
     """A loaded script directory with the few questions Revisor asks of it."""
 
-    def __init__(self, config: Config, directory: ScriptDirectory) -> None:
+    def __init__(
+        self, config: Config, directory: ScriptDirectory, *, skip: Path | None = None
+    ) -> None:
         self.config = config
         self.directory = directory
+        self._skip = skip
         self._checksums: dict[str, str] = {}
+
+    def loaded(self) -> Iterator[Script]:
+        """Every revision file, as :class:`HeaderScript` where its header can be read."""
+        return _load_revisions(self.directory, skip=self._skip)
 
     @property
     def dirs(self) -> list[str]:
@@ -220,18 +231,115 @@ def file_checksum(path: str | Path) -> str:
         return hashlib.sha256(script.read()).hexdigest()
 
 
-def _revisions_except_env_py(directory: ScriptDirectory) -> Iterator[Script]:
-    """Alembic's loading of revision files, leaving out the script directory's env.py."""
-    env_py = Path(directory.dir, "env.py").resolve()
+class HeaderScript(Script):
+    """A revision placed in the graph from its file's header; its module is imported on use.
+
+    Everything Alembic asks of a :class:`Script` while planning (its ids, its
+    docstring) comes from the header; ``module`` imports the file the first
+    time a step needs it (:func:`import_planned`), and checks that the module
+    says what its header said.
+    """
+
+    def __init__(self, path: Path, header: Header) -> None:
+        self.path = str(path)
+        self._header = header
+        self._module: ModuleType | None = None
+        Revision.__init__(
+            self,
+            header.revision,
+            header.down_revision,  # type: ignore[arg-type]  # a list, as a module may give
+            branch_labels=to_tuple(header.branch_labels, default=()),
+            dependencies=to_tuple(header.depends_on, default=()),
+        )
+
+    @property
+    def module(self) -> ModuleType:
+        if self._module is None:
+            path = Path(self.path)
+            module = load_python_file(str(path.parent), path.name)
+            stated = {name: getattr(module, name, None) for name in _IDENTITY}
+            read = {name: getattr(self._header, name) for name in _IDENTITY}
+            if stated != read:
+                raise BadInput(
+                    f"{self.path}: importing the revision gives {_identity_text(stated)}, "
+                    f"but its source reads {_identity_text(read)}",
+                    hint="assign revision, down_revision, branch_labels and depends_on as "
+                    "plain literals, and let nothing else change them at import; nothing was run",
+                    reason=Reason.INVALID_SCRIPTS,
+                )
+            self._module = module
+        return self._module
+
+    @module.setter
+    def module(self, value: ModuleType) -> None:
+        self._module = value
+
+    @property
+    def longdoc(self) -> str:
+        doc = self._header.doc
+        return doc.strip() if doc else ""
+
+
+#: What a revision's module must agree with its header on.
+_IDENTITY = ("revision", "down_revision", "branch_labels", "depends_on")
+
+
+def _identity_text(values: Mapping[str, Any]) -> str:
+    return ", ".join(f"{name}={values[name]!r}" for name in _IDENTITY)
+
+
+def _load_revisions(directory: ScriptDirectory, *, skip: Path | None) -> Iterator[Script]:
+    """Alembic's ``ScriptDirectory._load_revisions``, reading headers instead of importing.
+
+    Same files, same order, same duplicate warning; ``skip`` is a flat
+    directory's env.py, which is the environment, not a revision (importing
+    it as one would run it outside any migration).
+    """
+    seen: set[Path] = set()
     for location in directory._version_locations:
         if not location.exists():
             continue
-        for path in Script._list_py_dir(directory, location):
-            if path.resolve() == env_py:
+        for file_path in Script._list_py_dir(directory, location):
+            # os.path.realpath: what Path.resolve() gives, at a fraction of its cost.
+            real_path = Path(os.path.realpath(file_path))
+            if real_path in seen:
+                alembic_warn(
+                    f"File {real_path} loaded twice! ignoring. "
+                    "Please ensure version_locations is unique."
+                )
                 continue
-            script = Script._from_path(directory, path)
+            seen.add(real_path)
+            if real_path == skip:
+                continue
+            script = _script_at(directory, real_path)
             if script is not None:
                 yield script
+
+
+def _script_at(directory: ScriptDirectory, path: Path) -> Script | None:
+    """The revision in ``path``: from its header when it can be read, else as Alembic imports it."""
+    if not directory.sourceless:
+        if not _only_source_rev_file.match(path.name):
+            return None
+        try:
+            header = read_header(path.read_bytes().decode("utf-8"))
+        except (OSError, UnicodeDecodeError):
+            header = None
+        if header is not None:
+            return HeaderScript(path, header)
+    return Script._from_path(directory, path)
+
+
+def import_planned(scripts: Scripts, steps: Sequence[RevisionStep]) -> None:
+    """Import the modules of ``steps`` now, before the first runs.
+
+    A syntax error or a failing import in a planned file is then bad input
+    reported before anything is written, as when Alembic imports every file
+    at load, and not a failure halfway through a run.
+    """
+    with script_errors(scripts.dirs):
+        for step in steps:
+            step.revision.module  # noqa: B018
 
 
 def down_revisions_text(script: Script) -> str:
@@ -285,14 +393,13 @@ def load_scripts(options: ScriptLocation) -> Scripts:
         )
     with script_errors():
         directory = ScriptDirectory.from_config(config)
-    if Path(directory.dir).resolve() in {Path(d).resolve() for d in directory.version_locations}:
-        # A flat directory (a mounted ConfigMap) may hold the project's env.py
-        # beside the revisions: it is the environment, not a revision, and
-        # importing it as one would run it outside any migration.
-        directory.revision_map = RevisionMap(lambda: _revisions_except_env_py(directory))
-    scripts = Scripts(config, directory)
+    home = Path(directory.dir).resolve()
+    flat = home in {Path(d).resolve() for d in directory.version_locations}
+    scripts = Scripts(config, directory, skip=home / "env.py" if flat else None)
+    directory.revision_map = RevisionMap(scripts.loaded)
     with script_errors(scripts.dirs), _missing_revisions_reported(scripts):
-        # Loads and compiles every file; surfaces syntax errors and cycles now.
+        # Reads every header (imports the files it cannot read); surfaces cycles,
+        # missing revisions and unreadable headers now.
         directory.revision_map.heads  # noqa: B018
         for _ in directory.walk_revisions():
             pass
@@ -359,11 +466,13 @@ def reversed_step(step: RevisionStep) -> RevisionStep:
 
 def plan_upgrade(scripts: Scripts, target: str, heads: Sequence[str]) -> Plan:
     steps = scripts.upgrade_steps(target, heads)
+    import_planned(scripts, steps)
     return Plan("upgrade" if steps else "none", target, tuple(heads), steps)
 
 
 def plan_downgrade(scripts: Scripts, target: str, heads: Sequence[str]) -> Plan:
     steps = scripts.downgrade_steps(target, heads)
+    import_planned(scripts, steps)
     return Plan("downgrade" if steps else "none", target, tuple(heads), steps)
 
 
@@ -489,12 +598,41 @@ def env_py_findings(path: Path) -> list[str]:
     Read from its source: a ``target_metadata`` other than None (whose naming
     convention names constraints), ``configure()`` options that shape DDL,
     and SQL run on the connection (``SET search_path``, ``SET ROLE``).
-    Alembic's stock env.py does none of these.
+    Alembic's stock env.py does none of these. Not findings, since a hermetic
+    run does the same: ``transaction_per_migration`` (Revisor's own choice
+    either way), ``render_as_batch`` (it changes how ``batch_alter_table``
+    is carried out, not what the revisions build), and a ``version_table``
+    that is Alembic's default, written out or held in a module constant.
     """
+    from revisor.contract import DEFAULT_VERSION_TABLE
+
     try:
         tree = ast.parse(path.read_text())
     except (OSError, SyntaxError):
         return []
+    constants = {
+        target.id: node.value.value
+        for node in tree.body
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
+        for target in node.targets
+        if isinstance(target, ast.Name)
+    }
+
+    def shapes(keyword: ast.keyword) -> bool:
+        if keyword.arg in ("transaction_per_migration", "render_as_batch"):
+            return False
+        if keyword.arg == "version_table":
+            value = keyword.value
+            given = (
+                value.value
+                if isinstance(value, ast.Constant)
+                else constants.get(value.id)
+                if isinstance(value, ast.Name)
+                else None
+            )
+            return given != DEFAULT_VERSION_TABLE
+        return keyword.arg in _SHAPING_OPTIONS
+
     found: list[str] = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Assign) and any(
@@ -504,7 +642,7 @@ def env_py_findings(path: Path) -> list[str]:
                 found.append("sets target_metadata (its naming convention names constraints)")
         elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
             if node.func.attr == "configure":
-                options = sorted(k.arg for k in node.keywords if k.arg in _SHAPING_OPTIONS)
+                options = sorted(str(k.arg) for k in node.keywords if shapes(k))
                 found += [f"passes {option} to configure()" for option in options]
             elif node.func.attr in ("execute", "exec_driver_sql"):
                 found.append("runs SQL on the connection (e.g. SET search_path or SET ROLE)")

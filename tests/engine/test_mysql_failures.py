@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pymysql
 import pytest
+from revisor.contract import PartiallyApplied
 from sqlalchemy.engine import make_url
 
 from tests.engine.conftest import history_rows, tables, version
@@ -187,11 +188,14 @@ def test_a_downgrade_that_fails_half_way_names_the_stamp_that_finishes_it(
 
 
 @contextmanager
-def reader_holding_t1(server: MariaDBServer, url: str, *, seconds: float) -> Iterator[int]:
-    """Another session reads t1 in an open transaction for ``seconds``; yields its connection id.
+def reader_holding_t1(server: MariaDBServer, url: str, *, seconds: float = 60) -> Iterator[int]:
+    """Another session reads t1 in an open transaction until the block ends; yields its id.
 
     A transaction that read a table holds its metadata lock until it ends,
-    and ``ALTER TABLE`` must wait for it.
+    and ``ALTER TABLE`` must wait for it. It ends when the ``with`` block does
+    (however long a loaded machine took to get there), or after ``seconds``
+    at the latest: a run that ignored its lock timeout would wait that long,
+    then succeed, and fail the test that expected the timeout.
     """
     conn = server.connect(make_url(url).database)
     conn.autocommit(False)
@@ -205,7 +209,9 @@ def reader_holding_t1(server: MariaDBServer, url: str, *, seconds: float) -> Ite
     try:
         yield int(conn_id)
     finally:
+        release.cancel()
         release.join()
+        conn.rollback()
         conn.close()
 
 
@@ -224,11 +230,9 @@ def test_ddl_lock_timeout_fails_the_revision_naming_the_sessions_that_may_hold_i
     """Without MariaDB's lock-info plugin, the open transactions are named: the blocker among them."""
     args = _args(tmp_path, mysql_url, ALTER)
     assert revisor(*args, "upgrade", "0002").code == 0
-    started = time.monotonic()
-    with reader_holding_t1(mariadb_server, mysql_url, seconds=4) as reader:
+    with reader_holding_t1(mariadb_server, mysql_url) as reader:
         run = revisor(*args, "upgrade", "--ddl-lock-timeout", "1")
-        assert time.monotonic() - started < 3.5, "it gave up after about a second"
-    assert run.code == 4, run.err
+    assert run.code == 4, run.err  # gave up while the reader still held t1
     error = run.result["error"]
     assert "(1205, 'Lock wait timeout exceeded; try restarting transaction')" in error
     assert "[SQL: ALTER TABLE t1 ADD COLUMN note TEXT]" in error
@@ -249,7 +253,7 @@ def test_with_the_lock_info_plugin_the_blocker_and_its_lock_are_named(
         except pymysql.err.MySQLError as exc:
             pytest.skip(f"this server cannot load metadata_lock_info: {exc}")
         try:
-            with reader_holding_t1(mariadb_server, mysql_url, seconds=3) as reader:
+            with reader_holding_t1(mariadb_server, mysql_url) as reader:
                 run = revisor(*args, "upgrade", "--ddl-lock-timeout", "1")
         finally:
             cur.execute("UNINSTALL SONAME 'metadata_lock_info'")
@@ -312,3 +316,21 @@ def test_statement_timeout_aborts_a_slow_statement_and_is_never_retried(
     )
     assert "retrying" not in run.err
     assert version(mysql_url) == {"0002t0000000"}
+
+
+def test_the_result_names_the_failed_statement_its_cause_and_what_to_stamp(
+    revisor, mysql_url: str, tmp_path: Path
+) -> None:
+    """What the operator builds its message from, in the result's details."""
+    run = revisor(*_args(tmp_path, mysql_url, HALF), "upgrade")
+    assert run.code == 8, run.err
+    partial = PartiallyApplied.from_details(run.result["details"])
+    assert partial is not None
+    assert (partial.revision, partial.direction, partial.committed) == (
+        "0003h0000000",
+        "upgrade",
+        2,
+    )
+    assert partial.failed_statement == "SELECT * FROM no_such_table_anywhere"
+    assert partial.cause is not None and "no_such_table_anywhere' doesn't exist" in partial.cause
+    assert partial.stamp == ("0003h0000000",)
