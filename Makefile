@@ -22,7 +22,7 @@ help: ## List the targets
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install -qq --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	@touch $@
 
 .PHONY: install
@@ -106,6 +106,7 @@ bench: $(STAMP) $(if $(REVISOR_BENCH_SKIP_OPERATOR),,kube-binaries) ## Benchmark
 	$(PY) bench/history_row.py
 	$(PY) bench/soak.py
 	$(if $(REVISOR_BENCH_SKIP_OPERATOR),@echo "operator_burst skipped (REVISOR_BENCH_SKIP_OPERATOR)",$(PY) bench/operator_burst.py)
+	$(if $(REVISOR_BENCH_SKIP_OPERATOR),@echo "fleet_rollout skipped (REVISOR_BENCH_SKIP_OPERATOR)",$(PY) bench/fleet_rollout.py)
 
 .PHONY: clean
 clean: ## Remove the virtualenv and caches (not the cached Kubernetes binaries)

@@ -12,22 +12,15 @@ manifests (cluster-wide), applied for real with ``kubectl apply -k``.
 
 Those releases install the chart's Deployment with ``operator.replicas=0``, so
 that the operator's output can be searched for refusals in this process. The
-README's own commands are also run as written, read from README.md
-(``test_readme_install_...``): the Deployment's pod, started by localkube's
-process-kubelet with its ServiceAccount token at the standard path
-(``localkube.privatemounts``), runs ``revisor-operator`` with the standard
-in-cluster configuration and takes a DatabaseMigration in the namespace the
-README names to Succeeded.
+README's own ``helm install``, whose Deployment's pod runs the operator with
+its in-cluster credentials, is followed as written by test_walkthrough.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import re
-import shlex
 import shutil
-import socket
 import subprocess
 import textwrap
 import uuid
@@ -39,7 +32,6 @@ import pytest
 import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
-from localkube.privatemounts import check_support
 
 from tests.chart.render import CHART, REPO, helm
 from tests.cluster.conftest import Kube
@@ -68,6 +60,7 @@ from tests.support.operator_kit import (
     ready,
     running_operator,
     settled,
+    slow,
     window_closed,
 )
 from tests.support.projects import chain
@@ -310,8 +303,9 @@ def migrate_as(
 
     It then deletes the resource (the finalizer is the operator's to remove). With
     ``rollout``, the resource names a Deployment (``spec.rollback.deploymentRef``) that
-    rolls out fine, and the window must close as Succeeded: the operator read it. Any
-    call its RBAC refuses fails the test, whether the run stalls or kopf logs and retries.
+    rolls out fine, and the window must close as Succeeded: the operator read it. The last
+    revision waits until status.progress names it: the operator read the Job's pod log.
+    Any call its RBAC refuses fails the test, whether the run stalls or kopf logs and retries.
     """
     config_path = token_kubeconfig(kube.api, kube.kubeconfig, *account, tmp_path / "sa.kubeconfig")
     tmp_path.chmod(0o777)  # the Job's pod runs as another user
@@ -321,10 +315,22 @@ def migrate_as(
     window = {"deploymentRef": {"name": "web"}, "window": "2m", "allowBase": True}
     spec = {"rollback": window} if rollout else {}
     scope = () if all_namespaces else (ns,)
+    hold = tmp_path / "hold"
+    hold.touch()
     with running_operator(as_operator, *scope, all_namespaces=all_namespaces) as runner:
         create_secret(kube, ns, url)
-        create_config_map(kube, ns, REVS)
+        create_config_map(kube, ns, [*REVS[:-1], slow(REVS[-1], hold)])
         create(kube, ns, migration("app", **spec))
+        wait_for(
+            lambda: read(kube, ns, "app"),
+            lambda obj: (
+                ((obj.get("status") or {}).get("progress") or {}).get("revision") == REVS[-1].id
+            ),
+            timeout=90,
+            interval=0.3,
+            what="the progress of the last revision, read from the Job's pod log",
+        )
+        hold.unlink()
         if rollout:
             # After the migration, as in a release: this rollout is the one the window follows.
             deploy(kube, ns, ready_command="true", progress_deadline=120)
@@ -390,23 +396,30 @@ GRANTED = [
     ("watch", "batch:jobs"),
     ("get", "secrets"),
     ("list", "pods"),
+    ("get", "pods/log"),
     ("watch", "configmaps"),
     ("patch", "revisor.dev:databasemigrations"),
     ("patch", "revisor.dev:databasemigrations/status"),
     ("create", "events"),
+    # DatabaseMigrationSets: the set, its children, their finished Jobs, the tenants' Secrets.
+    ("get", "revisor.dev:databasemigrationsets"),
+    ("patch", "revisor.dev:databasemigrationsets/status"),
+    ("create", "revisor.dev:databasemigrations"),
+    ("delete", "revisor.dev:databasemigrations"),
+    ("delete", "batch:jobs"),
+    ("list", "secrets"),
 ]
 DENIED_IN_WATCHED = [
-    ("list", "secrets"),
     ("watch", "secrets"),
     ("update", "secrets"),
     ("delete", "secrets"),
-    ("delete", "batch:jobs"),
     ("patch", "batch:jobs"),
     ("create", "pods"),
     ("create", "pods/exec"),
-    ("get", "pods/log"),
-    ("delete", "revisor.dev:databasemigrations"),
-    ("create", "revisor.dev:databasemigrations"),
+    ("create", "pods/attach"),
+    ("create", "pods/portforward"),
+    ("delete", "revisor.dev:databasemigrationsets"),
+    ("create", "revisor.dev:databasemigrationsets"),
     ("create", "apps:deployments"),
     ("create", "rbac.authorization.k8s.io:roles"),
     ("create", "rbac.authorization.k8s.io:rolebindings"),
@@ -516,7 +529,10 @@ def test_cluster_wide_release_migrates_and_follows_a_rollout_as_its_service_acco
                 assert can(as_operator, verb, resource, namespace), (verb, resource, namespace)
             for verb, resource in DENIED_IN_WATCHED:
                 assert not can(as_operator, verb, resource, namespace), (verb, resource)
-        assert not can(as_operator, "list", "secrets")
+        # A DatabaseMigrationSet's secretSelector lists Secrets (as metadata only): served
+        # everywhere, so granted everywhere. Watching them is not.
+        assert can(as_operator, "list", "secrets")
+        assert not can(as_operator, "watch", "secrets")
         assert not can(as_operator, "list", "namespaces")  # -A needs none: not granted
     finally:
         as_operator.close()
@@ -613,196 +629,6 @@ def test_static_manifests_install_a_working_operator_with_kustomize(
                    all_namespaces=True)  # fmt: skip
     finally:
         delete_namespace(kube, ns)
-
-
-# -- the README's `helm install`, its Deployment's pod running the operator ----------------
-
-README_RELEASE = "revisor"
-README_NAMESPACE = "revisor-system"
-OPERATOR_SELECTOR = "app.kubernetes.io/component=operator"
-
-
-def readme_install_commands() -> list[list[str]]:
-    """The commands of README.md's first Install block, as argv lists (comments dropped)."""
-    text = (REPO / "README.md").read_text()
-    section = text[text.index("\n## Install\n") :]
-    block = re.search(r"```sh\n(.*?)```", section, re.DOTALL)
-    assert block is not None, "README.md's Install section has no ```sh block"
-    joined = block.group(1).replace("\\\n", " ")
-    return [argv for line in joined.splitlines() if (argv := shlex.split(line, comments=True))]
-
-
-@dataclasses.dataclass(frozen=True)
-class ReadmeInstall:
-    """What README.md says to run: the app's namespace, then `helm install` in its own."""
-
-    #: The namespace the README creates for DatabaseMigrations, which the release serves.
-    watched: str
-    #: `helm install ...` as written, its chart path made absolute.
-    helm_args: list[str]
-
-    @classmethod
-    def parse(cls) -> ReadmeInstall:
-        first, second, *_ = readme_install_commands()
-        assert first[:3] == ["kubectl", "create", "namespace"], first
-        assert second[:2] == ["helm", "install"], second
-        watched = first[3]
-        # The release is the one this test follows, in the namespace it names, serving
-        # exactly the namespace created above: the README's promise.
-        assert second[2:4] == [README_RELEASE, "charts/revisor"], second
-        assert second[4:6] == ["-n", README_NAMESPACE], second
-        assert f"watchNamespaces={{{watched}}}" in second, second
-        assert not [a for a in second if "clusterWide" in a], second
-        return cls(watched=watched, helm_args=[*second[2:3], str(CHART), *second[4:]])
-
-
-def test_readme_install_block_is_what_the_install_test_runs() -> None:
-    """No cluster needed: the README's commands parse, and say which namespace is served."""
-    install = ReadmeInstall.parse()
-    assert install.watched == "shop"
-    assert install.helm_args[1] == str(CHART)
-    assert "--create-namespace" in install.helm_args
-
-
-def create_named_namespace(kube: Kube, name: str) -> None:
-    """``kubectl create namespace NAME`` as the README runs it, then its default account."""
-    run([kubectl(), "--kubeconfig", str(kube.kubeconfig), "create", "namespace", name])
-    core = client.CoreV1Api(kube.api)
-    wait_for(
-        lambda: core.list_namespaced_service_account(name).items,
-        lambda accounts: any(present(a.metadata).name == "default" for a in accounts),
-        timeout=30,
-        what=f"ServiceAccount {name}/default",
-    )
-
-
-def port_taken(port: int) -> bool:
-    """Whether something on this machine listens on ``port`` (the pod shares its network)."""
-    with socket.socket() as probe:
-        try:
-            probe.bind(("0.0.0.0", port))
-        except OSError:
-            return True
-    return False
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@pytest.fixture
-def readme_install(process_kubelet: Kube, tmp_path: Path) -> Iterator[tuple[Kube, str]]:
-    """README.md's Install commands, as written: the app's namespace, then `helm install`.
-
-    Plus what any test on a shared cluster needs: ``--kubeconfig``, ``--take-ownership``
-    of the session's CRD and ``--wait``; and, only if this machine already has them in
-    use, other ports for the pod's liveness and metrics endpoints (its pod shares the
-    host's network here). Uninstalled afterwards, and both namespaces deleted, before
-    the next test. Yields the cluster and the namespace the release serves.
-    """
-    kube = process_kubelet
-    install = ReadmeInstall.parse()
-    unsupported = check_support()
-    if unsupported is not None:
-        pytest.skip(f"the process-kubelet cannot mount ServiceAccount tokens here: {unsupported}")
-    for name in (README_NAMESPACE, install.watched):
-        if not namespace_free(kube, name):
-            pytest.skip(f"namespace {name} exists: installing there would overwrite it")
-    install_crd(kube)
-    ports = {"operator.livenessPort": 8080, "metrics.port": 9090}
-    values = [
-        arg
-        for value, port in ports.items()
-        if port_taken(port)
-        for arg in ("--set", f"{value}={free_port()}")
-    ]
-    env = helm_env(tmp_path)
-    try:
-        create_named_namespace(kube, install.watched)
-        run(
-            [helm(), "install", *install.helm_args, "--kubeconfig", str(kube.kubeconfig),
-             "--take-ownership", "--wait", "--timeout", "3m", *values],
-            env=env,
-        )  # fmt: skip
-        yield kube, install.watched
-    finally:
-        subprocess.run(
-            [helm(), "uninstall", README_RELEASE, "-n", README_NAMESPACE, "--kubeconfig",
-             str(kube.kubeconfig), "--wait"],
-            env=env, capture_output=True, check=False, timeout=180,
-        )  # fmt: skip
-        for name in (install.watched, README_NAMESPACE):
-            delete_namespace(kube, name)
-        for name in (install.watched, README_NAMESPACE):
-            assert namespace_free(kube, name)
-
-
-def operator_pod(kube: Kube) -> Any:
-    """The chart's operator pod, once it is Ready."""
-    core = client.CoreV1Api(kube.api)
-
-    def fetch() -> list[Any]:
-        return list(
-            core.list_namespaced_pod(README_NAMESPACE, label_selector=OPERATOR_SELECTOR).items
-        )
-
-    pods = wait_for(
-        fetch,
-        lambda pods: (
-            len(pods) == 1
-            and any(
-                c.type == "Ready" and c.status == "True" for c in pods[0].status.conditions or []
-            )
-        ),
-        timeout=120,
-        what="the operator's pod to be Ready",
-    )
-    return pods[0]
-
-
-def test_readme_install_runs_the_operator_in_its_own_pod_to_a_migration(
-    readme_install: tuple[Kube, str], tmp_path: Path
-) -> None:
-    """The Deployment's pod, with only its in-cluster credentials, migrates the README's
-    namespace to Succeeded, and serves that namespace only."""
-    kube, ns = readme_install
-    pod = operator_pod(kube)
-    name = pod.metadata.name
-    spec = pod.spec
-    assert spec.service_account_name == "revisor"
-    assert spec.containers[0].command == ["revisor-operator"]
-    assert f"--namespace={ns}" in spec.containers[0].args
-    assert "--all-namespaces" not in spec.containers[0].args
-    # The ServiceAccount admission's token volume, at the path in-cluster clients read.
-    mounts = {m.mount_path: m.name for m in spec.containers[0].volume_mounts}
-    token_volume = mounts.get("/var/run/secrets/kubernetes.io/serviceaccount", "")
-    assert token_volume.startswith("kube-api-access-"), mounts
-    # Its permissions: a Role in the served namespace, no ClusterRole beyond names.
-    rbac = client.RbacAuthorizationV1Api(kube.api)
-    assert rbac.read_namespaced_role("revisor", ns).rules
-    with pytest.raises(ApiException) as caught:
-        rbac.read_cluster_role_binding("revisor")
-    assert caught.value.status == 404
-
-    tmp_path.chmod(0o777)  # the Job's pod runs as another user on a real node
-    create_secret(kube, ns, f"sqlite:///{tmp_path / 'app.db'}")
-    create_config_map(kube, ns, REVS)
-    create(kube, ns, migration("app"))
-    done = settled(kube, ns, "app", timeout=120)
-    assert done["status"]["phase"] == "Succeeded", done["status"]
-    assert ready(done)["status"] == "True"
-    assert done["status"]["currentRevision"] == REVS[-1].id
-    events_with(kube, ns, {"Running", "Migrated"}, involving="app")
-    # It was this pod, never restarted, that did it.
-    log = client.CoreV1Api(kube.api).read_namespaced_pod_log(name, README_NAMESPACE)
-    assert ns in log, log
-    for word in ("Forbidden", "forbidden", "no Kubernetes credentials"):
-        assert word not in log, log
-    again = operator_pod(kube)
-    assert again.metadata.uid == pod.metadata.uid
-    assert again.status.container_statuses[0].restart_count == 0
 
 
 # -- upgrade and uninstall ------------------------------------------------------------------

@@ -257,7 +257,7 @@ def _judge_present(
         fresh = since is not None and since >= window.since
         grace_over = now >= window.since + timedelta(seconds=deployment.progress_deadline_seconds)
         if new_rollout and (fresh or grace_over):
-            detail = deployment.progressing_message or DEADLINE_EXCEEDED
+            detail = (deployment.progressing_message or DEADLINE_EXCEEDED).rstrip(".")
             return Judgement(
                 WindowState.FAILED,
                 f"Deployment {name} did not roll out: {DEADLINE_EXCEEDED} "
