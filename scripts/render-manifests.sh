@@ -8,10 +8,11 @@
 # cluster-wide install, an explicit choice; namespaced installs use the chart),
 # release "revisor" in namespace "revisor-system", split into
 #   manifests/namespace.yaml                            the namespace (Helm never renders one)
-#   manifests/crd/revisor.dev_databasemigrations.yaml   the CRD alone (`kubectl apply -f manifests/crd/`)
+#   manifests/crd/revisor.dev_databasemigrations.yaml   the CRDs alone (`kubectl apply -f manifests/crd/`)
+#   manifests/crd/revisor.dev_databasemigrationsets.yaml
 #   manifests/revisor.yaml                              the operator: RBAC, ServiceAccounts, Deployment,
 #                                                       Service, NetworkPolicy
-#   manifests/kustomization.yaml                        the three above (`kubectl apply -k manifests/`)
+#   manifests/kustomization.yaml                        all of the above (`kubectl apply -k manifests/`)
 # The output depends only on the chart and the pinned Helm (scripts/helm.sh).
 set -euo pipefail
 
@@ -41,10 +42,12 @@ template() {
 }
 
 mkdir -p "$out/crd"
-{
-    header "the CRD"
-    template --show-only templates/crds/databasemigrations.yaml
-} >"$out/crd/revisor.dev_databasemigrations.yaml"
+for plural in databasemigrations databasemigrationsets; do
+    {
+        header "the CRD"
+        template --show-only "templates/crds/$plural.yaml"
+    } >"$out/crd/revisor.dev_$plural.yaml"
+done
 {
     header "the operator"
     template --set crds.enabled=false
@@ -68,6 +71,7 @@ kind: Kustomization
 resources:
   - namespace.yaml
   - crd/revisor.dev_databasemigrations.yaml
+  - crd/revisor.dev_databasemigrationsets.yaml
   - revisor.yaml
 EOF
 } >"$out/kustomization.yaml"

@@ -19,3 +19,6 @@ VERSION = "v1alpha1"
 PLURAL = "databasemigrations"
 KIND = "DatabaseMigration"
 API_VERSION = f"{GROUP}/{VERSION}"
+#: The fleet kind (``dbmset``): one template, a child DatabaseMigration per target.
+SET_KIND = "DatabaseMigrationSet"
+SET_PLURAL = "databasemigrationsets"

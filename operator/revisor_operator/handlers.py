@@ -27,7 +27,13 @@ Triggers (registered by :func:`register`, with the intervals of the
   runs, so deleting a resource never kills a migration halfway;
 * while a rollback window is open (``status.rollout.state`` Watching), a
   second timer (``REVISOR_ROLLOUT_POLL_SECONDS``, 5 s) reads the Deployment
-  named by ``spec.rollback.deploymentRef`` and judges its rollout.
+  named by ``spec.rollback.deploymentRef`` and judges its rollout;
+* while a Job runs (phase Running or Planning), a third timer
+  (``REVISOR_PROGRESS_POLL_SECONDS``, 5 s) reconciles, and the pass reads the
+  last lines of the Job's pod log for its progress (:mod:`.decisions.progress`):
+  a few KiB, at most once per interval per Job, whatever else wakes the pass;
+* a value of the annotation ``revisor.dev/drift-check`` that no drift check has
+  answered yet (a drift check now).
 
 Following a rollout by polling one Deployment, rather than watching all of
 them, is deliberate: it costs nothing while no window is open, needs only
@@ -62,29 +68,51 @@ and a migration halfway would lose the resource that reports on it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Mapping
-from dataclasses import dataclass
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, cast
 
 import kopf
 import structlog
 
-from . import GROUP, PLURAL, VERSION
+from . import API_VERSION, GROUP, PLURAL, SET_KIND, SET_PLURAL, VERSION
 from .adapters.kopf_namespace_race import serve_namespaces_listed_at_watch_start
-from .adapters.kube import Conflict, Forbidden, Kube, KubeAPI, KubeError
-from .adapters.metrics import forget_migration, job_seen, run_recorded
+from .adapters.kube import Conflict, FleetAPI, Forbidden, Kube, KubeAPI, KubeError
+from .adapters.metrics import (
+    drift_checked,
+    drift_observed,
+    forget_migration,
+    forget_set,
+    job_seen,
+    run_recorded,
+)
+from .decisions.admission import SET_LABEL, set_of
 from .decisions.bodies import Job, Migration
-from .decisions.jobs import MANAGED_BY, MANAGER, MIGRATION_LABEL, migration_of
-from .decisions.observe import Run, job_finished, observe_run
-from .decisions.reasons import OperatorReason, WindowState
+from .decisions.drift import DRIFT_CHECK_ANNOTATION
+from .decisions.fleet.words import PURPOSE_LABEL, SCHEMAS_PURPOSE
+from .decisions.jobs import CONTAINER, MANAGED_BY, MANAGER, MIGRATION_LABEL, migration_of
+from .decisions.observe import Run, job_finished, newest, observe_run
+from .decisions.progress import (
+    PROGRESS_LIMIT_BYTES,
+    PROGRESS_TAIL_LINES,
+    TAIL_LIMIT_BYTES,
+    TAIL_LINES,
+    Progress,
+    latest_progress,
+)
+from .decisions.reasons import OperatorReason, Phase, WindowState
 from .decisions.reconcile import Decision, decide
 from .decisions.redaction import redact, shorten
 from .decisions.references import ConfigMapCheck, References, needed
 from .decisions.rollout import DeploymentStatus, deployment_status, parse_time
 from .decisions.spec import ConfigMapSource, InvalidSpec, MigrationSpec, parse_spec
 from .decisions.status import Event
+from .fleet import Child, FleetWorker, reconcile_set, summarize_child
 from .settings import Settings
 
 log = structlog.get_logger("revisor_operator")
@@ -114,6 +142,16 @@ class Runtime:
 
     settings: Settings
     kube: KubeAPI
+    #: The calls of DatabaseMigrationSets (default: ``kube``, when it is the real client).
+    fleet: FleetAPI | None = None
+
+    @property
+    def fleet_api(self) -> FleetAPI:
+        if self.fleet is not None:
+            return self.fleet
+        if isinstance(self.kube, Kube):
+            return self.kube
+        raise kopf.PermanentError("the operator's runtime has no client for DatabaseMigrationSets")
 
 
 def runtime_of(memo: Any) -> Runtime:
@@ -169,6 +207,7 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
         PLURAL,
         interval=settings.resync_seconds,
         initial_delay=settings.resync_seconds,
+        labels={SET_LABEL: kopf.ABSENT},
         registry=registry,
     )(resync)
     kopf.timer(
@@ -179,6 +218,24 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
         when=_watching_rollout,
         registry=registry,
     )(follow_rollout)
+    kopf.timer(
+        GROUP,
+        VERSION,
+        PLURAL,
+        interval=settings.progress_poll_seconds,
+        when=_job_running,
+        registry=registry,
+    )(follow_progress)
+    # An event handler, not an update handler: kopf leaves annotations with its storage's
+    # prefix (revisor.dev/) out of the diffs update handlers see.
+    kopf.on.event(
+        GROUP,
+        VERSION,
+        PLURAL,
+        annotations={DRIFT_CHECK_ANNOTATION: kopf.PRESENT},
+        when=_drift_check_unanswered,
+        registry=registry,
+    )(on_drift_check_asked)
     # Never a retry limit here: a deletion handler that gives up releases the finalizer.
     kopf.on.delete(
         GROUP,
@@ -196,9 +253,10 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
         labels={MANAGED_BY: MANAGER, MIGRATION_LABEL: kopf.PRESENT},
         registry=registry,
     )(on_job_event)
-    kopf.on.event(
-        "", "v1", "configmaps", labels={SCRIPTS_LABEL: kopf.PRESENT}, registry=registry
-    )(on_config_map_event)
+    kopf.on.event("", "v1", "configmaps", labels={SCRIPTS_LABEL: kopf.PRESENT}, registry=registry)(
+        on_config_map_event
+    )
+    _register_fleet(registry, settings)
 
 
 # -- the DatabaseMigration -----------------------------------------------------------
@@ -219,6 +277,39 @@ def _watching_rollout(*, status: Mapping[str, Any], **_: Any) -> bool:
 def follow_rollout(*, body: kopf.Body, memo: Any, retry: int = 0, **_: Any) -> None:
     """Judge the Deployment's rollout while the rollback window is open."""
     _reconcile_or_retry(runtime_of(memo), body=body, retry=retry)
+
+
+def _job_running(*, status: Mapping[str, Any], **_: Any) -> bool:
+    return status.get("phase") in (Phase.RUNNING, Phase.PLANNING)
+
+
+def follow_progress(*, body: kopf.Body, memo: Any, **_: Any) -> None:
+    """While a Job runs: its progress, read from its pod's log (see :func:`_progress`).
+
+    A tick that conflicts with another pass is not retried: the next tick comes soon.
+    """
+    meta = body.metadata
+    _reconcile_quietly(runtime_of(memo), namespace=meta.namespace or "", name=meta.name or "")
+
+
+def _drift_check_unanswered(
+    *, annotations: Mapping[str, str], status: Mapping[str, Any], **_: Any
+) -> bool:
+    asked = annotations.get(DRIFT_CHECK_ANNOTATION)
+    return bool(asked) and asked != (status.get("drift") or {}).get("request")
+
+
+def on_drift_check_asked(*, type: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
+    """``revisor.dev/drift-check`` has a value no check answered yet: one is due now.
+
+    Until its check is recorded, each event of the resource comes here; the pass is
+    idempotent (the check's Job has one name), and event handlers are not retried: the
+    resync timer catches up on a failure.
+    """
+    if type == "DELETED":
+        return
+    meta = body.metadata
+    _reconcile_quietly(runtime_of(memo), namespace=meta.namespace or "", name=meta.name or "")
 
 
 def on_delete(
@@ -268,9 +359,19 @@ def on_delete(
 
 
 def config_map_users(
-    *, namespace: str | None, name: str, spec: Mapping[str, Any], **_: Any
+    *,
+    namespace: str | None,
+    name: str,
+    spec: Mapping[str, Any],
+    labels: Mapping[str, str] | None = None,
+    **_: Any,
 ) -> dict[tuple[str | None, str], str] | None:
-    """ConfigMap (namespace, name) -> the DatabaseMigrations whose scripts it holds."""
+    """ConfigMap (namespace, name) -> the DatabaseMigrations whose scripts it holds.
+
+    Not a set's children: their set decides when they run new scripts.
+    """
+    if SET_LABEL in (labels or {}):
+        return None
     try:
         source = parse_spec(spec).source
     except InvalidSpec:
@@ -300,6 +401,14 @@ def on_job_event(
         active=type != "DELETED" and not job_finished(cast(Job, body)),
     )
     owner = migration_of(cast(Job, body))
+    finished = job_finished(cast(Job, body))
+    quiet = (type == "MODIFIED" and not finished) or (type == "DELETED" and finished)
+    if SET_LABEL in labels and quiet:
+        # A set's child's Job still running (its creation was seen, its end will be, its
+        # progress is polled by follow_progress), or finished and deleted (its set prunes
+        # Jobs whose runs are recorded): passes that would decide nothing, for a fleet's
+        # children by the thousand.
+        return
     if owner is not None:
         _reconcile_quietly(runtime_of(memo), namespace=namespace or "", name=owner)
 
@@ -310,11 +419,234 @@ def on_config_map_event(
     name: str,
     memo: Any,
     config_map_users: kopf.Index[tuple[str | None, str], str] | None = None,
+    set_config_maps: kopf.Index[tuple[str | None, str], str] | None = None,
     **_: Any,
 ) -> None:
     users: list[str] = list(config_map_users.get((namespace, name), [])) if config_map_users else []
     for migration in users:
         _reconcile_quietly(runtime_of(memo), namespace=namespace or "", name=migration)
+    sets: list[str] = list(set_config_maps.get((namespace, name), [])) if set_config_maps else []
+    for set_name in sets:
+        _fleet(memo).wake(namespace or "", set_name)
+
+
+# -- DatabaseMigrationSets -------------------------------------------------------------
+#
+# A set's passes run on the FleetWorker's threads (see .fleet): these handlers only wake
+# it. Its children are ordinary DatabaseMigrations (the handlers above), except that
+# they also wake their set, react to the set's admission (an annotation), and are
+# re-checked by their own timer only every fleet_child_resync_seconds.
+
+
+@dataclass
+class Fleet:
+    """The fleet's worker and its view of the children index, kept in kopf's ``memo``."""
+
+    worker: FleetWorker
+    children: kopf.Index[tuple[str, str], Child] | None = None
+
+    def wake(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        delay: float = 0.0,
+        index: Any = None,
+        full: bool = False,
+    ) -> None:
+        if index is not None:
+            self.children = index
+        self.worker.wake(namespace, name, delay=delay, full=full)
+
+
+def _fleet(memo: Any) -> Fleet:
+    fleet = memo.get("fleet")
+    if not isinstance(fleet, Fleet):
+        raise kopf.PermanentError("the operator's fleet worker was not started")
+    return fleet
+
+
+def _register_fleet(registry: kopf.OperatorRegistry, settings: Settings) -> None:
+    kopf.on.startup(registry=registry)(start_fleet)
+    kopf.on.cleanup(registry=registry)(stop_fleet)
+    kopf.index(GROUP, VERSION, PLURAL, labels={SET_LABEL: kopf.PRESENT}, registry=registry)(
+        fleet_children
+    )
+    kopf.index(GROUP, VERSION, SET_PLURAL, registry=registry)(set_config_maps)
+    kopf.on.resume(GROUP, VERSION, SET_PLURAL, registry=registry)(wake_set)
+    kopf.on.create(GROUP, VERSION, SET_PLURAL, registry=registry)(wake_set)
+    kopf.on.update(GROUP, VERSION, SET_PLURAL, field="spec", registry=registry)(wake_set)
+    kopf.timer(
+        GROUP,
+        VERSION,
+        SET_PLURAL,
+        interval=settings.resync_seconds,
+        initial_delay=settings.resync_seconds,
+        registry=registry,
+    )(resync_set)
+    # Optional: no finalizer on sets; their children go with them (owner references).
+    kopf.on.delete(GROUP, VERSION, SET_PLURAL, optional=True, registry=registry)(set_deleted)
+    kopf.on.event(GROUP, VERSION, PLURAL, labels={SET_LABEL: kopf.PRESENT}, registry=registry)(
+        on_child_event
+    )
+    # Admitted to a new rollout with the same spec: only its fleet.revisor.dev annotations
+    # change (kopf ignores every revisor.dev/ annotation: its own storage lives there).
+    kopf.on.update(
+        GROUP,
+        VERSION,
+        PLURAL,
+        field="metadata.annotations",
+        labels={SET_LABEL: kopf.PRESENT},
+        registry=registry,
+    )(on_admitted)
+    kopf.timer(
+        GROUP,
+        VERSION,
+        PLURAL,
+        interval=settings.fleet_child_resync_seconds,
+        initial_delay=settings.fleet_child_resync_seconds,
+        labels={SET_LABEL: kopf.PRESENT},
+        registry=registry,
+    )(resync_child)
+    kopf.on.event(
+        "batch",
+        "v1",
+        "jobs",
+        labels={MANAGED_BY: MANAGER, PURPOSE_LABEL: SCHEMAS_PURPOSE},
+        registry=registry,
+    )(on_query_job_event)
+
+
+def start_fleet(*, memo: Any, **_: Any) -> None:
+    """Start the worker that runs sets' passes (after ``configure`` made the runtime)."""
+    runtime = runtime_of(memo)
+
+    def run(namespace: str, name: str, full: bool) -> bool:
+        fleet = _fleet(memo)
+
+        def children() -> list[Child]:
+            index = fleet.children
+            return list(index.get((namespace, name), [])) if index is not None else []
+
+        decision = reconcile_set(
+            runtime.fleet_api,
+            runtime.settings,
+            namespace=namespace,
+            name=name,
+            children=children,
+            recheck=recheck if full else None,
+        )
+        return decision is not None
+
+    def recheck(namespace: str, child: str) -> None:
+        _reconcile_quietly(runtime, namespace=namespace, name=child)
+
+    def on_error(namespace: str, name: str, exc: Exception, failures: int) -> float | None:
+        then = after_failure(
+            exc, retry=failures - 1, resync_seconds=runtime.settings.resync_seconds
+        )
+        if then.bug:
+            log.error("set pass failed", namespace=namespace, set=name, error=then.message)
+        else:
+            log.info("set pass failed", namespace=namespace, set=name, error=then.message)
+        if then.delay is None:
+            with contextlib.suppress(KubeError):
+                runtime.fleet_api.post_event(
+                    involved={
+                        "apiVersion": API_VERSION,
+                        "kind": SET_KIND,
+                        "name": name,
+                        "namespace": namespace,
+                    },
+                    type="Warning",
+                    reason=OperatorReason.RECONCILE_ERROR,
+                    message=then.message,
+                    component=REPORTING_COMPONENT,
+                )
+        return then.delay
+
+    worker = FleetWorker(run, on_error, spacing=runtime.settings.fleet_pass_seconds)
+    worker.start()
+    memo["fleet"] = Fleet(worker=worker)
+
+
+def stop_fleet(*, memo: Any, **_: Any) -> None:
+    fleet = memo.get("fleet")
+    if isinstance(fleet, Fleet):
+        fleet.worker.stop()
+
+
+def fleet_children(
+    *, namespace: str | None, body: kopf.Body, **_: Any
+) -> dict[tuple[str, str], Child] | None:
+    """(namespace, set) -> what the set needs of each child (never the child's whole body)."""
+    child = summarize_child(body)
+    owner = set_of(cast(Migration, body))
+    if child is None or owner is None:
+        return None
+    return {(namespace or "", owner): child}
+
+
+def set_config_maps(
+    *, namespace: str | None, name: str, spec: Mapping[str, Any], **_: Any
+) -> dict[tuple[str | None, str], str] | None:
+    """ConfigMap (namespace, name) -> the sets whose template's scripts it holds."""
+    source = (((spec.get("template") or {}).get("source")) or {}).get("configMap") or {}
+    return {(namespace, str(source["name"])): name} if source.get("name") else None
+
+
+def wake_set(
+    *, namespace: str | None, name: str, memo: Any, fleet_children: Any = None, **_: Any
+) -> None:
+    _fleet(memo).wake(namespace or "", name, index=fleet_children)
+
+
+def resync_set(
+    *, namespace: str | None, name: str, memo: Any, fleet_children: Any = None, **_: Any
+) -> None:
+    _fleet(memo).wake(namespace or "", name, index=fleet_children, full=True)
+
+
+def set_deleted(*, namespace: str | None, name: str, **_: Any) -> None:
+    forget_set(namespace=namespace or "", name=name)
+
+
+def on_child_event(
+    *, namespace: str | None, body: kopf.Body, memo: Any, fleet_children: Any = None, **_: Any
+) -> None:
+    """A child changed: its set's next pass is due (bursts of them make one pass).
+
+    A child whose failed run is to run again (its annotation revisor.dev/retry
+    changed: kopf compares no revisor.dev/ annotation) is reconciled at once.
+    """
+    owner = set_of(cast(Migration, body))
+    summary = summarize_child(body)
+    if summary is not None and summary.stale:
+        _reconcile_quietly(
+            runtime_of(memo), namespace=namespace or "", name=body.metadata.name or ""
+        )
+    if owner is not None:
+        fleet = _fleet(memo)
+        delay = runtime_of(memo).settings.fleet_pass_seconds
+        fleet.wake(namespace or "", owner, delay=delay, index=fleet_children)
+
+
+def on_admitted(*, body: kopf.Body, retry: int, memo: Any, **_: Any) -> None:
+    """The set admitted this child to a rollout: run it now."""
+    _reconcile_or_retry(runtime_of(memo), body=body, retry=retry)
+
+
+def resync_child(*, body: kopf.Body, memo: Any, retry: int = 0, **_: Any) -> None:
+    _reconcile_or_retry(runtime_of(memo), body=body, retry=retry)
+
+
+def on_query_job_event(
+    *, namespace: str | None, body: kopf.Body, memo: Any, fleet_children: Any = None, **_: Any
+) -> None:
+    """A page of a set's schemas query moved on."""
+    for ref in body.metadata.get("ownerReferences") or []:
+        if ref.get("kind") == SET_KIND and ref.get("controller"):
+            _fleet(memo).wake(namespace or "", str(ref.get("name")), index=fleet_children)
 
 
 # -- the one path ---------------------------------------------------------------------
@@ -331,7 +663,7 @@ def reconcile(runtime: Runtime, *, namespace: str, name: str) -> Decision | None
     decision = None
     for _ in range(MAX_PASSES):
         decision = _reconcile_once(runtime, namespace=namespace, name=name)
-        if decision is None or decision.action != "record":
+        if decision is None or decision.action not in ("record", "drift"):
             break
     return decision
 
@@ -342,17 +674,26 @@ def _reconcile_once(runtime: Runtime, *, namespace: str, name: str) -> Decision 
     if migration is None:
         return None
     spec = _spec(migration)
+    runs = _runs(kube, migration)
     decision = decide(
         migration=migration,
         spec=spec,
-        runs=_runs(kube, migration),
+        runs=runs,
         references=_references(kube, spec, namespace=namespace),
         defaults=runtime.settings.job_defaults,
         now=datetime.now(UTC),
         deployment=_deployment(kube, spec, namespace=namespace),
         policy=runtime.settings.policy,
+        progress=_progress(
+            kube, namespace=namespace, runs=runs, every=runtime.settings.progress_poll_seconds
+        ),
     )
     _act(kube, migration=migration, decision=decision)
+    status = {**(migration.get("status") or {}), **(decision.status or {})}
+    checked = isinstance(spec, MigrationSpec) and spec.drift is not None
+    drift_observed(
+        namespace=namespace, migration=name, drift=status.get("drift") if checked else None
+    )
     return decision
 
 
@@ -378,8 +719,79 @@ def _runs(kube: KubeAPI, migration: Migration) -> list[Run]:
         pods = kube.list_pods(namespace=namespace, job=job) if needs_pods else []
         run = observe_run(job=job, pods=pods)
         job_seen(namespace=namespace, job=job_name, active=run.active)
+        if needs_pods and run.finished and not run.succeeded and not run.is_drift_check:
+            # A failed run's last words, kept in status.lastRun.logTail when it is recorded.
+            log = _read_log(kube, namespace, run, lines=TAIL_LINES, limit=TAIL_LIMIT_BYTES)
+            run = replace(run, log=log)
         runs.append(run)
     return runs
+
+
+class _Throttle:
+    """At most one read per key every ``every`` seconds (the operator's threads share it)."""
+
+    def __init__(self) -> None:
+        self._last: dict[tuple[str, str], float] = {}
+        self._lock = threading.Lock()
+
+    def allow(self, key: tuple[str, str], *, every: float) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            if now - self._last.get(key, -every) < every * 0.9:
+                return False
+            self._last = {k: t for k, t in self._last.items() if now - t < 3600}
+            self._last[key] = now
+            return True
+
+
+_progress_reads = _Throttle()
+_warned_log_forbidden = threading.Event()
+
+
+def _progress(
+    kube: KubeAPI, *, namespace: str, runs: Sequence[Run], every: float
+) -> Progress | None:
+    """How far the running migration Job is, from the last lines of its pod's log.
+
+    None when nothing runs, its engine has not started, or it was read less
+    than ``every`` seconds ago (the decision then shows ``status.progress``).
+    """
+    run = newest([r for r in runs if r.active and not r.is_drift_check])
+    state = run.container if run is not None else None
+    if run is None or state is None or not state.pod or state.waiting_reason:
+        return None
+    if not _progress_reads.allow((namespace, run.job), every=every):
+        return None
+    log = _read_log(kube, namespace, run, lines=PROGRESS_TAIL_LINES, limit=PROGRESS_LIMIT_BYTES)
+    return latest_progress(log, job=run.job) if log else None
+
+
+def _read_log(kube: KubeAPI, namespace: str, run: Run, *, lines: int, limit: int) -> str:
+    """The last lines of the engine container's log ("" when they cannot be read).
+
+    Progress and a failed run's log tail are extras: a log that cannot be read
+    (the pod gone, its container not started, RBAC without ``pods/log``) never
+    stops a reconcile.
+    """
+    pod = run.container.pod if run.container is not None else ""
+    if not pod:
+        return ""
+    try:
+        return kube.read_pod_log(
+            namespace=namespace, pod=pod, container=CONTAINER, tail_lines=lines, limit_bytes=limit
+        )
+    except Forbidden as exc:
+        if not _warned_log_forbidden.is_set():
+            _warned_log_forbidden.set()
+            log.warning(
+                "cannot read Job pods' logs: no progress and no log tail of failed runs; "
+                "grant get on pods/log",
+                namespace=namespace,
+                error=str(exc),
+            )
+    except KubeError as exc:
+        log.debug("pod log not readable", namespace=namespace, pod=pod, error=str(exc))
+    return ""
 
 
 def _references(
@@ -426,7 +838,7 @@ def _act(kube: KubeAPI, *, migration: Migration, decision: Decision) -> None:
     meta = migration.get("metadata", {})
     namespace, name = meta.get("namespace", ""), meta.get("name", "")
     logger = log.bind(namespace=namespace, migration=name, action=decision.action)
-    if decision.action == "create" and decision.job is not None:
+    if decision.action in ("create", "check") and decision.job is not None:
         job_name = decision.job.get("metadata", {}).get("name", "")
         created = kube.create_job(decision.job)
         logger.info("job created" if created else "job already exists; adopted", job=job_name)
@@ -459,7 +871,15 @@ def _act(kube: KubeAPI, *, migration: Migration, decision: Decision) -> None:
             reason=decision.verdict.reason,
             revision=revision,
         )
-    if decision.event is not None and decision.status is not None and decision.action != "create":
+    if decision.action == "drift" and decision.run is not None:
+        result = (decision.status or {}).get("drift", {}).get("result", "")
+        drift_checked(reason=str(result))
+        logger.info("drift check recorded", job=decision.run.job, result=result)
+    if (
+        decision.event is not None
+        and decision.status is not None
+        and decision.action not in ("create", "check")
+    ):
         _post_event(migration, decision.event)
 
 

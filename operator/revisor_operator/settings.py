@@ -10,7 +10,13 @@ everything without templating the command line:
 ``REVISOR_JOB_TTL_SECONDS``     ttlSecondsAfterFinished of Jobs (86400)
 ``REVISOR_RESYNC_SECONDS``      how often each resource is re-checked (30)
 ``REVISOR_ROLLOUT_POLL_SECONDS`` how often a watched rollout is read (5)
+``REVISOR_PROGRESS_POLL_SECONDS`` how often a running Job's log is read for its
+                                progress (5; only while a Job runs)
 ``REVISOR_DELETE_WAIT_SECONDS`` how long a deletion waits for a running Job (600)
+``REVISOR_FLEET_CHILD_RESYNC_SECONDS`` how often a DatabaseMigrationSet's child is
+                                re-checked on its own (300; its Jobs and its set
+                                wake it at once)
+``REVISOR_FLEET_PASS_SECONDS``  least time between two passes of one set (0.5)
 ``REVISOR_METRICS_PORT``        Prometheus port, 0 to disable (9090)
 ``REVISOR_METRICS_ADDRESS``     address /metrics binds to (0.0.0.0; 127.0.0.1, ::)
 ``REVISOR_LIVENESS``            kopf liveness endpoint URL
@@ -45,8 +51,15 @@ class Settings:
     job_ttl_seconds: int = 24 * 3600
     resync_seconds: float = 30.0
     rollout_poll_seconds: float = 5.0
+    #: How often the log of a running Job's pod is read for its progress (a few KiB each).
+    progress_poll_seconds: float = 5.0
     #: How long deleting a resource waits for its running Job before letting go.
     delete_wait_seconds: float = 600.0
+    #: A set's children are woken by their Jobs and by their set; their own timer is a
+    #: slow safety net, so that a fleet's children do not keep the operator busy.
+    fleet_child_resync_seconds: float = 300.0
+    #: Events of a set's children within this interval make one pass of the set.
+    fleet_pass_seconds: float = 0.5
     namespaces: tuple[str, ...] = ()
     metrics_port: int = 9090
     metrics_address: str = DEFAULT_METRICS_ADDRESS
@@ -66,7 +79,12 @@ class Settings:
             job_ttl_seconds=int(env.get("REVISOR_JOB_TTL_SECONDS") or 24 * 3600),
             resync_seconds=float(env.get("REVISOR_RESYNC_SECONDS") or 30.0),
             rollout_poll_seconds=float(env.get("REVISOR_ROLLOUT_POLL_SECONDS") or 5.0),
+            progress_poll_seconds=float(env.get("REVISOR_PROGRESS_POLL_SECONDS") or 5.0),
             delete_wait_seconds=float(env.get("REVISOR_DELETE_WAIT_SECONDS") or 600.0),
+            fleet_child_resync_seconds=float(
+                env.get("REVISOR_FLEET_CHILD_RESYNC_SECONDS") or 300.0
+            ),
+            fleet_pass_seconds=float(env.get("REVISOR_FLEET_PASS_SECONDS") or 0.5),
             namespaces=namespaces,
             metrics_port=int(env.get("REVISOR_METRICS_PORT") or 9090),
             metrics_address=env.get("REVISOR_METRICS_ADDRESS") or DEFAULT_METRICS_ADDRESS,

@@ -1,5 +1,12 @@
 """``revisor-operator wait dbm/NAME``: block until a DatabaseMigration is done, or say why not.
 
+``wait dbmset/NAME`` does the same for a DatabaseMigrationSet: it waits for
+the whole rollout of the set's current template and scripts
+(:mod:`.decisions.fleet.readiness`), and fails at once when the rollout
+halts, naming the tenant that failed. ``--apply``, ``--record-release`` and
+``--rollback-to-release`` work on sets too (the recorded revision is the one
+every target reached; a rollback sets ``spec.template.target``).
+
 Made for deploy pipelines, first of all the Helm hooks of
 ``charts/revisor-migration``:
 
@@ -33,14 +40,15 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 import yaml
 from revisor.contract import parse_duration
 
-from . import API_VERSION, KIND
-from .adapters.kube import SERVICE_ACCOUNT_DIR, Kube, KubeAPI, KubeError
+from . import API_VERSION, KIND, SET_KIND
+from .adapters.kube import SERVICE_ACCOUNT_DIR, FleetAPI, Kube, KubeAPI, KubeError
 from .decisions.bodies import JsonDict, Migration
+from .decisions.fleet.readiness import expected_rollout, judge_set, parsed
 from .decisions.helm_releases import RELEASES_ANNOTATION, recorded_releases, with_release
 from .decisions.readiness import Progress, judge_wait
 from .decisions.reconcile import desired_run
@@ -54,6 +62,12 @@ POLL_SECONDS = 1.0
 NOT_FOUND_GRACE_SECONDS = 10.0
 EXIT_READY, EXIT_FAILED, EXIT_TIMEOUT = 0, 1, 2
 _KINDS = ("dbm", "databasemigration", "databasemigrations", "databasemigration.revisor.dev")
+_SET_KINDS = (
+    "dbmset",
+    "databasemigrationset",
+    "databasemigrationsets",
+    "databasemigrationset.revisor.dev",
+)
 
 
 class UsageError(Exception):
@@ -66,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Wait until a DatabaseMigration is Ready for its current generation and "
         "scripts; exit 1 with its message as soon as that fails, 2 on timeout.",
     )
-    parser.add_argument("resource", help="dbm/NAME (or just NAME)")
+    parser.add_argument("resource", help="dbm/NAME (or just NAME), or dbmset/NAME")
     parser.add_argument(
         "-n",
         "--namespace",
@@ -102,7 +116,7 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
     args = build_parser().parse_args(argv)
     stream = out or sys.stdout
     try:
-        name = _name(args.resource)
+        kind, name = _resource(args.resource)
         timeout = parse_duration(args.timeout)
         apply = Path(args.apply) if args.apply else None
         kube, in_pod = _kube(args)
@@ -110,11 +124,22 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
         # (in a hook Job) or the kubeconfig context's (from a laptop or CI).
         namespace = (
             args.namespace
-            or (_manifest_namespace(apply) if apply is not None else "")
+            or (_manifest_namespace(apply, kind) if apply is not None else "")
             or (_pod_namespace(args.service_account_dir) if in_pod else "")
             or Kube.kubeconfig_namespace()
             or "default"
         )
+        if kind == SET_KIND:
+            return run_set(
+                kube,
+                namespace=namespace,
+                name=name,
+                timeout=timeout,
+                apply=apply,
+                rollback_to=args.rollback_to_release,
+                record=args.record_release,
+                say=lambda line: print(line, file=stream, flush=True),
+            )
         return run(
             kube,
             namespace=namespace,
@@ -191,6 +216,126 @@ def run(
         sleep(POLL_SECONDS)
 
 
+def run_set(
+    kube: FleetAPI,
+    *,
+    namespace: str,
+    name: str,
+    timeout: float,
+    apply: Path | None = None,
+    rollback_to: int | None = None,
+    record: int | None = None,
+    say: Callable[[str], None],
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> int:
+    """``run`` for a DatabaseMigrationSet: the whole rollout, every target Ready."""
+    what = f"databasemigrationset/{name}"
+    if apply is not None:
+        manifest = _manifest(apply, namespace=namespace, name=name, kind=SET_KIND)
+        applied = kube.apply_set(manifest, field_manager=FIELD_MANAGER)
+        generation = applied.get("metadata", {}).get("generation")
+        target = ((applied.get("spec") or {}).get("template") or {}).get("target", "head")
+        say(f"{what}: applied {apply.name} (generation {generation}, target {target})")
+    if rollback_to is not None:
+        current = kube.get_set(namespace=namespace, name=name)
+        code = _set_rollback_target(kube, current, what=what, release=rollback_to, say=say)
+        if code is not None:
+            return code
+    started = clock()
+    deadline = started + timeout
+    last = ""
+    while True:
+        body = kube.get_set(namespace=namespace, name=name)
+        if body is None and clock() - started >= NOT_FOUND_GRACE_SECONDS:
+            print(
+                f"{what} not found in namespace {namespace}: check the name and the "
+                f"namespace (kubectl get dbmset -n {namespace})",
+                file=sys.stderr,
+                flush=True,
+            )
+            return EXIT_FAILED
+        progress = (
+            Progress("Waiting", "not found yet")
+            if body is None
+            else judge_set(body, expected=_expected_rollout(kube, body))
+        )
+        if progress.message != last:
+            say(f"{what}: {progress.message}")
+            last = progress.message
+        if progress.outcome == "Ready" and body is not None:
+            if record is not None:
+                _record_set(kube, body, release=record, say=say)
+            return EXIT_READY
+        if progress.outcome == "Failed":
+            print(f"{what} failed: {progress.message}", file=sys.stderr, flush=True)
+            return EXIT_FAILED
+        if clock() >= deadline:
+            print(f"{what}: timed out; last seen: {progress.message}", file=sys.stderr)
+            return EXIT_TIMEOUT
+        sleep(POLL_SECONDS)
+
+
+def _expected_rollout(kube: FleetAPI, body: JsonDict) -> str | None:
+    """The rollout the operator runs for the set's current spec and scripts (None: not yet)."""
+    spec = parsed(body)
+    if spec is None:
+        return None
+    config_map: ConfigMapCheck | None = None
+    if isinstance(spec.migration.source, ConfigMapSource):
+        namespace = (body.get("metadata") or {}).get("namespace", "")
+        config_map = kube.check_config_map(namespace=namespace, name=spec.migration.source.name)
+    scripts = scripts_fingerprint(spec.migration, config_map)
+    return None if scripts is None else expected_rollout(body, scripts=scripts)
+
+
+def _set_rollback_target(
+    kube: FleetAPI,
+    body: JsonDict | None,
+    *,
+    what: str,
+    release: int,
+    say: Callable[[str], None],
+) -> int | None:
+    if body is None:
+        print(f"{what} not found: nothing to roll back", file=sys.stderr)
+        return EXIT_FAILED
+    revision = recorded_releases(cast(Migration, body)).get(str(release))
+    if revision is None or "," in revision:
+        print(
+            f"{what}: no single database revision was recorded for Helm release {release} "
+            "(did its rollout succeed?); set spec.template.target by hand",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    meta = body.get("metadata") or {}
+    kube.patch_set(
+        namespace=meta.get("namespace", ""),
+        name=meta.get("name", ""),
+        patch={"spec": {"template": {"target": revision}}},
+    )
+    say(f"{what}: template target set to {revision}, as recorded for release {release}")
+    return None
+
+
+def _record_set(
+    kube: FleetAPI, body: JsonDict, *, release: int, say: Callable[[str], None]
+) -> None:
+    meta = body.get("metadata") or {}
+    revision = (body.get("status") or {}).get("currentRevision")
+    if not revision:
+        say(f"databasemigrationset/{meta.get('name')}: its targets are not at one revision; "
+            f"nothing recorded for release {release}")  # fmt: skip
+        return
+    records = with_release(recorded_releases(cast(Migration, body)), release, str(revision))
+    kube.patch_set(
+        namespace=meta.get("namespace", ""),
+        name=meta.get("name", ""),
+        patch={"metadata": {"annotations": {RELEASES_ANNOTATION: json.dumps(records)}}},
+    )
+    say(f"databasemigrationset/{meta.get('name')}: recorded {revision} for release {release}")
+
+
 def _roll_back_target(
     kube: KubeAPI, *, namespace: str, name: str, release: int, say: Callable[[str], None]
 ) -> int | None:
@@ -249,22 +394,22 @@ def _expected_job(kube: KubeAPI, migration: Migration) -> str | None:
     return desired_run(migration, spec, scripts=scripts)[0]
 
 
-def _load(path: Path) -> JsonDict:
+def _load(path: Path, kind: str = KIND) -> JsonDict:
     try:
         loaded: Any = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
         raise UsageError(f"cannot read {path}: {exc}") from exc
-    if not isinstance(loaded, dict) or loaded.get("kind") != KIND:
-        raise UsageError(f"{path} is not a {KIND} manifest")
+    if not isinstance(loaded, dict) or loaded.get("kind") != kind:
+        raise UsageError(f"{path} is not a {kind} manifest")
     return dict(loaded)
 
 
-def _manifest_namespace(path: Path) -> str:
-    return str((_load(path).get("metadata") or {}).get("namespace") or "")
+def _manifest_namespace(path: Path, kind: str = KIND) -> str:
+    return str((_load(path, kind).get("metadata") or {}).get("namespace") or "")
 
 
-def _manifest(path: Path, *, namespace: str, name: str) -> JsonDict:
-    body = _load(path)
+def _manifest(path: Path, *, namespace: str, name: str, kind: str = KIND) -> JsonDict:
+    body = _load(path, kind)
     body.setdefault("apiVersion", API_VERSION)
     meta = dict(body.get("metadata") or {})
     if meta.get("name", name) != name:
@@ -282,17 +427,21 @@ def _target(migration: Migration) -> str:
     return str((migration.get("spec") or {}).get("target", "head"))
 
 
-def _name(resource: str) -> str:
+def _resource(resource: str) -> tuple[str, str]:
+    """(kind, name) of ``dbm/NAME``, ``dbmset/NAME`` or a bare ``NAME`` (a DatabaseMigration)."""
     kind, slash, name = resource.partition("/")
     if not resource:
-        raise UsageError("no resource named: dbm/NAME")
+        raise UsageError("no resource named: dbm/NAME or dbmset/NAME")
     if not slash:
-        return resource
-    if kind.lower() not in _KINDS:
-        raise UsageError(f"{resource!r}: only dbm/NAME (DatabaseMigration) can be waited for")
+        return KIND, resource
+    if kind.lower() not in (*_KINDS, *_SET_KINDS):
+        raise UsageError(
+            f"{resource!r}: only dbm/NAME (DatabaseMigration) or dbmset/NAME "
+            "(DatabaseMigrationSet) can be waited for"
+        )
     if not name:
         raise UsageError(f"{resource!r}: no name")
-    return name
+    return (SET_KIND if kind.lower() in _SET_KINDS else KIND), name
 
 
 def _kube(args: argparse.Namespace) -> tuple[Kube, bool]:

@@ -34,14 +34,25 @@ NAMESPACED_RULES = {
     ("revisor.dev", "databasemigrations", "list"),
     ("revisor.dev", "databasemigrations", "watch"),
     ("revisor.dev", "databasemigrations", "patch"),
+    ("revisor.dev", "databasemigrations", "create"),  # a set's children
+    ("revisor.dev", "databasemigrations", "delete"),  # a child whose target left its set
     ("revisor.dev", "databasemigrations/status", "patch"),
     ("revisor.dev", "databasemigrations/finalizers", "update"),
+    ("revisor.dev", "databasemigrationsets", "get"),
+    ("revisor.dev", "databasemigrationsets", "list"),
+    ("revisor.dev", "databasemigrationsets", "watch"),
+    ("revisor.dev", "databasemigrationsets", "patch"),
+    ("revisor.dev", "databasemigrationsets/status", "patch"),
+    ("revisor.dev", "databasemigrationsets/finalizers", "update"),
     ("batch", "jobs", "list"),
     ("batch", "jobs", "watch"),
     ("batch", "jobs", "create"),
+    ("batch", "jobs", "delete"),  # a set's finished Jobs beyond its history limits
     ("apps", "deployments", "get"),
     ("", "pods", "list"),
+    ("", "pods/log", "get"),
     ("", "secrets", "get"),
+    ("", "secrets", "list"),  # a set's secretSelector, as metadata only
     ("", "configmaps", "get"),
     ("", "configmaps", "list"),
     ("", "configmaps", "watch"),
@@ -301,15 +312,20 @@ def test_allowlists_in_the_operator_are_what_the_chart_says() -> None:
     assert default.metrics_address == "0.0.0.0"
 
 
+#: The only deletes: a DatabaseMigrationSet's children whose target left it, and its
+#: children's finished Jobs beyond its history limits.
+DELETES = {("revisor.dev", "databasemigrations", "delete"), ("batch", "jobs", "delete")}
+
+
 def test_no_rule_uses_wildcards_or_writes_what_the_operator_only_reads() -> None:
-    """No '*', no write verb on Secrets, ConfigMaps, pods or RBAC, no delete at all."""
+    """No '*', no write verb on Secrets, ConfigMaps, pods or RBAC, no other delete."""
     for values in MODES.values():
         rules = [rule for obj in template(values) for rule in obj.get("rules") or []]
         assert rules, f"no RBAC rule rendered for {values}"
         for rule in rules:
             assert "*" not in str(rule), rule
             triples = rule_set([rule])
-            assert not {t for t in triples if t[2] in ("delete", "deletecollection")}
+            assert {t for t in triples if t[2] in ("delete", "deletecollection")} <= DELETES
             assert not {t for t in triples if t[0] == "rbac.authorization.k8s.io"}
             writes = {"create", "update", "patch"}
             for group, resource, verb in triples:
@@ -387,11 +403,16 @@ def test_runner_service_account_has_no_token_and_no_binding() -> None:
 
 
 def test_crd_is_kept_on_uninstall_unless_asked() -> None:
-    """The CRD carries helm.sh/resource-policy: keep by default; crds.keep/enabled change that."""
-    crd = only(template(), "CustomResourceDefinition")
-    assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
-    unkept = only(template({"crds": {"keep": False}}), "CustomResourceDefinition")
-    assert "helm.sh/resource-policy" not in (unkept["metadata"].get("annotations") or {})
+    """The CRDs carry helm.sh/resource-policy: keep by default; crds.keep/enabled change that."""
+    crds = all_of_kind(template(), "CustomResourceDefinition")
+    assert sorted(c["metadata"]["name"] for c in crds) == [
+        "databasemigrations.revisor.dev",
+        "databasemigrationsets.revisor.dev",
+    ]
+    for crd in crds:
+        assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+    for unkept in all_of_kind(template({"crds": {"keep": False}}), "CustomResourceDefinition"):
+        assert "helm.sh/resource-policy" not in (unkept["metadata"].get("annotations") or {})
     assert all_of_kind(template({"crds": {"enabled": False}}), "CustomResourceDefinition") == []
 
 

@@ -29,6 +29,9 @@ IMAGES_DIR_ANNOTATION = "localkube.dev/images-dir"
 # whichever test module does it: set it for the whole session, before any does.
 # tests.support.operator_kit.RESYNC_SECONDS checks it is this value.
 os.environ["REVISOR_RESYNC_SECONDS"] = "10"
+# The same for the progress timer (a running Job's log, read for its progress): a test
+# watching progress should not wait the default 5 s between two reads.
+os.environ["REVISOR_PROGRESS_POLL_SECONDS"] = "1"
 # The operator's allowlist for scripts images (none by default): the images the
 # process-kubelet's registry serves in these tests, and nothing else.
 os.environ["REVISOR_ALLOWED_SOURCE_IMAGES"] = "registry.example/*"

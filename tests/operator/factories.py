@@ -10,6 +10,7 @@ from revisor.contract import ExitCode, Result, Step
 from revisor_operator.decisions.bodies import Job, Migration, Pod
 from revisor_operator.decisions.jobs import JobDefaults, Owner, build_job
 from revisor_operator.decisions.observe import Run
+from revisor_operator.decisions.progress import Progress
 from revisor_operator.decisions.reconcile import Decision, decide
 from revisor_operator.decisions.references import References
 from revisor_operator.decisions.rollout import DeploymentStatus, parse_time
@@ -30,6 +31,7 @@ def decide_on(
     references: References | None,
     now: str = NOW,
     deployment: DeploymentStatus | None = None,
+    progress: Progress | None = None,
 ) -> Decision:
     """:func:`decide` as a reconcile pass calls it: the spec parsed once from the body."""
     spec: MigrationSpec | InvalidSpec
@@ -47,6 +49,7 @@ def decide_on(
         defaults=DEFAULTS,
         now=moment,
         deployment=deployment,
+        progress=progress,
     )
 
 

@@ -64,6 +64,10 @@ class FakeKube(KubeAPI):
         self.status_writes: list[JsonDict] = []
         self.created: list[Job] = []
         self.adopted: list[str] = []
+        #: Pod name -> its engine container's whole log; ``read_pod_log`` tails it.
+        self.logs: dict[str, str] = {}
+        #: ``read_pod_log`` calls: (pod, tail_lines, limit_bytes).
+        self.log_reads: list[tuple[str, int, int]] = []
 
     def _maybe_fail(self, method: str) -> None:
         if method in self.failures:
@@ -137,6 +141,17 @@ class FakeKube(KubeAPI):
     def list_pods(self, *, namespace: str, job: Job) -> list[Pod]:
         self._maybe_fail("list_pods")
         return list(self.pods.get(job.get("metadata", {}).get("name", ""), []))
+
+    def read_pod_log(
+        self, *, namespace: str, pod: str, container: str, tail_lines: int, limit_bytes: int
+    ) -> str:
+        """As the kubelet answers: the last ``tail_lines`` lines, then the first ``limit_bytes``."""
+        self._maybe_fail("read_pod_log")
+        self.log_reads.append((pod, tail_lines, limit_bytes))
+        if pod not in self.logs:
+            raise NotFound(f"pod {pod} not found", status=404, reason="NotFound")
+        lines = self.logs[pod].splitlines(keepends=True)[-tail_lines:]
+        return "".join(lines).encode()[:limit_bytes].decode(errors="replace")
 
     def create_job(self, job: Job) -> bool:
         self._maybe_fail("create_job")

@@ -156,6 +156,7 @@ SCHEMA_KEYS = {
     "maximum",
     "maxLength",
     "minLength",
+    "maxItems",
     "format",
     "additionalProperties",
     "x-kubernetes-validations",

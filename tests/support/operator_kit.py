@@ -43,7 +43,7 @@ CRD = Path(__file__).parents[2] / "manifests" / "crd" / "revisor.dev_databasemig
 #: test can tell a reaction to an event from a reaction to the next tick.
 RESYNC_SECONDS = 10.0
 #: Phases after which nothing happens until someone changes something.
-SETTLED = ("Succeeded", "Failed", "RolledBack", "AwaitingApproval")
+SETTLED = ("Succeeded", "Failed", "RolledBack", "AwaitingApproval", "Planned")
 REVS = chain(3)
 HEAD = REVS[-1].id
 

@@ -67,7 +67,7 @@ template:
         command:
           - revisor-operator
           - wait
-          - dbm/{{ include "revisor-migration.name" $root }}
+          - {{ ternary "dbmset" "dbm" (and $root.Values.fleet $root.Values.fleet.enabled | default false) }}/{{ include "revisor-migration.name" $root }}
           - --namespace
           - {{ $root.Release.Namespace }}
           - --timeout

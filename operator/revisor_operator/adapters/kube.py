@@ -21,13 +21,15 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, cast
 from urllib.parse import quote
 
 from kubernetes import client, config
 
-from .. import GROUP, PLURAL, VERSION
+from .. import GROUP, PLURAL, SET_PLURAL, VERSION
+from ..decisions.admission import SET_LABEL
 from ..decisions.bodies import Job, JsonDict, Migration, Pod
 from ..decisions.jobs import MIGRATION_LABEL, label_value
 from ..decisions.naming import fingerprint_config_map
@@ -37,6 +39,10 @@ from ..decisions.references import ConfigMapCheck, SecretCheck
 REQUEST_TIMEOUT = 30.0
 MERGE_PATCH = "application/merge-patch+json"
 APPLY_PATCH = "application/apply-patch+yaml"
+#: Lists of objects' metadata only: names and labels of Secrets, never their data.
+METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+#: Items per page of a list (the API's own limit is larger; pages bound our memory).
+LIST_PAGE = 500
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
@@ -96,6 +102,10 @@ class KubeAPI(Protocol):
 
     def list_pods(self, *, namespace: str, job: Job) -> list[Pod]: ...
 
+    def read_pod_log(
+        self, *, namespace: str, pod: str, container: str, tail_lines: int, limit_bytes: int
+    ) -> str: ...
+
     def create_job(self, job: Job) -> bool: ...
 
     def get_deployment(self, *, namespace: str, name: str) -> JsonDict | None: ...
@@ -103,6 +113,40 @@ class KubeAPI(Protocol):
     def check_secret(self, *, namespace: str, name: str) -> SecretCheck: ...
 
     def check_config_map(self, *, namespace: str, name: str) -> ConfigMapCheck: ...
+
+
+class FleetAPI(Protocol):
+    """The calls a ``DatabaseMigrationSet``'s pass and ``wait dbmset/NAME`` make."""
+
+    def get_set(self, *, namespace: str, name: str) -> JsonDict | None: ...
+
+    def apply_set(self, body: JsonDict, *, field_manager: str) -> JsonDict: ...
+
+    def patch_set(self, *, namespace: str, name: str, patch: JsonDict) -> JsonDict: ...
+
+    def patch_set_status(
+        self, *, namespace: str, name: str, status: JsonDict, resource_version: str | None
+    ) -> JsonDict: ...
+
+    def ensure_child(self, body: JsonDict, *, owner_uid: str, field_manager: str) -> str: ...
+
+    def delete_migration(self, *, namespace: str, name: str) -> bool: ...
+
+    def secret_names(self, *, namespace: str, selector: str) -> list[str]: ...
+
+    def list_set_jobs(self, *, namespace: str, set_label: str) -> list[Job]: ...
+
+    def delete_job(self, *, namespace: str, name: str) -> bool: ...
+
+    def list_pods(self, *, namespace: str, job: Job) -> list[Pod]: ...
+
+    def create_job(self, job: Job) -> bool: ...
+
+    def check_config_map(self, *, namespace: str, name: str) -> ConfigMapCheck: ...
+
+    def post_event(
+        self, *, involved: JsonDict, type: str, reason: str, message: str, component: str
+    ) -> None: ...
 
 
 class Kube:
@@ -217,6 +261,123 @@ class Kube:
         path = _migration_path(namespace, name) + "/status"
         return cast(Migration, self._request("PATCH", path, body=body, content_type=MERGE_PATCH))
 
+    # -- DatabaseMigrationSets and their children ------------------------------------
+
+    def get_set(self, *, namespace: str, name: str) -> JsonDict | None:
+        try:
+            return self._request("GET", _set_path(namespace, name))
+        except NotFound:
+            return None
+
+    def apply_set(self, body: JsonDict, *, field_manager: str) -> JsonDict:
+        """Server-side apply a DatabaseMigrationSet (created if absent), forcing conflicts."""
+        meta = body.get("metadata") or {}
+        path = _set_path(meta.get("namespace", ""), meta.get("name", ""))
+        query = {"fieldManager": field_manager, "force": "true"}
+        return self._request(
+            "PATCH", path, query=query, body=json.dumps(body), content_type=APPLY_PATCH
+        )
+
+    def patch_set(self, *, namespace: str, name: str, patch: JsonDict) -> JsonDict:
+        return self._request(
+            "PATCH", _set_path(namespace, name), body=patch, content_type=MERGE_PATCH
+        )
+
+    def patch_set_status(
+        self, *, namespace: str, name: str, status: JsonDict, resource_version: str | None
+    ) -> JsonDict:
+        """Merge ``status`` into the set's status, only if it is unchanged since read."""
+        body: JsonDict = {"status": status}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
+        path = _set_path(namespace, name) + "/status"
+        return self._request("PATCH", path, body=body, content_type=MERGE_PATCH)
+
+    def ensure_child(self, body: JsonDict, *, owner_uid: str, field_manager: str) -> str:
+        """Make the set's child ``body`` exist as given: ``created``, ``applied`` or ``conflict``.
+
+        A new child is created (POST: never taking over an object of that name);
+        one the set owns (``owner_uid`` controls it) is server-side applied, so
+        fields the template dropped go. A DatabaseMigration of that name that
+        is not the set's is left alone: ``conflict``.
+        """
+        meta = body.get("metadata") or {}
+        namespace, name = meta.get("namespace", ""), meta.get("name", "")
+        existing = self.get_migration(namespace=namespace, name=name)
+        if existing is None:
+            try:
+                self._request("POST", _migrations_path(namespace), body=body)
+            except AlreadyExists:
+                existing = self.get_migration(namespace=namespace, name=name)
+            else:
+                return "created"
+        owners = (existing or {}).get("metadata", {}).get("ownerReferences") or []
+        if not any(o.get("uid") == owner_uid and o.get("controller") for o in owners):
+            return "conflict"
+        self.apply_migration(body, field_manager=field_manager)
+        return "applied"
+
+    def delete_migration(self, *, namespace: str, name: str) -> bool:
+        """Delete a set's child (its finalizer waits for a running Job); False if gone."""
+        return self._delete(_migration_path(namespace, name))
+
+    def secret_names(self, *, namespace: str, selector: str) -> list[str]:
+        """The names of the Secrets ``selector`` matches: metadata only, values never sent."""
+        path = f"/api/v1/namespaces/{_q(namespace)}/secrets"
+        names: list[str] = []
+        token = ""
+        while True:
+            query = {"labelSelector": selector, "limit": str(LIST_PAGE)}
+            if token:
+                query["continue"] = token
+            page = self._request("GET", path, query=query, accept=METADATA_ONLY)
+            names += [
+                str((i.get("metadata") or {}).get("name", "")) for i in page.get("items") or []
+            ]
+            token = str((page.get("metadata") or {}).get("continue") or "")
+            if not token:
+                return [n for n in names if n]
+
+    def list_set_jobs(self, *, namespace: str, set_label: str) -> list[Job]:
+        """The Jobs of a set: its children's runs and its schemas query's pages."""
+        query = {"labelSelector": f"{SET_LABEL}={set_label}"}
+        data = self._request("GET", f"/apis/batch/v1/namespaces/{_q(namespace)}/jobs", query=query)
+        return cast(list[Job], data.get("items") or [])
+
+    def delete_job(self, *, namespace: str, name: str) -> bool:
+        """Delete a finished Job and its pods; False if it was gone already."""
+        return self._delete(f"/apis/batch/v1/namespaces/{_q(namespace)}/jobs/{_q(name)}")
+
+    def post_event(
+        self, *, involved: JsonDict, type: str, reason: str, message: str, component: str
+    ) -> None:
+        """A core/v1 Event about ``involved`` (apiVersion, kind, name, namespace, uid)."""
+        namespace = str(involved.get("namespace", ""))
+        now = datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+        event: JsonDict = {
+            "metadata": {"namespace": namespace, "generateName": f"{involved.get('name')}."},
+            "type": type,
+            "reason": reason,
+            "message": shorten(message, limit=1024),
+            "involvedObject": dict(involved),
+            "source": {"component": component},
+            "reportingComponent": component,
+            "reportingInstance": component,
+            "action": reason,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "eventTime": now,
+            "count": 1,
+        }
+        self._request("POST", f"/api/v1/namespaces/{_q(namespace)}/events", body=event)
+
+    def _delete(self, path: str) -> bool:
+        try:
+            self._request("DELETE", path, body={"propagationPolicy": "Background"})
+        except NotFound:
+            return False
+        return True
+
     # -- Jobs and pods ---------------------------------------------------------------
 
     def list_jobs(self, *, namespace: str, migration: str) -> list[Job]:
@@ -237,6 +398,24 @@ class Kube:
         query = {"labelSelector": selector}
         data = self._request("GET", f"/api/v1/namespaces/{_q(namespace)}/pods", query=query)
         return cast(list[Pod], data.get("items") or [])
+
+    def read_pod_log(
+        self, *, namespace: str, pod: str, container: str, tail_lines: int, limit_bytes: int
+    ) -> str:
+        """The last ``tail_lines`` lines of a container's log, at most ``limit_bytes`` of them.
+
+        The API server asks the pod's kubelet; both bounds are applied there, so
+        no more than ``limit_bytes`` crosses the network whatever the log's size.
+        """
+        path = f"/api/v1/namespaces/{_q(namespace)}/pods/{_q(pod)}/log"
+        query = {
+            "container": container,
+            "tailLines": str(tail_lines),
+            "limitBytes": str(limit_bytes),
+        }
+        # The log is text; the API refuses an Accept of text/plain, so take whatever it sends.
+        raw = self._send("GET", path, query=query, accept="*/*")
+        return raw.decode("utf-8", errors="replace")
 
     def create_job(self, job: Job) -> bool:
         """Create ``job``; False if a Job of that name already exists (adopted, not duplicated)."""
@@ -293,8 +472,24 @@ class Kube:
         query: Mapping[str, str] | None = None,
         body: Any = None,
         content_type: str = "application/json",
+        accept: str = "application/json",
     ) -> JsonDict:
-        headers = {"Accept": "application/json", "Content-Type": content_type}
+        raw = self._send(
+            method, path, query=query, body=body, content_type=content_type, accept=accept
+        )
+        return cast(JsonDict, json.loads(raw)) if raw else {}
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, str] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+        accept: str = "application/json",
+    ) -> bytes:
+        headers = {"Accept": accept, "Content-Type": content_type}
         try:
             method, url, headers, payload, _ = self._api.param_serialize(
                 method=method,
@@ -314,11 +509,12 @@ class Kube:
             raise KubeError(f"{method} {path}: {redact(str(exc))}") from exc
         if response.status >= 400:
             raise _error(response.status, raw)
-        return cast(JsonDict, json.loads(raw)) if raw else {}
+        return bytes(raw or b"")
 
 
 if TYPE_CHECKING:
     _KUBE_IS_A_KUBE_API: type[KubeAPI] = Kube
+    _KUBE_IS_A_FLEET_API: type[FleetAPI] = Kube
 
 
 def _error(status: int, raw: bytes | str) -> KubeError:
@@ -344,4 +540,12 @@ def _q(segment: str) -> str:
 
 
 def _migration_path(namespace: str, name: str) -> str:
-    return f"/apis/{GROUP}/{VERSION}/namespaces/{_q(namespace)}/{PLURAL}/{_q(name)}"
+    return f"{_migrations_path(namespace)}/{_q(name)}"
+
+
+def _migrations_path(namespace: str) -> str:
+    return f"/apis/{GROUP}/{VERSION}/namespaces/{_q(namespace)}/{PLURAL}"
+
+
+def _set_path(namespace: str, name: str) -> str:
+    return f"/apis/{GROUP}/{VERSION}/namespaces/{_q(namespace)}/{SET_PLURAL}/{_q(name)}"

@@ -20,12 +20,28 @@ leaves the gauge then.
 A deleted resource's ``revisor_current_revision_info`` series goes with it
 (:func:`forget_migration`), or every resource ever created would stay on
 ``/metrics`` for the life of the process.
+
+Schema drift, per resource with ``spec.drift``: ``revisor_schema_drifted``
+(1 while the last check found drift not accepted, 0 otherwise; no series
+while no check could tell) and ``revisor_schema_drift_differences`` (how
+many differences it found, accepted ones included), set from
+``status.drift`` on every pass (so a restarted operator shows them at its
+first resync), gone with the resource; ``revisor_drift_checks_total{result}``
+counts finished checks by their reason.
+
+Per ``DatabaseMigrationSet``: ``revisor_fleet_targets{namespace,set,state}``
+(state ``ready``, ``running``, ``failed``, ``pending``), ``revisor_fleet_wave``
+(the current wave, from 1), ``revisor_fleet_rollout_generation`` and
+``revisor_fleet_phase{phase}`` (1 for the set's phase, the others absent);
+:func:`forget_set` drops them with the set.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram, Info, start_http_server
 from revisor.contract import Reason
@@ -49,6 +65,35 @@ CURRENT = Info(
     ["namespace", "migration"],
 )
 IN_FLIGHT = Gauge("revisor_jobs_in_flight", "Migration Jobs running now")
+DRIFTED = Gauge(
+    "revisor_schema_drifted",
+    "1 while the last drift check of a DatabaseMigration found drift that is not accepted",
+    ["namespace", "migration"],
+)
+DIFFERENCES = Gauge(
+    "revisor_schema_drift_differences",
+    "Differences the last drift check of a DatabaseMigration found (accepted ones included)",
+    ["namespace", "migration"],
+)
+CHECKS = Counter("revisor_drift_checks", "Finished drift checks, by result (reason)", ["result"])
+FLEET_TARGETS = Gauge(
+    "revisor_fleet_targets",
+    "Targets of each DatabaseMigrationSet by state in its current rollout",
+    ["namespace", "set", "state"],
+)
+FLEET_WAVE = Gauge(
+    "revisor_fleet_wave", "The wave each DatabaseMigrationSet is at, from 1", ["namespace", "set"]
+)
+FLEET_ROLLOUT = Gauge(
+    "revisor_fleet_rollout_generation",
+    "The rollout generation of each DatabaseMigrationSet",
+    ["namespace", "set"],
+)
+FLEET_PHASE = Gauge(
+    "revisor_fleet_phase", "1 for each DatabaseMigrationSet's phase", ["namespace", "set", "phase"]
+)
+FLEET_STATES = ("ready", "running", "failed", "pending")
+_fleet_phases: dict[tuple[str, str], str] = {}
 
 _in_flight: set[tuple[str, str]] = set()
 
@@ -87,8 +132,29 @@ def run_recorded(
 
 def forget_migration(*, namespace: str, name: str) -> None:
     """Drop a deleted resource's series, so that they do not outlive it."""
-    with contextlib.suppress(KeyError):
-        CURRENT.remove(namespace, name)
+    for metric in (CURRENT, DRIFTED, DIFFERENCES):
+        with contextlib.suppress(KeyError):
+            metric.remove(namespace, name)
+
+
+def drift_checked(*, reason: str) -> None:
+    """A drift check was recorded, with this reason (NoDrift, Drifted, NoSnapshot, ...)."""
+    CHECKS.labels(result=result_label(reason)).inc()
+
+
+def drift_observed(*, namespace: str, migration: str, drift: Mapping[str, Any] | None) -> None:
+    """The drift gauges from ``status.drift`` as it is now (None or unknown: no series)."""
+    drifted = (drift or {}).get("drifted")
+    if not isinstance(drifted, bool):
+        for metric in (DRIFTED, DIFFERENCES):
+            with contextlib.suppress(KeyError):
+                metric.remove(namespace, migration)
+        return
+    accepted = (drift or {}).get("accepted") is True
+    DRIFTED.labels(namespace=namespace, migration=migration).set(1 if drifted else 0)
+    total = (drift or {}).get("differencesTotal")
+    differences = total if isinstance(total, int) and (drifted or accepted) else 0
+    DIFFERENCES.labels(namespace=namespace, migration=migration).set(differences)
 
 
 def _seconds(run: Run) -> float | None:
@@ -102,3 +168,33 @@ def _seconds(run: Run) -> float | None:
     except ValueError:
         return None
     return max(delta.total_seconds(), 0.0)
+
+
+def set_observed(
+    *, namespace: str, name: str, counts: Mapping[str, int], wave: int, generation: int, phase: str
+) -> None:
+    """A set's pass: its counts by state, wave, rollout generation and phase."""
+    for state in FLEET_STATES:
+        FLEET_TARGETS.labels(namespace=namespace, set=name, state=state).set(counts.get(state, 0))
+    FLEET_WAVE.labels(namespace=namespace, set=name).set(wave)
+    FLEET_ROLLOUT.labels(namespace=namespace, set=name).set(generation)
+    before = _fleet_phases.get((namespace, name))
+    if before is not None and before != phase:
+        with contextlib.suppress(KeyError):
+            FLEET_PHASE.remove(namespace, name, before)
+    FLEET_PHASE.labels(namespace=namespace, set=name, phase=phase).set(1)
+    _fleet_phases[namespace, name] = phase
+
+
+def forget_set(*, namespace: str, name: str) -> None:
+    """Drop a deleted set's series."""
+    for state in FLEET_STATES:
+        with contextlib.suppress(KeyError):
+            FLEET_TARGETS.remove(namespace, name, state)
+    for gauge in (FLEET_WAVE, FLEET_ROLLOUT):
+        with contextlib.suppress(KeyError):
+            gauge.remove(namespace, name)
+    phase = _fleet_phases.pop((namespace, name), None)
+    if phase is not None:
+        with contextlib.suppress(KeyError):
+            FLEET_PHASE.remove(namespace, name, phase)

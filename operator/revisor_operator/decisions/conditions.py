@@ -2,7 +2,9 @@
 
 ``Ready`` answers "is the database at the desired revision?" (what ``kubectl
 wait --for=condition=Ready`` and Argo CD look at), ``Progressing`` "is a Job
-running?", ``Failed`` "does a human need to act?". Following the API
+running?", ``Failed`` "does a human need to act?", and, with ``spec.drift``,
+``Drifted`` "has the schema changed outside the revisions?" (``Unknown``
+while no check could tell, e.g. no snapshot was recorded). Following the API
 conventions, ``lastTransitionTime`` changes only when a condition's status
 changes, reasons are CamelCase and every condition carries the generation it
 was computed for. Pure.
@@ -18,7 +20,8 @@ from .bodies import Condition
 READY = "Ready"
 PROGRESSING = "Progressing"
 FAILED = "Failed"
-TYPES = (READY, PROGRESSING, FAILED)
+DRIFTED = "Drifted"
+TYPES = (READY, PROGRESSING, FAILED, DRIFTED)
 
 
 @dataclass(frozen=True)
@@ -26,7 +29,8 @@ class Desired:
     """What one condition should say now."""
 
     type: str
-    status: bool
+    #: True, False, or None for Unknown.
+    status: bool | None
     reason: str
     message: str
 
@@ -42,7 +46,7 @@ def merge(
     by_type = {c.get("type", ""): c for c in existing}
     out: list[Condition] = []
     for want in desired:
-        status = "True" if want.status else "False"
+        status = "Unknown" if want.status is None else "True" if want.status else "False"
         before = by_type.pop(want.type, None)
         changed = before is None or before.get("status") != status
         since = before.get("lastTransitionTime", now) if before and not changed else now

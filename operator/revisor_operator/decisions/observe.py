@@ -23,6 +23,9 @@ from .jobs import (
     CONTAINER,
     DEPLOYMENT_ANNOTATION,
     DESIRED_RUN_ANNOTATION,
+    DRIFT_AFTER_ANNOTATION,
+    DRIFT_PREVIOUS_ANNOTATION,
+    DRIFT_REQUEST_ANNOTATION,
     GENERATION_ANNOTATION,
     MODE_ANNOTATION,
     PURPOSE_ANNOTATION,
@@ -31,6 +34,9 @@ from .jobs import (
     TARGET_ANNOTATION,
     job_annotations,
 )
+
+#: ``revisor.dev/purpose`` of a Job that checks for schema drift (:mod:`.drift`).
+DRIFT_PURPOSE = "drift"
 
 
 @dataclass(frozen=True)
@@ -79,10 +85,21 @@ class Run:
     desired: str = ""
     #: The database Secret's resourceVersion when the Job was made.
     secret_version: str = ""
+    #: The last lines of the engine's log (read for a failed run only: see :mod:`.progress`).
+    log: str = ""
+    #: A drift check's: the run recorded when it was made, the request it answers,
+    #: the check recorded before it.
+    drift_after: str = ""
+    drift_request: str = ""
+    drift_previous: str = ""
 
     @property
     def is_rollback(self) -> bool:
         return self.purpose == "rollback"
+
+    @property
+    def is_drift_check(self) -> bool:
+        return self.purpose == DRIFT_PURPOSE
 
     @property
     def active(self) -> bool:
@@ -178,6 +195,9 @@ def observe_run(*, job: Job, pods: Sequence[Pod]) -> Run:
         rollback_reason=annotations.get(ROLLBACK_REASON_ANNOTATION),
         desired=annotations.get(DESIRED_RUN_ANNOTATION) or meta.get("name", ""),
         secret_version=annotations.get(SECRET_VERSION_ANNOTATION, ""),
+        drift_after=annotations.get(DRIFT_AFTER_ANNOTATION, ""),
+        drift_request=annotations.get(DRIFT_REQUEST_ANNOTATION, ""),
+        drift_previous=annotations.get(DRIFT_PREVIOUS_ANNOTATION, ""),
     )
 
 

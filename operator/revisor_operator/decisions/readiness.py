@@ -14,8 +14,11 @@ same spec) changes no generation at all. So the resource is done only when
 
 It has failed when that run failed (phase Failed or RolledBack), when its
 rollout was rolled back (``status.rollout`` of that run RolledBack or
-Failed), or when the spec itself is unusable (InvalidSpec, InvalidTarget:
-nothing will run until someone edits it). Anything else — a Job running, a
+Failed), when the spec itself is unusable (InvalidSpec, InvalidTarget:
+nothing will run until someone edits it), or when ``spec.drift.policy``
+Block refuses the run over a drifted schema (Drifted: a person fixes the
+schema or accepts the drift; a deploy should not sit waiting for that).
+Anything else — a Job running, a
 Secret not created yet — is still in progress, until the caller's timeout.
 
 Pure.
@@ -35,6 +38,8 @@ from .reasons import OperatorReason, Phase, WindowState
 
 #: Reasons that no run can change: the spec must be edited first.
 SPEC_PROBLEMS = frozenset({OperatorReason.INVALID_SPEC, Reason.INVALID_TARGET})
+#: Reasons a person must act on before the run can start (Block over drift).
+REFUSALS = frozenset({Reason.DRIFTED})
 
 Outcome = Literal["Waiting", "Ready", "Failed"]
 
@@ -63,7 +68,7 @@ def judge_wait(migration: Migration, *, expected_job: str | None) -> Progress:
         return Progress(
             "Waiting", f"the operator has not observed generation {generation} yet ({said})"
         )
-    if ready.get("reason") in SPEC_PROBLEMS:
+    if ready.get("reason") in SPEC_PROBLEMS | REFUSALS:
         return Progress("Failed", said)
     return _judge_runs(status, phase=phase, ready=ready, said=said, expected_job=expected_job)
 

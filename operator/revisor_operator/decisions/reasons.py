@@ -42,6 +42,9 @@ class OperatorReason(enum.StrEnum):
     RECONCILE_ERROR = "ReconcileError"
     #: The resource was deleted while its Job ran, and the wait for it ran out.
     DELETE_TIMEOUT = "DeleteTimeout"
+    #: A DatabaseMigrationSet's child whose scripts changed after the set admitted
+    #: it: it runs when the set's rollout reaches it again.
+    WAITING_FOR_SET = "WaitingForSet"
 
 
 class WindowState(enum.StrEnum):

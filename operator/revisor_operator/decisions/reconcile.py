@@ -12,19 +12,27 @@ nothing here talks to Kubernetes, so the whole table is unit-tested.
 The rules, in order:
 
 1. A Job still running is waited for; at most one runs per resource. A spec
-   changed meanwhile is applied after it (its generation is queued).
+   changed meanwhile is applied after it (its generation is queued). How far
+   it is (:class:`.progress.Progress`, read from its pod's log by the
+   caller) goes into ``status.progress`` and the message.
 2. The newest finished Job not yet in ``status.lastRun``/``history`` is
    recorded: status, conditions and an Event (and the rollback window it
    opens or closes: :mod:`.rollback`).
-3. A resource being deleted gets no new Job.
-4. A spec that does not validate, a missing ConfigMap or Secret (or Secret
+3. A drift check (:mod:`.drift`) still running is waited for; a finished one
+   not yet in ``status.drift`` is recorded there and in the ``Drifted``
+   condition, with an Event when the answer changed.
+4. A resource being deleted gets no new Job.
+5. A spec that does not validate, a missing ConfigMap or Secret (or Secret
    key): a condition that says what to fix, and no Job.
-5. The desired run's name (:func:`desired_run`) already ran: if it opened a
+6. The desired run's name (:func:`desired_run`) already ran: if it opened a
    rollback window that is still Watching, the Deployment's rollout is
    judged (:func:`.rollback.follow`) and a failure creates the rollback Job;
-   otherwise nothing to do (if a missing-reference condition was shown
-   meanwhile, the last run's verdict is restored).
-6. Otherwise: create the Job.
+   otherwise, if a drift check is due, its Job is created; otherwise nothing
+   to do (if a missing-reference condition was shown meanwhile, the last
+   run's verdict is restored).
+7. Otherwise the Job is created — unless ``spec.drift.policy`` is Block and
+   no check has cleared this run yet: then the check runs first, and a
+   schema that has drifted refuses the run (reason ``Drifted``).
 """
 
 from __future__ import annotations
@@ -37,8 +45,21 @@ from typing import Any, Literal
 
 from revisor.contract import Reason
 
+from .admission import SET_LABEL, admitted
 from .bodies import Job, JsonDict, Migration
 from .conditions import READY, find
+from .drift import (
+    DRIFT_CHECK_ANNOTATION,
+    blocked_verdict,
+    build_check_job,
+    check_job_name,
+    checking_verdict,
+    due,
+    finding,
+    finding_patch,
+    gate,
+    to_record,
+)
 from .jobs import (
     DEPLOYMENT_ANNOTATION,
     PURPOSE_ANNOTATION,
@@ -50,6 +71,7 @@ from .jobs import (
 from .naming import fingerprint_run, job_name
 from .observe import Run, newest
 from .policy import Policy, violations
+from .progress import Progress
 from .reasons import OperatorReason, Phase, WindowState
 from .references import References, missing, scripts_fingerprint
 from .rollback import follow, window_after
@@ -65,7 +87,8 @@ from .status import (
     status_patch,
 )
 
-Action = Literal["create", "wait", "record", "report", "follow", "nothing"]
+#: ``check``: create a drift check's Job; ``drift``: record a finished one.
+Action = Literal["create", "wait", "record", "report", "follow", "check", "drift", "nothing"]
 
 #: Annotation whose value takes part in the run's fingerprint: changing it
 #: re-runs the same spec (e.g. after fixing the database by hand).
@@ -100,11 +123,14 @@ def decide(  # noqa: PLR0911 - one return per rule of the module docstring
     now: datetime,
     deployment: DeploymentStatus | None = None,
     policy: Policy | None = None,
+    progress: Progress | None = None,
 ) -> Decision:
     """The next step for ``migration`` (see the module docstring for the rules).
 
     ``policy`` is what the operator allows a spec to choose for its Job's pod
     (:mod:`.policy`; default: only what the operator would choose itself).
+    ``progress`` is what the running Job's log said last, if it was read this
+    pass (else ``status.progress`` is shown again, its time brought up to ``now``).
 
     ``references`` is None when the spec is invalid (nothing was read);
     ``deployment`` is the Deployment named by ``spec.rollback.deploymentRef``
@@ -116,20 +142,40 @@ def decide(  # noqa: PLR0911 - one return per rule of the module docstring
     valid = spec if isinstance(spec, MigrationSpec) else None
     stamp = format_time(now)
 
+    checks = [r for r in runs if r.is_drift_check]
+    runs = [r for r in runs if not r.is_drift_check]
     active = [r for r in runs if r.active]
     if active:
         run = newest(active)
         assert run is not None
         queued = generation if run.generation != generation else None
-        verdict = running_verdict(run, queued_generation=queued)
-        return _with_status("wait", verdict, status, run.generation, stamp, job_run=run)
+        shown = progress if progress is not None and progress.job == run.job else None
+        shown = shown or Progress.from_status(status.get("progress"), job=run.job)
+        verdict = running_verdict(
+            run, queued_generation=queued, progress=shown.message(now) if shown else None
+        )
+        # Shown, or cleared when it is another Job's; never written while there is none.
+        extra: JsonDict = {"progress": shown.to_status()} if shown else {}
+        if not shown and status.get("progress"):
+            extra = {"progress": None}
+        return _with_status(
+            "wait", verdict, status, run.generation, stamp, job_run=run, extra=extra
+        )
 
     recorded = _recorded_jobs(status)
     latest = newest(runs)
     if latest is not None and latest.job not in recorded:
         lock = valid.lock_timeout_seconds if valid else None
         verdict = finished_verdict(latest, lock_timeout_seconds=lock)
-        decision = _with_status("record", verdict, status, latest.generation, stamp, run=latest)
+        decision = _with_status(
+            "record",
+            verdict,
+            status,
+            latest.generation,
+            stamp,
+            run=latest,
+            extra={"progress": None},
+        )
         change = window_after(
             run=latest,
             verdict=verdict,
@@ -142,6 +188,15 @@ def decide(  # noqa: PLR0911 - one return per rule of the module docstring
             decision = replace(decision, status={**decision.status, "rollout": change.rollout})
         kind: Literal["Normal", "Warning"] = "Warning" if verdict.failed else "Normal"
         return replace(decision, event=Event(kind, verdict.reason, verdict.message))
+
+    running = [c for c in checks if c.active]
+    if running:
+        return Decision(action="wait", run=running[0])
+    check = to_record(checks, status=status)
+    if check is not None:
+        found = finding(check, migration=meta.get("name", ""), status=status, now=now)
+        patch = finding_patch(found, status=status, generation=generation, now=now)
+        return Decision(action="drift", status=patch, run=check, event=found.event)
 
     if meta.get("deletionTimestamp"):
         return Decision(action="nothing")
@@ -190,12 +245,15 @@ def desired_run(migration: Migration, spec: MigrationSpec, *, scripts: str) -> t
     A relative target (``-1``, ``+2``, ``rev+1``) is an action, not a state:
     it is acted on once per generation, so new scripts do not make a new run
     of it (``-1`` would step down again on every new revision file).
+
+    A child of a ``DatabaseMigrationSet`` is identified by the set's rollout
+    it was admitted to instead of the live scripts (:mod:`.admission`).
     """
     meta = migration.get("metadata", {})
     annotations = meta.get("annotations") or {}
     retry = annotations.get(RETRY_ANNOTATION, "")
     release = annotations.get(RELEASE_ANNOTATION, "")
-    files = "" if spec.relative_target else scripts
+    files = "" if spec.relative_target else admitted(migration, scripts=scripts).identity
     fingerprint = fingerprint_run(
         spec=migration.get("spec") or {}, scripts=f"{files}\0{retry}\0{release}"
     )
@@ -207,7 +265,7 @@ def desired_run(migration: Migration, spec: MigrationSpec, *, scripts: str) -> t
     return name, fingerprint
 
 
-def _next_run(
+def _next_run(  # noqa: PLR0911 - one return per case of rules 6 and 7
     *,
     migration: Migration,
     spec: MigrationSpec,
@@ -231,6 +289,7 @@ def _next_run(
         namespace=meta.get("namespace", ""),
         uid=meta.get("uid", ""),
         generation=int(meta.get("generation", 1)),
+        set_label=(meta.get("labels") or {}).get(SET_LABEL),
     )
     stamp = format_time(now)
     name, fingerprint = desired_run(migration, spec, scripts=scripts)
@@ -255,8 +314,38 @@ def _next_run(
                     defaults=defaults,
                     now=now,
                 )
-            return _restore_last_verdict(status, stamp)
+            restored = _restore_last_verdict(status, stamp)
+            if restored.action != "nothing" or (window and window.state == WindowState.WATCHING):
+                return restored
+            return _drift_check(
+                migration, spec, owner=owner, desired=name, defaults=defaults, now=now
+            )
         fingerprint = retry
+    hold = admitted(migration, scripts=scripts).hold
+    if hold is not None:
+        # A set's child runs only what the set admitted (see .admission).
+        held = Verdict(phase=Phase.PENDING, reason=OperatorReason.WAITING_FOR_SET, message=hold)
+        return _report(held, status, owner.generation, stamp)
+    cleared = gate(spec, status=status, desired=name)
+    if cleared == "check":
+        check = _drift_check(
+            migration, spec, owner=owner, desired=name, defaults=defaults, now=now, forced=True
+        )
+        verdict = checking_verdict(check.job_name, target=spec.target)
+        extra = {"rollout": superseded} if superseded is not None else None
+        decision = _with_status("check", verdict, status, owner.generation, stamp, extra=extra)
+        return replace(
+            decision, job=check.job, event=Event("Normal", verdict.reason, verdict.message)
+        )
+    if cleared == "blocked":
+        # A check made for this run found drift: a later one (on its interval, or asked
+        # for) may find it gone; an accepted hash is a new spec, hence a new run.
+        recheck = _drift_check(
+            migration, spec, owner=owner, desired=name, defaults=defaults, now=now
+        )
+        if recheck.action == "check":
+            return recheck
+        return _report(blocked_verdict(status, target=spec.target), status, owner.generation, stamp)
     job_named = job_name(migration=owner.name, generation=owner.generation, fingerprint=fingerprint)
     job = build_job(
         owner=owner,
@@ -281,6 +370,46 @@ def _next_run(
     return replace(decision, job=job, event=Event("Normal", verdict.reason, verdict.message))
 
 
+@dataclass(frozen=True)
+class _Check(Decision):
+    job_name: str = ""
+
+
+def _drift_check(
+    migration: Migration,
+    spec: MigrationSpec,
+    *,
+    owner: Owner,
+    desired: str,
+    defaults: JobDefaults,
+    now: datetime,
+    forced: bool = False,
+) -> _Check:
+    """A drift check's Job if one is due (or ``forced``: Block's check before an apply)."""
+    meta = migration.get("metadata", {})
+    status: Mapping[str, Any] = migration.get("status") or {}
+    request = str((meta.get("annotations") or {}).get(DRIFT_CHECK_ANNOTATION) or "")
+    why = due(spec.drift, status=status, request=request, now=now)
+    if why is None and not forced:
+        return _Check(action="nothing")
+    after = str((status.get("lastRun") or {}).get("job") or "")
+    previous = str((status.get("drift") or {}).get("job") or "")
+    name = check_job_name(
+        owner.name, spec=spec, desired=desired, after=after, request=request, previous=previous
+    )
+    job = build_check_job(
+        owner=owner,
+        spec=spec,
+        name=name,
+        defaults=defaults,
+        desired=desired,
+        after=after,
+        request=request,
+        previous=previous,
+    )
+    return _Check(action="check", job=job, job_name=name)
+
+
 def _superseded(window: Window | None, generation: int) -> JsonDict | None:
     """The open window of an older generation, closed: its rollback must never run now."""
     if window is None or window.state != WindowState.WATCHING or window.generation == generation:
@@ -302,11 +431,13 @@ def _recorded_desired(status: Mapping[str, Any]) -> set[str]:
 
 #: Failures a changed Secret may cure (not a bad target, plan or history).
 _SECRET_CURABLE = frozenset({Phase.FAILED, Phase.ROLLED_BACK})
+#: ...nor a partially applied revision: a person must finish or undo it first.
 _SPEC_REASONS = frozenset(
     {
         Reason.INVALID_TARGET,
         Reason.NOT_REVERSIBLE,
         Reason.PLAN_CHANGED,
+        Reason.PARTIALLY_APPLIED,
         OperatorReason.DEPLOY_FAILED_ROLLED_BACK,
     }
 )
@@ -417,8 +548,10 @@ def _with_status(
     *,
     run: Run | None = None,
     job_run: Run | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> Decision:
     patch = status_patch(current=status, verdict=verdict, generation=generation, now=now, run=run)
+    patch.update(extra or {})
     changed = not is_noop(current=status, patch=patch)
     return Decision(
         action=action,

@@ -25,10 +25,12 @@ from .reasons import OperatorReason
 
 Mode = Literal["Apply", "Plan", "DryRun"]
 PullPolicy = Literal["Always", "IfNotPresent", "Never"]
+DriftPolicy = Literal["Report", "Block"]
 
 MODES: tuple[Mode, ...] = ("Apply", "Plan", "DryRun")
 ON_FAILURE: dict[str, OnFailure] = {"Rollback": "rollback", "Stop": "stop"}
 PULL_POLICIES: tuple[PullPolicy, ...] = ("Always", "IfNotPresent", "Never")
+DRIFT_POLICIES: tuple[DriftPolicy, ...] = ("Report", "Block")
 
 DEFAULT_TARGET = "head"
 DEFAULT_LOCK_TIMEOUT_SECONDS = 60
@@ -41,6 +43,17 @@ DEFAULT_BACKOFF_LIMIT = 3
 MAX_BACKOFF_LIMIT = 10
 MAX_JOB_SECONDS = 24 * 3600
 MAX_DDL_LOCK_RETRIES = 100
+#: PostgreSQL's NAMEDATALEN - 1: the longest identifier, in bytes.
+MAX_SCHEMA_BYTES = 63
+#: The shortest spec.drift.interval: each check is a Job (a pod, a lock, a read of the schema).
+MIN_DRIFT_INTERVAL_SECONDS = 60
+#: spec.drift.ignore: at most this many patterns, each at most this long.
+MAX_DRIFT_IGNORE = 50
+MAX_DRIFT_PATTERN = 253
+#: A schema snapshot's hash, as ``revisor drift`` prints it (sha256, lower-case hex).
+SCHEMA_HASH_PATTERN = r"^[0-9a-f]{64}$"
+#: spec.baseline: a revision id or prefix, head, heads or branch@head (not base, not relative).
+BASELINE_PATTERN = r"^[A-Za-z0-9_]+(@heads?)?$"
 
 #: Alembic's target syntax. A revision id may be a full id or a unique
 #: prefix; Alembic allows custom ids (``--rev-id``), so ids are word
@@ -61,6 +74,8 @@ _NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 _KEY = re.compile(r"^[-._a-zA-Z0-9]{1,253}$")
 _HEX = re.compile(r"^[0-9a-f]{8,128}$")
 _SQL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
+_SCHEMA_HASH = re.compile(SCHEMA_HASH_PATTERN)
+_BASELINE = re.compile(BASELINE_PATTERN)
 #: ``module.path:attribute.path``, as ``revisor --metadata`` takes it. The CRD uses it too.
 METADATA_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_.]*$"
 _METADATA = re.compile(METADATA_PATTERN)
@@ -191,6 +206,28 @@ class Rollback:
 
 
 @dataclass(frozen=True)
+class Drift:
+    """``spec.drift``: compare the live schema with the one recorded for its revision.
+
+    A check runs after every successful run, every ``interval_seconds`` if
+    set, and on request (the annotation ``revisor.dev/drift-check``); see
+    :mod:`.drift`. ``Block`` also checks before each apply and refuses it
+    while the schema has drifted, unless the live schema's hash is
+    ``accepted_hash``.
+    """
+
+    interval_seconds: float | None = None
+    policy: DriftPolicy = "Report"
+    accepted_hash: str | None = None
+    #: fnmatch patterns left out of the comparison (``revisor drift --ignore``).
+    ignore: tuple[str, ...] = ()
+
+    @property
+    def blocks(self) -> bool:
+        return self.policy == "Block"
+
+
+@dataclass(frozen=True)
 class MigrationSpec:
     database: Database
     source: Source
@@ -209,6 +246,13 @@ class MigrationSpec:
     env_py: bool = False
     #: ``MODULE:ATTR`` of the project's MetaData, for hermetic runs (``--metadata``).
     metadata: str | None = None
+    #: The PostgreSQL schema this migration is confined to (``--schema``): the search_path,
+    #: the version table's and revisor_history's schema, part of the lock's key.
+    schema: str | None = None
+    #: Schema drift checks (None: none run).
+    drift: Drift | None = None
+    #: A database without a version table is stamped at this revision first (``--baseline``).
+    baseline: str | None = None
 
     @property
     def relative_target(self) -> bool:
@@ -257,7 +301,10 @@ def parse_spec(raw: Mapping[str, Any]) -> MigrationSpec:
 
 
 class _Reader:
-    """Collects problems while reading, so that one apply shows all of them."""
+    """Collects problems while reading, so that one apply shows all of them.
+
+    :mod:`.fleet.spec` reads a DatabaseMigrationSet with it too (as :data:`FieldReader`).
+    """
 
     def __init__(self) -> None:
         self.problems: list[Problem] = []
@@ -388,11 +435,14 @@ class _Reader:
         timeouts = self.timeouts(self.mapping(raw, "timeouts", "spec.timeouts") or {})
         runner = self.runner(self.mapping(raw, "runner", "spec.runner") or {})
         table = self.version_table(self.mapping(raw, "versionTable", "spec.versionTable") or {})
+        schema = self.schema(raw, table)
         rollback = self.rollback(self.mapping(raw, "rollback", "spec.rollback") or {})
         strict = self.boolean(raw, "requireReversible", "spec.requireReversible")
         env_py = self.boolean(
             self.mapping(raw, "source", "spec.source") or {}, "envPy", "spec.source.envPy"
         )
+        drift = self.drift(self.mapping(raw, "drift", "spec.drift"))
+        baseline = self.baseline(raw)
         metadata = self.string(raw, "metadata", "spec.metadata")
         if metadata is not None and not _METADATA.match(metadata):
             self.problem(
@@ -418,6 +468,9 @@ class _Reader:
             require_reversible=strict,
             env_py=env_py,
             metadata=metadata,
+            schema=schema,
+            drift=drift,
+            baseline=baseline,
         )
 
     def target(self, raw: Mapping[str, Any]) -> str:
@@ -589,6 +642,90 @@ class _Reader:
             active_deadline_seconds=deadline,
         )
 
+    def schema(self, raw: Mapping[str, Any], table: VersionTable) -> str | None:
+        value = self.string(raw, "schema", "spec.schema")
+        if value is None:
+            return None
+        if len(value.encode()) > MAX_SCHEMA_BYTES or "\0" in value:
+            self.problem(
+                "spec.schema",
+                f"{value[:80]!r} is not a PostgreSQL schema name",
+                f"Use at most {MAX_SCHEMA_BYTES} bytes, without NUL characters",
+            )
+            return None
+        if table.schema is not None and table.schema != value:
+            self.problem(
+                "spec.versionTable.schema",
+                f"{table.schema!r} differs from spec.schema {value!r}",
+                "Remove spec.versionTable.schema: with spec.schema the version table is in it",
+            )
+        return value
+
+    def drift(self, raw: Mapping[str, Any] | None) -> Drift | None:
+        if raw is None:
+            return None
+        interval = self.duration(raw, "interval", "spec.drift.interval")
+        if interval is not None and interval < MIN_DRIFT_INTERVAL_SECONDS:
+            self.problem(
+                "spec.drift.interval",
+                f"must be at least 1m, not {raw.get('interval')}",
+                "Each check is a Job: check every few minutes or hours (1h), or leave "
+                "interval out to check after each run only",
+            )
+            interval = None
+        policy = self.choice(raw, "policy", "spec.drift.policy", DRIFT_POLICIES)
+        accepted = self.string(raw, "acceptedHash", "spec.drift.acceptedHash")
+        if accepted is not None and not _SCHEMA_HASH.match(accepted):
+            self.problem(
+                "spec.drift.acceptedHash",
+                f"{accepted[:80]!r} is not a schema hash",
+                "Copy status.drift.hash exactly (64 lower-case hex digits)",
+            )
+            accepted = None
+        return Drift(
+            interval_seconds=interval,
+            policy=policy,  # type: ignore[arg-type]  # checked by choice()
+            accepted_hash=accepted,
+            ignore=self.patterns(raw.get("ignore"), "spec.drift.ignore"),
+        )
+
+    def patterns(self, raw: Any, where: str) -> tuple[str, ...]:
+        if raw is None:
+            return ()
+        if not isinstance(raw, list) or len(raw) > MAX_DRIFT_IGNORE:
+            self.problem(
+                where,
+                f"must be a list of at most {MAX_DRIFT_IGNORE} patterns",
+                "Write patterns such as tmp_*, orders.legacy_* or ix_*",
+            )
+            return ()
+        bad = [p for p in raw if not isinstance(p, str) or not p or len(p) > MAX_DRIFT_PATTERN]
+        if bad:
+            self.problem(
+                where,
+                f"{bad[0]!r} is not a pattern",
+                f"Each pattern is a non-empty string of at most {MAX_DRIFT_PATTERN} characters",
+            )
+            return ()
+        return tuple(raw)
+
+    def baseline(self, raw: Mapping[str, Any]) -> str | None:
+        value = self.string(raw, "baseline", "spec.baseline")
+        if value is None:
+            return None
+        revision = value.split("@", 1)[0]
+        if not _BASELINE.match(value) or revision == "base":
+            self.problem(
+                "spec.baseline",
+                f"{value[:80]!r} is not a revision to adopt a database at",
+                "Name the revision the existing schema matches: an id or a unique prefix of "
+                "one, head, heads or branch@head (head for a database create_all() built from "
+                "the current models)",
+                reason=Reason.INVALID_TARGET,
+            )
+            return None
+        return value
+
     def version_table(self, raw: Mapping[str, Any]) -> VersionTable:
         out: dict[str, str | None] = {}
         for key in ("name", "schema"):
@@ -626,3 +763,7 @@ _PART_FIELDS = {
     "user": "user",
     "password": "password",
 }
+
+
+#: The reader of fields, for the other specs the operator parses (:mod:`.fleet.spec`).
+FieldReader = _Reader

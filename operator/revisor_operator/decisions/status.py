@@ -19,11 +19,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from revisor.contract import ExitCode, Reason, Result, Step, heads_text
+from revisor.contract import BaselineDetails, ExitCode, Reason, Result, Step, heads_text
 
 from .bodies import Condition, JsonDict
 from .conditions import FAILED, PROGRESSING, READY, Desired, merge
 from .observe import Run
+from .partial import partially_applied_message
+from .progress import log_tail
 from .reasons import OperatorReason, Phase
 from .redaction import redact, shorten
 
@@ -66,10 +68,14 @@ def problem_verdict(*, reason: str, message: str, phase: Phase = Phase.FAILED) -
     return Verdict(phase=phase, reason=reason, message=_clean(message), failed=True)
 
 
-def running_verdict(run: Run, *, queued_generation: int | None = None) -> Verdict:
-    """A Job exists and has not finished."""
+def running_verdict(
+    run: Run, *, queued_generation: int | None = None, progress: str | None = None
+) -> Verdict:
+    """A Job exists and has not finished; ``progress`` is how far it is, in words (first)."""
     verb = "planning" if run.command == "plan" else "migrating"
     message = f"Job {run.job} is {verb} to {run.target}"
+    if progress:
+        message = f"{progress}; {message}"
     if run.is_rollback:
         message = (
             f"Job {run.job} is moving the database back to {run.target} because Deployment "
@@ -104,6 +110,15 @@ def finished_verdict(run: Run, *, lock_timeout_seconds: int | None = None) -> Ve
     reason = result.reason
     if reason == Reason.PLAN_CHANGED and result.plan_hash:
         return _plan_changed(run, result)
+    if result.exit_code is ExitCode.PARTIALLY_APPLIED:
+        # Its own message: a person must act on the database, nothing here will.
+        message = partially_applied_message(target=run.target, result=result, limit=MESSAGE_LIMIT)
+        return Verdict(
+            phase=Phase.FAILED,
+            reason=Reason.PARTIALLY_APPLIED,
+            message=_clean(message),
+            failed=True,
+        )
     message = _failure_message(run, result, reason, lock_timeout_seconds)
     phase = Phase.ROLLED_BACK if reason == Reason.ROLLED_BACK else Phase.FAILED
     return Verdict(phase=phase, reason=reason, message=_clean(message), failed=True)
@@ -142,7 +157,17 @@ def _rollback_verdict(run: Run) -> Verdict:
             phase=Phase.ROLLED_BACK,
             reason=OperatorReason.DEPLOY_FAILED_ROLLED_BACK,
             failed=True,
-            message=_clean(f"{why}. The database was moved back {moved}"),
+            message=_clean(f"{why.rstrip('.')}. The database was moved back {moved}"),
+        )
+    if result is not None and result.exit_code is ExitCode.PARTIALLY_APPLIED:
+        moving = f"{why}. Moving the database back, "
+        limit = max(MESSAGE_LIMIT - len(moving), MESSAGE_LIMIT // 2)
+        partial = partially_applied_message(target=run.target, result=result, limit=limit)
+        return Verdict(
+            phase=Phase.FAILED,
+            reason=Reason.PARTIALLY_APPLIED,
+            failed=True,
+            message=_clean(moving + partial[0].lower() + partial[1:]),
         )
     if result is not None:
         detail = f"the engine said {result.reason}: {result.error or 'no error message'}"
@@ -229,12 +254,17 @@ def _success(run: Run, result: Result) -> Verdict:
             message=f"Dry run succeeded: {steps} step(s) from {start} to {end} "
             "ran and were rolled back; nothing applied",
         )
+    baseline = BaselineDetails.from_details(result.details)
+    stamped = baseline is not None and baseline.outcome == "stamped"
     if not result.applied:
         return Verdict(
             phase=Phase.SUCCEEDED,
             reason=Reason.MIGRATED,
             ready=True,
-            message=f"At {end}; nothing to do",
+            message=f"Stamped at spec.baseline {end}: the database had no version table; "
+            "nothing else to do"
+            if stamped
+            else f"At {end}; nothing to do",
         )
     seconds = sum(s.seconds or 0.0 for s in result.applied)
     noops = sum(1 for s in result.applied if s.noop)
@@ -245,6 +275,12 @@ def _success(run: Run, result: Result) -> Verdict:
         message=f"Migrated ({result.direction}) from {start} to {end}: "
         f"{steps} step(s) in {_seconds_text(seconds)}"
         + (f", {noops} of them no-ops (their downgrade() is only pass)" if noops else "")
+        + (
+            f"; the database had no version table and was stamped at spec.baseline "
+            f"{heads_text(baseline.revisions)} first"
+            if stamped and baseline is not None
+            else ""
+        )
         + "".join(f". Warning: {w}" for w in result.warnings),
     )
 
@@ -289,6 +325,9 @@ def _failure_message(
         Reason.NOT_REVERSIBLE: f"Cannot move to {run.target}: {error}",
         Reason.PLAN_CHANGED: f"The approved plan no longer matches: {error}. Approve the new plan "
         "hash in spec.approval.planHash",
+        Reason.NEEDS_BASELINE: f"{error}. Set spec.baseline to the revision the "
+        "existing schema matches (head for a database create_all() built from the current "
+        "models); it is ignored once the database has a version table",
     }
     message = messages.get(reason, f"{reason}: {error}")
     if reason in _SPEC_FIXES:
@@ -297,7 +336,9 @@ def _failure_message(
 
 
 #: Failures a new run of the same spec cannot cure: the message says what to change.
-_SPEC_FIXES = frozenset({Reason.INVALID_TARGET, Reason.PLAN_CHANGED, Reason.NOT_REVERSIBLE})
+_SPEC_FIXES = frozenset(
+    {Reason.INVALID_TARGET, Reason.PLAN_CHANGED, Reason.NOT_REVERSIBLE, Reason.NEEDS_BASELINE}
+)
 _HINT = re.compile(r"\s*\bhint: .*$", re.DOTALL)
 
 
@@ -406,6 +447,9 @@ def _last_run(run: Run, verdict: Verdict) -> JsonDict:
             out["error"] = _clean(result.error)
         if result.warnings:
             out["warnings"] = [_clean(w) for w in result.warnings]
+    if run.log and verdict.failed:
+        # The evidence outlives the Job and its pod (see .progress).
+        out["logTail"] = log_tail(run.log)
     return {k: v for k, v in out.items() if v is not None}
 
 
