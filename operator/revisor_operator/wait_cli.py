@@ -40,7 +40,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TextIO, cast
+from typing import Any, TextIO, TypeVar, cast
 
 import yaml
 from revisor.contract import parse_duration
@@ -182,30 +182,64 @@ def run(
         code = _roll_back_target(kube, namespace=namespace, name=name, release=rollback_to, say=say)
         if code is not None:
             return code
+    return _poll(
+        what=what,
+        listing=f"kubectl get dbm -n {namespace}",
+        namespace=namespace,
+        read=lambda: kube.get_migration(namespace=namespace, name=name),
+        judge=lambda body: judge_wait(body, expected_job=_expected_job(kube, body)),
+        on_ready=None
+        if record is None
+        else lambda body: _record(kube, body, release=record, say=say),
+        timeout=timeout,
+        say=say,
+        clock=clock,
+        sleep=sleep,
+    )
+
+
+#: A resource's body as the API adapter returns it (a migration's or a set's).
+Body = TypeVar("Body")
+
+
+def _poll(
+    *,
+    what: str,
+    listing: str,
+    namespace: str,
+    read: Callable[[], Body | None],
+    judge: Callable[[Body], Progress],
+    on_ready: Callable[[Body], None] | None,
+    timeout: float,
+    say: Callable[[str], None],
+    clock: Callable[[], float],
+    sleep: Callable[[float], None],
+) -> int:
+    """Poll ``read`` until ``judge`` says Ready or Failed, or the timeout: the exit code.
+
+    Every change of the message is said once; a resource still missing after
+    :data:`NOT_FOUND_GRACE_SECONDS` fails with where to look (``listing``).
+    """
     started = clock()
     deadline = started + timeout
     last = ""
     while True:
-        migration = kube.get_migration(namespace=namespace, name=name)
-        if migration is None and clock() - started >= NOT_FOUND_GRACE_SECONDS:
+        body = read()
+        if body is None and clock() - started >= NOT_FOUND_GRACE_SECONDS:
             print(
                 f"{what} not found in namespace {namespace}: check the name and the "
-                f"namespace (kubectl get dbm -n {namespace})",
+                f"namespace ({listing})",
                 file=sys.stderr,
                 flush=True,
             )
             return EXIT_FAILED
-        progress = (
-            Progress("Waiting", "not found yet")
-            if migration is None
-            else judge_wait(migration, expected_job=_expected_job(kube, migration))
-        )
+        progress = Progress("Waiting", "not found yet") if body is None else judge(body)
         if progress.message != last:
             say(f"{what}: {progress.message}")
             last = progress.message
-        if progress.outcome == "Ready" and migration is not None:
-            if record is not None:
-                _record(kube, migration, release=record, say=say)
+        if progress.outcome == "Ready" and body is not None:
+            if on_ready is not None:
+                on_ready(body)
             return EXIT_READY
         if progress.outcome == "Failed":
             print(f"{what} failed: {progress.message}", file=sys.stderr, flush=True)
@@ -242,38 +276,20 @@ def run_set(
         code = _set_rollback_target(kube, current, what=what, release=rollback_to, say=say)
         if code is not None:
             return code
-    started = clock()
-    deadline = started + timeout
-    last = ""
-    while True:
-        body = kube.get_set(namespace=namespace, name=name)
-        if body is None and clock() - started >= NOT_FOUND_GRACE_SECONDS:
-            print(
-                f"{what} not found in namespace {namespace}: check the name and the "
-                f"namespace (kubectl get dbmset -n {namespace})",
-                file=sys.stderr,
-                flush=True,
-            )
-            return EXIT_FAILED
-        progress = (
-            Progress("Waiting", "not found yet")
-            if body is None
-            else judge_set(body, expected=_expected_rollout(kube, body))
-        )
-        if progress.message != last:
-            say(f"{what}: {progress.message}")
-            last = progress.message
-        if progress.outcome == "Ready" and body is not None:
-            if record is not None:
-                _record_set(kube, body, release=record, say=say)
-            return EXIT_READY
-        if progress.outcome == "Failed":
-            print(f"{what} failed: {progress.message}", file=sys.stderr, flush=True)
-            return EXIT_FAILED
-        if clock() >= deadline:
-            print(f"{what}: timed out; last seen: {progress.message}", file=sys.stderr)
-            return EXIT_TIMEOUT
-        sleep(POLL_SECONDS)
+    return _poll(
+        what=what,
+        listing=f"kubectl get dbmset -n {namespace}",
+        namespace=namespace,
+        read=lambda: kube.get_set(namespace=namespace, name=name),
+        judge=lambda body: judge_set(body, expected=_expected_rollout(kube, body)),
+        on_ready=None
+        if record is None
+        else lambda body: _record_set(kube, body, release=record, say=say),
+        timeout=timeout,
+        say=say,
+        clock=clock,
+        sleep=sleep,
+    )
 
 
 def _expected_rollout(kube: FleetAPI, body: JsonDict) -> str | None:

@@ -41,6 +41,7 @@ from tests.support.kube import (
     can,
     condition,
     get,
+    namespace_free,
     present,
     token_kubeconfig,
     wait_for,
@@ -542,23 +543,6 @@ def test_cluster_wide_release_migrates_and_follows_a_rollout_as_its_service_acco
                rollout=True)  # fmt: skip
 
 
-def namespace_free(kube: Kube, name: str, *, timeout: float = 120) -> bool:
-    """No namespace ``name``, once one being deleted (an earlier test's install) is gone."""
-
-    def phase() -> str | None:
-        try:
-            found = client.CoreV1Api(kube.api).read_namespace(name)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return str(present(found.status).phase)
-
-    last = wait_for(phase, lambda now: now != "Terminating", timeout=timeout,
-                    what=f"namespace {name} to finish terminating")  # fmt: skip
-    return last is None
-
-
 @pytest.fixture
 def kustomized(kube: Kube, tmp_path: Path) -> Iterator[str]:
     """`kubectl apply -k manifests/` for real, through an overlay that only sets replicas: 0.
@@ -567,7 +551,7 @@ def kustomized(kube: Kube, tmp_path: Path) -> Iterator[str]:
     run this checkout's operator, serving every namespace of the session, beside the one
     this test runs. Removed afterwards, except the CRD, which the session shares.
     """
-    if not namespace_free(kube, "revisor-system"):
+    if not namespace_free(kube.api, "revisor-system"):
         pytest.skip("namespace revisor-system exists: applying manifests/ would overwrite it")
     overlay = tmp_path / "overlay"
     overlay.mkdir()

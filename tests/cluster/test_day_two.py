@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 from kubernetes import client, watch
 from prometheus_client import REGISTRY
 
@@ -42,21 +41,11 @@ from tests.support.operator_kit import (
     unique_prefix,
 )
 from tests.support.projects import Rev, chain
+from tests.support.sql import execute
 
 pytestmark = [pytest.mark.cluster, pytest.mark.postgres, pytest.mark.usefixtures("operator")]
 
 PREFIX = unique_prefix("daytwo")
-
-
-def execute(url: str, *statements: str) -> None:
-    """SQL by hand, outside any revision."""
-    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
-    try:
-        with engine.begin() as conn:
-            for statement in statements:
-                conn.execute(sa.text(statement))
-    finally:
-        engine.dispose()
 
 
 def annotate(kube: Kube, ns: str, name: str, **annotations: str) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import psycopg
 import pytest
 import sqlalchemy as sa
 from kopf.testing import KopfRunner
@@ -33,6 +32,7 @@ from tests.support.operator_kit import (
     install_crd,
     running_operator,
 )
+from tests.support.sql import execute
 
 pytestmark = [pytest.mark.cluster, pytest.mark.postgres]
 
@@ -46,13 +46,6 @@ def schema_operator(kube: Kube) -> Iterator[KopfRunner]:
     with running_operator(kube, f"{PREFIX}-*") as runner:
         yield runner
     print(runner.output)
-
-
-def execute(url: str, *statements: str) -> None:
-    libpq = sa.make_url(url).set(drivername="postgresql")
-    with psycopg.connect(libpq.render_as_string(hide_password=False), autocommit=True) as conn:
-        for statement in statements:
-            conn.execute(statement)  # type: ignore[call-overload]
 
 
 def schema_state(url: str, schema: str) -> tuple[set[str], set[str]]:

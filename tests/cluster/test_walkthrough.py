@@ -39,7 +39,7 @@ from localkube.privatemounts import check_support
 
 from tests.chart.render import REPO, helm
 from tests.cluster.conftest import Kube
-from tests.support.kube import kubectl, present, wait_for
+from tests.support.kube import kubectl, namespace_free, wait_for
 from tests.support.operator_kit import db_version, delete_namespace, events_with, read, ready
 
 pytestmark = [pytest.mark.cluster, pytest.mark.postgres]
@@ -175,23 +175,6 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def namespace_free(kube: Kube, name: str, *, timeout: float = 120) -> bool:
-    """No namespace ``name``, once one being deleted (an earlier test's) is gone."""
-
-    def phase() -> str | None:
-        try:
-            found = client.CoreV1Api(kube.api).read_namespace(name)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return str(present(found.status).phase)
-
-    last = wait_for(phase, lambda now: now != "Terminating", timeout=timeout,
-                    what=f"namespace {name} to finish terminating")  # fmt: skip
-    return last is None
-
-
 @pytest.fixture
 def walk(process_kubelet: Kube, pg_url: str, tmp_path: Path) -> Iterator[Walk]:
     """A directory laid out like the repository, tools on PATH, the cluster as KUBECONFIG.
@@ -204,7 +187,7 @@ def walk(process_kubelet: Kube, pg_url: str, tmp_path: Path) -> Iterator[Walk]:
     if unsupported is not None:
         pytest.skip(f"the process-kubelet cannot mount ServiceAccount tokens here: {unsupported}")
     for name in (OPERATOR_NAMESPACE, APP_NAMESPACE):
-        assert namespace_free(kube, name), f"namespace {name} exists: the walk needs it new"
+        assert namespace_free(kube.api, name), f"namespace {name} exists: the walk needs it new"
     workdir = tmp_path / "repo"
     workdir.mkdir()
     shutil.copytree(REPO / "examples", workdir / "examples",
@@ -233,7 +216,7 @@ def walk(process_kubelet: Kube, pg_url: str, tmp_path: Path) -> Iterator[Walk]:
             )  # fmt: skip
         delete_namespace(kube, OPERATOR_NAMESPACE)
         for name in (APP_NAMESPACE, OPERATOR_NAMESPACE):
-            assert namespace_free(kube, name)
+            assert namespace_free(kube.api, name)
         record = os.environ.get("REVISOR_WALKTHROUGH_RECORD")
         if record:
             Path(record).write_text(json.dumps(walked.printed, indent=2) + "\n")

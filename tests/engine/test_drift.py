@@ -23,6 +23,7 @@ from revisor.contract import MAX_RESULT_BYTES, DriftDetails
 
 from tests.engine.conftest import tables
 from tests.support.projects import Rev, make_project
+from tests.support.sql import execute
 
 ORDERS = Rev(
     id="0001d0000000",
@@ -52,16 +53,6 @@ CUSTOMERS = Rev(
     """,
     downgrade="op.drop_table('customers')",
 )
-
-
-def execute(url: str, *statements: str) -> None:
-    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
-    try:
-        with engine.begin() as conn:
-            for statement in statements:
-                conn.exec_driver_sql(statement)
-    finally:
-        engine.dispose()
 
 
 def by_dialect(url: str, *, postgresql: list[str], mysql: list[str], sqlite: list[str]) -> None:

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 import yaml
 from kubernetes import client, dynamic
+from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError
 from revisor_operator import GROUP, PLURAL, VERSION
 
@@ -321,3 +322,20 @@ def can(api: client.ApiClient, verb: str, resource: str, namespace: str = "") ->
         )
     )
     return bool(present(review.status).allowed)
+
+
+def namespace_free(api: client.ApiClient, name: str, *, timeout: float = 120) -> bool:
+    """No namespace ``name``, once one being deleted (an earlier test's) is gone."""
+
+    def phase() -> str | None:
+        try:
+            found = client.CoreV1Api(api).read_namespace(name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return str(present(found.status).phase)
+
+    last = wait_for(phase, lambda now: now != "Terminating", timeout=timeout,
+                    what=f"namespace {name} to finish terminating")  # fmt: skip
+    return last is None
