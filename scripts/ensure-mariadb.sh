@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
 # Make sure MariaDB's server binaries (mariadb-install-db, mariadbd) exist for the
-# test suite, which starts its own throwaway server as an unprivileged user.
+# test suite, which starts its own throwaway server as an unprivileged user, and
+# the client library's headers (mariadb_config, pkg-config) that tests/realworld
+# builds mysqlclient with (Airflow's MySQL driver, for its MariaDB runs).
 # Idempotent: does nothing when they are already there. Installs Debian's
-# package when run as root on a machine without them, without leaving the
-# package's own system service running or enabled; otherwise says how.
+# packages when run as root on a machine without them, without leaving the
+# server package's own system service running or enabled; otherwise says how.
 set -euo pipefail
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/usr/bin/$1" ]; }
-if have mariadb-install-db && have mariadbd; then
+if have mariadb-install-db && have mariadbd && have mariadb_config && have pkg-config; then
   exit 0
 fi
 if [ -n "${REVISOR_TEST_MYSQL_URL:-}" ]; then
   exit 0  # the suite uses that server instead
 fi
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-  echo "ensure-mariadb: installing MariaDB server binaries (apt-get install mariadb-server)" >&2
+  echo "ensure-mariadb: installing MariaDB server binaries and client headers (apt-get install mariadb-server libmariadb-dev pkg-config)" >&2
   export DEBIAN_FRONTEND=noninteractive
   # The suite starts its own server; the package's service must not start (and
   # hold port 3306) while installing. policy-rc.d says so to invoke-rc.d and
@@ -36,7 +38,8 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     fi
     sleep 5
   done
-  apt-get "${lock[@]}" install -y -qq --no-install-recommends mariadb-server >/dev/null
+  apt-get "${lock[@]}" install -y -qq --no-install-recommends \
+    mariadb-server libmariadb-dev pkg-config >/dev/null
   # Stopped, and not started at boot either.
   if [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
     systemctl disable --now mariadb.service >/dev/null 2>&1 || true
@@ -52,9 +55,11 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   exit 0
 fi
 cat >&2 <<'MSG'
-ensure-mariadb: MariaDB's mariadb-install-db/mariadbd were not found.
-  Install them (Debian/Ubuntu: sudo apt-get install mariadb-server), or point the
-  suite at a server whose user may create databases:
+ensure-mariadb: MariaDB's mariadb-install-db/mariadbd (or the client headers:
+  mariadb_config, pkg-config) were not found. Install them (Debian/Ubuntu: sudo
+  apt-get install mariadb-server libmariadb-dev pkg-config), or point the suite at a
+  server whose user may create databases (tests/realworld's Airflow-on-MariaDB runs
+  still need the headers):
     export REVISOR_TEST_MYSQL_URL=mysql+pymysql://user:pass@127.0.0.1:3306/mysql
 MSG
 exit 1

@@ -125,6 +125,15 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
         "connection's default schema)",
     )
     g.add_argument(
+        "--schema",
+        metavar="NAME",
+        default=default(None),
+        help="PostgreSQL only: work in this schema (a tenant's): the connection's search_path "
+        "is NAME alone, so unqualified tables land there; the version table, revisor_history "
+        "and the lock are NAME's own, so tenants of one database migrate side by side (the "
+        "schema must exist; default: none, the connection's default schema)",
+    )
+    g.add_argument(
         "--env-py",
         action="store_true",
         default=default(False),
@@ -344,6 +353,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="give up after this long: exit 9, or 6 when the database could not be reached "
         "(default 5m; 0 = look once)",
     )
+    p = command(
+        "schemas",
+        "list the schema names a read-only query returns, sorted, once each (PostgreSQL; no "
+        "lock); --output json: the first page that fits a termination message",
+    )
+    p.add_argument(
+        "--query",
+        metavar="SQL",
+        required=True,
+        help="a SELECT whose first column names the schemas (NULLs and empty names left "
+        "out), run in a READ ONLY transaction",
+    )
+    p.add_argument(
+        "--after",
+        metavar="NAME",
+        default=None,
+        help="only names after NAME (sorted as Python sorts str): the next page, after the "
+        "last name of the one before (default: from the first)",
+    )
+    p.add_argument(
+        "--statement-timeout",
+        type=_seconds,
+        default=None,
+        help="abort the query if it runs longer (default: no limit)",
+    )
     return parser
 
 
@@ -386,6 +420,7 @@ def _project(args: argparse.Namespace) -> Project:
         version_table=VersionTable(name=args.version_table, schema=args.version_table_schema),
         env_py=args.env_py,
         metadata=args.metadata,
+        schema=args.schema,
     )
 
 
@@ -439,6 +474,12 @@ def dispatch(args: argparse.Namespace, reporter: Reporter) -> commands.Outcome:
         ),
         "wait-for": lambda: commands.wait_for(
             project, reporter, revision=args.revision, timeout=args.timeout
+        ),
+        "schemas": lambda: commands.schemas(
+            project,
+            query=args.query,
+            after=args.after,
+            statement_timeout=args.statement_timeout,
         ),
     }
     outcome: commands.Outcome = handlers[name]()

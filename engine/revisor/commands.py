@@ -8,6 +8,7 @@ so the API and the CLI cannot drift apart. Every command returns an
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -20,7 +21,7 @@ from alembic.script.revision import ResolutionError
 from alembic.util import to_tuple
 from sqlalchemy.engine import Connection
 
-from revisor import __version__, contract, waiting
+from revisor import __version__, contract, tenants, waiting
 from revisor.adoption import own_tables, refuse_adoption, starting_point
 from revisor.connection import run_with_connection
 from revisor.contract import (
@@ -581,6 +582,37 @@ def wait_for(
     )
 
 
+def schemas(
+    project: Project, *, query: str, after: str | None, statement_timeout: float | None
+) -> Outcome:
+    """The schemas ``query`` names, read-only: every one after ``after`` as text, a page as result.
+
+    The result holds the first page that fits a termination message
+    (:class:`~revisor.contract.SchemaPage`); the operator asks again
+    ``--after`` its last name until none remain.
+    """
+    started = _now()
+    names = tenants.query_names(project, query, statement_timeout=statement_timeout)
+    finished = _now()
+
+    def result(page: contract.SchemaPage) -> contract.Result:
+        return _result(
+            "schemas",
+            detail_reason=Reason.SCHEMAS_LISTED,
+            started_at=started,
+            finished_at=finished,
+            details=page.to_details(),
+        )
+
+    page_result = tenants.fit_page(names, after=after, result=result)
+    listed = [name for name in names if after is None or name > after]
+    return Outcome(page_result, "\n".join(listed))
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
 def offline_sql(project: Project, rng: str, dialect: str) -> Outcome:
     """The SQL for ``A:B`` (or base to ``B``), without a database."""
     scripts = project.scripts
@@ -648,6 +680,7 @@ __all__ = [
     "plan",
     "run",
     "runs",
+    "schemas",
     "stamp_to",
     "verify",
     "wait_for",

@@ -8,6 +8,12 @@ user, host and database name when they come from a file or the
 environment, which is where a Kubernetes Secret puts them: a Secret's keys
 can be pointed at any of its values, the password included.
 
+``--schema NAME`` confines the session to one PostgreSQL schema, as in
+Alembic's multi-tenancy recipe: its ``search_path`` is that schema alone,
+set as the connection opens (before SQLAlchemy reads the default schema, so
+reflection and unqualified names both mean the tenant's), and a schema that
+does not exist is refused before anything runs (:func:`_check_schema`).
+
 A run holds exactly one connection for its whole length (the advisory lock
 lives on it), from an engine with ``NullPool`` so nothing pooled can keep a
 lock after the run. Async URLs (``postgresql+asyncpg``, ``sqlite+aiosqlite``,
@@ -65,6 +71,9 @@ class Database:
     #: User, host and database came from a Secret (a file or the environment):
     #: messages name :attr:`source` instead of them.
     secret_parts: bool = False
+    #: The PostgreSQL schema every session works in (its whole search_path), or
+    #: None for the server's default (``--schema``).
+    schema: str | None = None
 
     @property
     def backend(self) -> str:
@@ -94,10 +103,15 @@ def resolve_database(
     *,
     url: str | None = None,
     url_file: str | None = None,
-    ini_url: str | None = None,
+    ini_url: str | Callable[[], str | None] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Database:
-    """Find the database URL from the documented sources, first one wins."""
+    """Find the database URL from the documented sources, first one wins.
+
+    ``ini_url`` may be a function, called only when no other source gave a
+    URL: reading the ini loads the scripts, which a command that needs none
+    (``revisor schemas``) does not have.
+    """
     env = os.environ if environ is None else environ
     if url:
         return _parse(url, "--database-url", secret_parts=False)
@@ -117,8 +131,9 @@ def resolve_database(
         return _parse(env[ENV_DATABASE_URL], _source(env, ENV_DATABASE_URL), secret_parts=True)
     if env.get(ENV_DATABASE_PARTS["host"]) or env.get(ENV_DATABASE_PARTS["name"]):
         return _from_parts(env)
-    if ini_url:
-        return _parse(ini_url, "sqlalchemy.url in the config file", secret_parts=False)
+    found = ini_url() if callable(ini_url) else ini_url
+    if found:
+        return _parse(found, "sqlalchemy.url in the config file", secret_parts=False)
     raise BadInput(
         "no database given",
         hint=(
@@ -213,15 +228,58 @@ def _engine_options(db: Database) -> dict[str, Any]:
         # No keepalive parameters: those are set on the socket
         # (_client_keepalives), and the server has none per session.
         connect_args = {"connect_timeout": CONNECT_TIMEOUT_SECONDS, "program_name": "revisor"}
+        if db.driver == "pymysql":
+            connect_args["client_flag"] = _pymysql_client_flags(db.url)
     elif db.backend == "sqlite":
         connect_args = {"timeout": 30}
     return {"poolclass": NullPool, "connect_args": connect_args}
+
+
+def _pymysql_client_flags(url: URL) -> int:
+    """PyMySQL's ``client_flag``: several statements per execute(), as mysqlclient allows.
+
+    Revisions written for mysqlclient (Airflow's driver, Alembic's usual MySQL
+    one) and for aiomysql, which both allow it by default, send a procedure,
+    its CALL and its DROP in one ``op.execute()``; PyMySQL sends them as one
+    statement, a syntax error, unless asked. The flag replaces the one
+    SQLAlchemy's dialect computes, so its FOUND_ROWS (rowcount of matched
+    rows) and a ``client_flag`` in the URL are kept.
+    """
+    from pymysql.constants import CLIENT
+
+    given = url.query.get("client_flag")
+    flags = int(given) if isinstance(given, str) and given.isdigit() else 0
+    return flags | int(CLIENT.FOUND_ROWS) | int(CLIENT.MULTI_STATEMENTS)
 
 
 def _asyncpg_socket(dbapi_connection: Any) -> Any:
     """asyncpg exposes its transport only as ``_transport``."""
     transport = getattr(dbapi_connection.driver_connection, "_transport", None)
     return transport.get_extra_info("socket") if transport is not None else None
+
+
+def _every_result_read(engine: Engine) -> None:
+    """Read every result of a text of several statements as part of its execute().
+
+    The server answers each statement in turn; the driver reads the first
+    answer, and the rest only when the cursor is closed, where SQLAlchemy
+    logs an error and goes on. A revision whose second statement failed would
+    be recorded as applied. Reading them right after the execute makes such a
+    failure the step's, as a single statement's is. Only for a first answer
+    without rows (DDL): the rows of a SELECT are left for its caller.
+    PyMySQL's cursor, and aiomysql's behind SQLAlchemy's adapter, say whether
+    more answers follow only in a private attribute; without it, nothing is read.
+    """
+
+    @event.listens_for(engine, "after_cursor_execute")
+    def _read_the_rest(
+        _conn: Any, cursor: Any, _statement: str, _params: Any, _context: Any, _many: bool
+    ) -> None:
+        driver_cursor = getattr(cursor, "_cursor", cursor)
+        while cursor.description is None and getattr(
+            getattr(driver_cursor, "_result", None), "has_next", False
+        ):
+            cursor.nextset()
 
 
 def _pymysql_socket(dbapi_connection: Any) -> Any:
@@ -301,11 +359,82 @@ def _one_session(engine: Engine) -> None:
         opened = True
 
 
+def _search_path(engine: Engine, schema: str) -> None:
+    """Every session of ``engine`` works in ``schema``: its search_path is that schema alone.
+
+    SQLAlchemy's recipe ("Setting Alternate Search Paths on Connect"): set
+    on connect, first of the connect handlers (so the dialect, initialised
+    next, reads the tenant as the default schema, as reflection needs), and
+    in autocommit, so no rollback undoes it. The name is quoted: ``Tenant-B``
+    is one schema. The schema alone, as in Alembic's recipe: a revision's
+    unqualified ``DROP TABLE t`` then never reaches ``public.t``.
+    """
+    quoted = _quoted(schema)
+
+    @event.listens_for(engine, "connect", insert=True)
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        autocommit = dbapi_connection.autocommit
+        dbapi_connection.autocommit = True
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"SET SESSION search_path TO {quoted}")
+        finally:
+            cursor.close()
+            dbapi_connection.autocommit = autocommit
+
+
+def _quoted(name: str) -> str:
+    """``name`` as a PostgreSQL quoted identifier, as it is sent to the driver unparsed.
+
+    Not SQLAlchemy's identifier preparer: for drivers that take ``%s``
+    parameters it doubles ``%`` too, which a statement sent without
+    parameters would keep.
+    """
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _check_schema(db: Database, conn: Connection) -> None:
+    """Refuse a ``--schema`` the session cannot work in, before anything runs.
+
+    PostgreSQL skips a search_path entry that does not exist or that the
+    user may not use, and truncates a name longer than 63 bytes: the default
+    schema SQLAlchemy read on connect is then not the one asked for.
+    """
+    schema = db.schema
+    if schema is None or conn.dialect.default_schema_name == schema:
+        return
+    exists = conn.execute(
+        sa.text("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = :s)"), {"s": schema}
+    ).scalar()
+    conn.rollback()
+    if exists:
+        raise BadInput(
+            f"schema {schema!r}: the database user may not use it (no USAGE privilege)",
+            hint=f"GRANT USAGE, CREATE ON SCHEMA {_quoted(schema)} TO the migrating user",
+        )
+    raise BadInput(
+        f"schema {schema!r} does not exist; nothing was run",
+        hint="create it first (CREATE SCHEMA): Revisor migrates a tenant's schema, it does "
+        "not create it",
+    )
+
+
+def _confined(db: Database, work: Callable[[Connection], T]) -> Callable[[Connection], T]:
+    """``work``, once the connection is known to be in ``db``'s schema."""
+
+    def checked(conn: Connection) -> T:
+        _check_schema(db, conn)
+        return work(conn)
+
+    return checked
+
+
 def run_with_connection(db: Database, work: Callable[[Connection], T]) -> T:
     """Open one connection, call ``work`` with it, close it; async URLs included.
 
     One connection for the whole call: once it is lost, it is not replaced
-    (:func:`_one_session`).
+    (:func:`_one_session`). With :attr:`Database.schema`, the session works
+    in that schema (:func:`_search_path`), which must exist (:func:`_check_schema`).
     """
     if db.is_async:
         import asyncio
@@ -319,11 +448,14 @@ def run_with_connection(db: Database, work: Callable[[Connection], T]) -> T:
         _sqlite_transactional_ddl(engine)
     if db.backend in _MYSQL_BACKENDS:
         _client_keepalives(engine, _pymysql_socket)
+        _every_result_read(engine)
+    if db.schema is not None:
+        _search_path(engine, db.schema)
     _one_session(engine)
     try:
         conn = _connect(db, engine.connect)
         with conn:
-            return work(conn)
+            return _confined(db, work)(conn)
     finally:
         engine.dispose()
 
@@ -341,6 +473,9 @@ async def _run_async(db: Database, work: Callable[[Connection], T]) -> T:
         _client_keepalives(engine.sync_engine, _asyncpg_socket)
     if db.backend in _MYSQL_BACKENDS:
         _client_keepalives(engine.sync_engine, _pymysql_socket)
+        _every_result_read(engine.sync_engine)
+    if db.schema is not None:
+        _search_path(engine.sync_engine, db.schema)
     _one_session(engine.sync_engine)
     try:
         aconn = engine.connect()
@@ -349,7 +484,7 @@ async def _run_async(db: Database, work: Callable[[Connection], T]) -> T:
         except (sa.exc.DBAPIError, OSError) as exc:
             raise _unreachable(db, exc) from None
         try:
-            return await aconn.run_sync(work)
+            return await aconn.run_sync(_confined(db, work))
         finally:
             await aconn.close()
     finally:

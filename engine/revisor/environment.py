@@ -13,7 +13,11 @@ failure (exit 4), reported like any other step. Alembic's stock async
 env.py (``alembic init -t async``) calls ``asyncio.run()`` and opens its own
 connection; inside Revisor's event loop that cannot work, and the locked
 connection is the only one a migration may use, so it is refused with the
-change to make (the cookbook's "connection sharing with asyncio").
+change to make (the cookbook's "connection sharing with asyncio"); so is an
+env.py written to be called from its application's async code (Prefect's,
+from an AnyIO worker thread), with the two ways forward. While env.py runs,
+the config's ``sqlalchemy.url`` is Revisor's own URL, so an env.py that
+connects by itself reaches the same database, never the ini's.
 """
 
 from __future__ import annotations
@@ -21,13 +25,17 @@ from __future__ import annotations
 import inspect
 import traceback
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
+from alembic.config import Config
 from alembic.runtime.environment import EnvironmentContext
 from alembic.runtime.migration import MigrationContext
 from alembic.util import to_tuple
 from sqlalchemy.engine import Connection
 
+from revisor.connection import Database
 from revisor.contract import Reason
 from revisor.dialects import support_for
 from revisor.errors import BadInput, RevisorError
@@ -80,13 +88,40 @@ def run_environment(
         if project.env_py:
             scripts.config.attributes["connection"] = conn
             try:
-                _run_env_py(project, env)
+                with _revisors_url(scripts.config, project.db):
+                    _run_env_py(project, env)
             finally:
                 scripts.config.attributes.pop("connection", None)
         else:
             env.configure(connection=conn, target_metadata=project.target_metadata)
             with env.begin_transaction():
                 env.run_migrations()
+
+
+@contextmanager
+def _revisors_url(config: Config, db: Database) -> Iterator[None]:
+    """The config's ``sqlalchemy.url`` is Revisor's own URL while env.py runs.
+
+    An env.py that connects by itself (``engine_from_config``, or
+    ``get_main_option("sqlalchemy.url")``) then connects where Revisor does,
+    whatever the ini says (Optuna's says ``sqlite:///alembic.db``), and its
+    connection is swapped for the locked one (:meth:`RevisorEnvironment.configure`);
+    it never opens a stray database file or another server's. The password is
+    in the value, as in any ini that holds a URL: Alembic does not print it,
+    and what env.py prints is scrubbed (:func:`revisor.output.revision_output`).
+    configparser reads ``%`` as interpolation, so it is written ``%%``. The
+    ini's own value is put back afterwards.
+    """
+    parser, section, option = config.file_config, config.config_ini_section, "sqlalchemy.url"
+    before = parser.get(section, option, raw=True, fallback=None)
+    config.set_main_option(option, db.url.render_as_string(hide_password=False).replace("%", "%%"))
+    try:
+        yield
+    finally:
+        if before is None:
+            parser.remove_option(section, option)
+        else:
+            parser.set(section, option, before)
 
 
 def _run_env_py(project: Project, env: RevisorEnvironment) -> None:
@@ -111,6 +146,22 @@ def _run_env_py(project: Project, env: RevisorEnvironment) -> None:
                 "(Alembic cookbook: connection sharing with asyncio)",
                 reason=Reason.INVALID_SCRIPTS,
             ) from None
+        if _needs_an_event_loop(exc):
+            _close_unstarted_coroutines(exc)
+            where = _line_in_env_py(exc, scripts.env_py)
+            raise BadInput(
+                f"{where}env.py reaches for an event loop it was written to be called from "
+                f"({type(exc).__name__}: {exc}): its project runs it from its own async code "
+                "(an AnyIO worker thread, say), where it opens its own connection; Revisor runs "
+                "env.py itself, synchronously, and migrations must run on the connection it "
+                "hands over, which holds the lock; nothing was run",
+                hint="run without --env-py: --metadata MOD:ATTR names the MetaData env.py gives "
+                "Alembic (its naming convention), and --version-locations the directories it "
+                "sets; or make env.py call its do_run_migrations(connection) with "
+                "config.attributes['connection'] when that is set, before it looks for an "
+                "event loop (Alembic cookbook: connection sharing)",
+                reason=Reason.INVALID_SCRIPTS,
+            ) from None
         with script_errors(scripts.dirs, what="env.py"):
             raise
 
@@ -123,6 +174,32 @@ def _is_nested_event_loop(exc: BaseException) -> bool:
         or "is already running" in text  # loop.run_until_complete()
         or "another loop is running" in text  # a second loop in this thread
     )
+
+
+def _needs_an_event_loop(exc: BaseException) -> bool:
+    """An env.py that expects to be called from async code found none.
+
+    AnyIO's ``from_thread.run`` outside a worker thread (Prefect's env.py
+    runs its migrations through it), sniffio finding no async library,
+    asyncio's "no running event loop".
+    """
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    if names & {"NoEventLoopError", "AsyncLibraryNotFoundError"}:
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and (
+        "no running event loop" in text or "no current event loop" in text
+    )
+
+
+def _line_in_env_py(exc: BaseException, env_py: Path) -> str:
+    """``path:line: `` of the innermost frame of ``exc`` in env.py, or nothing."""
+    target = env_py.resolve()
+    found = ""
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if Path(frame.filename).resolve() == target:
+            found = f"{frame.filename}:{frame.lineno}: "
+    return found
 
 
 def _close_unstarted_coroutines(exc: BaseException) -> None:

@@ -149,19 +149,20 @@ class History:
     def exists(self, conn: Connection) -> bool:
         return sa.inspect(conn).has_table(TABLE_NAME, schema=self.table.schema)
 
-    def ensure(self, conn: Connection) -> None:
+    def ensure(self, conn: Connection) -> bool:
         """Create the table, or add the columns a table from an older Revisor lacks.
 
         Called under the run's lock, so no other runner alters it meanwhile.
         The columns are looked at once per :class:`History` (a run); whether
         the table exists, every time (a revision may have dropped it).
+        True when it created the table.
         """
         if not self.exists(conn):
             self.table.create(conn)
             self._columns_checked = True
-            return
+            return True
         if self._columns_checked:
-            return
+            return False
         have = {c["name"] for c in sa.inspect(conn).get_columns(TABLE_NAME, self.table.schema)}
         table = conn.dialect.identifier_preparer.format_table(self.table)
         for name in ADDED_COLUMNS:
@@ -169,6 +170,16 @@ class History:
                 column = sa.schema.CreateColumn(self.table.c[name]).compile(dialect=conn.dialect)
                 conn.execute(sa.text(f"ALTER TABLE {table} ADD {column}"))
         self._columns_checked = True
+        return False
+
+    def forget_run(self, conn: Connection, run: RunInfo, *, drop_table: bool) -> None:
+        """Take back a run that was refused before anything ran: its rows, and the
+        table itself when that run created it (``drop_table``), so that a refusal
+        leaves the database as it found it."""
+        if drop_table:
+            self.table.drop(conn)
+            return
+        conn.execute(self.table.delete().where(self.table.c.run_id == run.run_id))
 
     def mark_interrupted(self, conn: Connection) -> int:
         """Runs left ``running`` by a runner that died; only call holding the lock."""

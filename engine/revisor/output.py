@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol, TextIO
 
 from revisor import contract
+from revisor.contract import progress
 from revisor.errors import BadInput
 from revisor.redaction import scrub
 
@@ -88,7 +89,11 @@ class ConsoleReporter:
 
 
 class JsonReporter:
-    """One JSON object per event on stderr, through structlog."""
+    """One JSON object per event on stderr, through structlog.
+
+    The lines about a run's steps are the Job contract's
+    (:mod:`revisor.contract.progress`): the operator reads them from the pod's log.
+    """
 
     def __init__(self) -> None:
         import structlog
@@ -96,18 +101,21 @@ class JsonReporter:
         self.log = structlog.get_logger("revisor")
 
     def planned(self, steps: Sequence[contract.Step], *, dry_run: bool) -> None:
+        revisions = [s.revision for s in steps]
         self.log.info(
-            "plan", steps=len(steps), dry_run=dry_run, revisions=[s.revision for s in steps]
+            progress.PLAN, **progress.plan_fields(len(steps), dry_run=dry_run, revisions=revisions)
         )
 
     def step_started(self, index: int, total: int, step: contract.Step) -> None:
-        self.log.info("step.started", index=index, total=total, **step.to_json())
+        self.log.info(progress.STEP_STARTED, **progress.step_fields(index, total, step))
 
     def step_finished(self, index: int, total: int, step: contract.Step) -> None:
-        self.log.info("step.applied", index=index, total=total, **step.to_json())
+        self.log.info(progress.STEP_APPLIED, **progress.step_fields(index, total, step))
 
     def step_failed(self, index: int, total: int, step: contract.Step, error: str) -> None:
-        self.log.error("step.failed", index=index, total=total, error=error, **step.to_json())
+        self.log.error(
+            progress.STEP_FAILED, error=error, **progress.step_fields(index, total, step)
+        )
 
     def info(self, message: str) -> None:
         self.log.info(message)
@@ -133,7 +141,7 @@ def configure_logging(log_format: str, *, stream: TextIO | None = None) -> Repor
             processors=[
                 structlog.contextvars.merge_contextvars,
                 structlog.processors.add_log_level,
-                structlog.processors.TimeStamper(fmt="iso", utc=True),
+                structlog.processors.TimeStamper(fmt="iso", utc=True, key=progress.TIMESTAMP),
                 _scrub_event,
                 structlog.processors.format_exc_info,
                 structlog.processors.JSONRenderer(),
@@ -161,8 +169,18 @@ def check_result_file(path: str | None) -> None:
         ) from None
 
 
+def result_document(result: contract.Result, *, limit: int = contract.MAX_RESULT_BYTES) -> str:
+    """The result document as :func:`write_result` writes it: scrubbed, cut to ``limit`` bytes.
+
+    A command that fills the document up to the limit (``revisor schemas``)
+    measures it with this, uncut, rather than guessing what scrubbing and
+    JSON escaping add.
+    """
+    return result.with_text(scrub).to_json(limit=limit)
+
+
 def write_result(result: contract.Result, *, path: str | None, stdout: bool) -> None:
-    text = result.with_text(scrub).to_json()
+    text = result_document(result)
     if path is not None:
         Path(path).write_text(text)
     if stdout:

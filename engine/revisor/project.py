@@ -5,13 +5,20 @@ command takes one. It is built from the global options without touching
 anything; the scripts are loaded and the database URL resolved the first
 time a command asks for them, so ``revisor heads`` never needs a database
 and a bad URL is reported only by commands that connect.
+
+``schema`` (``--schema``) is a PostgreSQL tenant's schema, as in Alembic's
+multi-tenancy recipe. It is not a parallel path through the engine: it
+becomes the version table's schema (so ``revisor_history``, the schema
+snapshots and the lock's key follow it, as they follow
+``--version-table-schema``) and the database's (so every session's
+search_path is that schema, :mod:`revisor.connection`).
 """
 
 from __future__ import annotations
 
 import importlib
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -22,6 +29,9 @@ from revisor.connection import Database, resolve_database
 from revisor.contract import VersionTable
 from revisor.errors import BadInput
 from revisor.scripts import ScriptLocation, Scripts, load_scripts
+
+#: PostgreSQL's longest name (NAMEDATALEN - 1); it cuts longer ones silently.
+MAX_SCHEMA_BYTES = 63
 
 
 @dataclass(frozen=True)
@@ -38,6 +48,27 @@ class Project:
     #: hermetic run gives Alembic, as the project's env.py would (its
     #: ``target_metadata``): constraints then get the names the project expects.
     metadata: str | None = None
+    #: The PostgreSQL schema (a tenant's) everything happens in (``--schema``).
+    schema: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.schema is None:
+            return
+        if not self.schema or len(self.schema.encode()) > MAX_SCHEMA_BYTES or "\0" in self.schema:
+            raise BadInput(
+                f"--schema {self.schema[:80]!r} is not a PostgreSQL schema name",
+                hint=f"at most {MAX_SCHEMA_BYTES} bytes, without NUL characters (PostgreSQL "
+                "would cut a longer name, and migrate another schema)",
+            )
+        given = self.version_table.schema
+        if given is not None and given != self.schema:
+            raise BadInput(
+                f"--version-table-schema {given} contradicts --schema {self.schema}: with "
+                "--schema, the version table is in that schema",
+                hint="drop --version-table-schema",
+            )
+        # Frozen: set once, here, as the dataclass would have.
+        object.__setattr__(self, "version_table", replace(self.version_table, schema=self.schema))
 
     @cached_property
     def scripts(self) -> Scripts:
@@ -53,12 +84,21 @@ class Project:
 
     @cached_property
     def db(self) -> Database:
-        """The database, from the documented sources (first one wins)."""
-        return resolve_database(
+        """The database, from the documented sources (first one wins), in :attr:`schema`."""
+        db = resolve_database(
             url=self.database_url,
             url_file=self.database_url_file,
-            ini_url=self.scripts.config.get_main_option("sqlalchemy.url") or None,
+            ini_url=lambda: self.scripts.config.get_main_option("sqlalchemy.url") or None,
         )
+        if self.schema is None:
+            return db
+        if db.backend != "postgresql":
+            raise BadInput(
+                f"--schema is for PostgreSQL (a schema per tenant, in its search_path); "
+                f"{db.display} is {db.backend}",
+                hint="drop --schema; on MySQL/MariaDB a schema is a database: name it in the URL",
+            )
+        return replace(db, schema=self.schema)
 
     @cached_property
     def target_metadata(self) -> sa.MetaData | None:
@@ -76,6 +116,7 @@ class Project:
             version_table=self.version_table,
             env_py=self.env_py,
             metadata=self.metadata,
+            schema=self.schema,
         )
         other.__dict__["scripts"] = scripts
         return other

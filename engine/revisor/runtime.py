@@ -387,8 +387,9 @@ class _Run:
             self.statements.detach(self.conn)
 
     def _execute(self) -> contract.Result:
+        created = False
         if self.record:
-            self.history.ensure(self.conn)
+            created = self.history.ensure(self.conn)
             self.history.start_run(self.conn, self.run)
             self.conn.commit()
         progress = _Progress()
@@ -407,9 +408,12 @@ class _Run:
             )
         except RevisorError as refused:
             # env.py refused to run (its own error, a wrong database, offline
-            # mode): the run row must not stay "running" for the next runner
-            # to call interrupted. Unless the session is gone (_session_lost):
-            # then nothing can be written, and the next runner will.
+            # mode) before any revision did: like every other refusal, it
+            # leaves nothing behind, so the run's row (and the history table,
+            # if this run made it) is taken back. Anything later is recorded,
+            # never left "running" for the next runner to call interrupted.
+            # Unless the session is gone (_session_lost): then nothing can be
+            # written, and the next runner will.
             if refused.context is None:
                 refused.context = self.base
             if self.conn.invalidated:
@@ -417,7 +421,11 @@ class _Run:
             with suppress(sa.exc.DBAPIError):
                 if self.conn.in_transaction():
                     self.conn.rollback()
-                self._finish(FAILED, error=scrub(str(refused)))
+                if self.record and progress.index == 0:
+                    self.history.forget_run(self.conn, self.run, drop_table=created)
+                    self.conn.commit()
+                else:
+                    self._finish(FAILED, error=scrub(str(refused)))
             raise
         result = self._finish(SUCCEEDED, applied=progress.applied)
         if self.options.dry_run:
@@ -553,7 +561,7 @@ class _Run:
         committed = [] if self._all_or_nothing else list(progress.committed)
         rollback = self.options.on_failure == "rollback"
         if step is not None and partial is not None:
-            return self._partially_applied(step, partial, committed, progress, message)
+            return self._partially_applied(failure, committed, progress, message)
         if rollback and committed:
             return self._roll_back(committed, progress, message)
         # Nothing to undo: either --on-failure stop, or nothing had committed
@@ -641,8 +649,7 @@ class _Run:
 
     def _partially_applied(
         self,
-        step: RevisionStep,
-        partial: StatementsRan,
+        failure: StepFailed,
         committed: list[RevisionStep],
         progress: _Progress,
         message: str,
@@ -655,6 +662,8 @@ class _Run:
         succeed and leave this revision's statements orphaned. The revisions
         this run applied stay applied, and the message says why.
         """
+        step, partial = failure.step, failure.committed
+        assert step is not None and partial is not None
         error = message
         if self.options.on_failure == "rollback" and committed:
             error += (
@@ -663,13 +672,22 @@ class _Run:
                 f"{step.revision.revision}'s committed statements; downgrade them once it is "
                 "finished or undone"
             )
-        details = {
-            "partiallyApplied": {
-                "revision": step.revision.revision,
-                "statementsCommitted": partial.committed,
-                "statements": list(partial.statements),
-            }
-        }
+        cause = failure.cause
+        statement = None
+        if isinstance(cause, sa.exc.StatementError):
+            statement = " ".join(str(cause.statement or "").split()) or None
+            why = " ".join(str(cause.orig if cause.orig is not None else cause).split())
+        else:
+            why = f"{type(cause).__name__}: {' '.join(str(cause).split())}"
+        details = contract.PartiallyApplied(
+            revision=step.revision.revision,
+            committed=partial.committed,
+            statements=tuple(scrub(text) for text in partial.statements),
+            direction="upgrade" if step.is_upgrade else "downgrade",
+            failed_statement=scrub(statement) if statement else None,
+            cause=scrub(why),
+            stamp=tuple(step.to_revisions) or ("base",),
+        ).to_details()
         result = self._finish(
             PARTIAL,
             code=ExitCode.PARTIALLY_APPLIED,
@@ -1069,10 +1087,20 @@ def _stamp_locked(
         runner=runner,
         engine_version=__version__,
     )
-    history.ensure(conn)
+    created = history.ensure(conn)
     history.start_run(conn, run)
     conn.commit()
-    run_environment(project, conn, fn=lambda _heads, _ctx: iter(steps), per_migration=True)
+    try:
+        run_environment(project, conn, fn=lambda _heads, _ctx: iter(steps), per_migration=True)
+    except RevisorError:
+        # env.py refused (a stamp runs it too, with --env-py): nothing was stamped.
+        if not conn.invalidated:
+            with suppress(sa.exc.DBAPIError):
+                if conn.in_transaction():
+                    conn.rollback()
+                history.forget_run(conn, run, drop_table=created)
+                conn.commit()
+        raise
     after = read_heads(conn, table)
     history.finish_run(conn, run, status=SUCCEEDED, to_heads=after)
     conn.commit()

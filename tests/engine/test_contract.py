@@ -5,16 +5,20 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from revisor.cli import build_parser
 from revisor.contract import (
     MAX_DIFFERENCES,
     MAX_RESULT_BYTES,
+    PARTIALLY_APPLIED,
     RESULT_SCHEMA,
     SCHEMA_HASH,
     BaselineDetails,
     DriftDetails,
     ExistingObjects,
     ExitCode,
+    PartiallyApplied,
     Reason,
     Result,
     RunRequest,
@@ -48,6 +52,30 @@ def test_a_partially_applied_run_is_exit_8_with_its_own_reason() -> None:
     again = Result.from_json(result.to_json())
     assert again.exit_code is ExitCode.PARTIALLY_APPLIED and again.reason == "PartiallyApplied"
     assert again.details["partiallyApplied"]["statementsCommitted"] == 2
+    # An older engine's details (no statement, cause or stamp) still read back.
+    assert PartiallyApplied.from_details(again.details) == PartiallyApplied("0003", committed=2)
+
+
+def test_a_partially_applied_revision_round_trips_bounded() -> None:
+    partial = PartiallyApplied(
+        revision="0003",
+        committed=9,
+        statements=("CREATE TABLE a (id INT)", "… 7 more …", "CREATE TABLE b (id INT)"),
+        direction="downgrade",
+        failed_statement="ALTER TABLE c ADD x " + "y" * 400,
+        cause="(1146, \"Table 'c' doesn't exist\")",
+        stamp=("0002",),
+    )
+    details = partial.to_details()
+    assert set(details) == {PARTIALLY_APPLIED}
+    shown = details[PARTIALLY_APPLIED]["failedStatement"]
+    assert len(shown) == 300 and shown.endswith("…")
+    again = PartiallyApplied.from_details(json.loads(json.dumps(details)))
+    assert again is not None and again.failed_statement == shown
+    assert again.statements == partial.statements and again.stamp == ("0002",)
+    assert (again.direction, again.committed, again.cause) == ("downgrade", 9, partial.cause)
+    assert PartiallyApplied.from_details({}) is None
+    assert PartiallyApplied.from_details({PARTIALLY_APPLIED: {"statements": []}}) is None
 
 
 def test_rolled_back_failure_has_its_own_reason() -> None:
@@ -97,6 +125,18 @@ def test_rolled_back_failure_has_its_own_reason() -> None:
         RunRequest(command="drift", drift_record=True),
         RunRequest(command="wait-for", wait_timeout=120, scripts="/app/migrations"),
         RunRequest(command="wait-for", target="3c9a1f0b2e44", wait_timeout=0.5),
+        RunRequest(command="apply", target="head", schema="Tenant-B", lock_timeout=0),
+        RunRequest(command="drift", schema="-odd", drift_record=True),
+        RunRequest(command="wait-for", schema="tenant_a"),
+        RunRequest(
+            command="schemas",
+            schemas_query="-- active tenants\nSELECT name FROM tenants WHERE active",
+            schemas_after="tenant_0042",
+            statement_timeout=60,
+            output="json",
+            result_file="/dev/termination-log",
+        ),
+        RunRequest(command="schemas", schemas_query="SELECT nspname FROM pg_namespace"),
     ],
 )
 def test_run_request_argv_is_accepted_by_the_engine_cli(request_: RunRequest) -> None:
@@ -112,6 +152,10 @@ def test_run_request_argv_is_accepted_by_the_engine_cli(request_: RunRequest) ->
         assert args.ignore == list(request_.drift_ignore)
         assert args.accept == request_.drift_accept
         assert args.record is request_.drift_record
+    elif request_.command == "schemas":
+        assert args.query == request_.schemas_query
+        assert args.after == request_.schemas_after
+        assert args.statement_timeout == request_.statement_timeout
     else:
         assert args.target == (request_.target or "head")
     if request_.command in ("plan", "apply", "upgrade"):
@@ -127,6 +171,32 @@ def test_run_request_argv_is_accepted_by_the_engine_cli(request_: RunRequest) ->
         assert args.ddl_lock_retries == request_.ddl_lock_retries
     assert args.env_py is request_.env_py
     assert args.metadata == request_.metadata
+    assert args.schema == request_.schema
+
+
+#: Text a query, a name or a schema may hold: leading dashes, "=", quotes, spaces, newlines.
+_ARGUMENT_TEXT = st.text(
+    alphabet=st.characters(codec="utf-8", exclude_characters="\0"), max_size=40
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(schema=_ARGUMENT_TEXT, query=_ARGUMENT_TEXT, after=st.none() | _ARGUMENT_TEXT)
+def test_any_schema_query_and_after_parse_back_as_given(
+    schema: str, query: str, after: str | None
+) -> None:
+    """``--schema``, ``--query`` and ``--after`` carry any text, even one that reads as an option."""
+    for command in ("schemas", "apply"):
+        request_ = RunRequest(
+            command=command,
+            schema=schema,
+            schemas_query=query if command == "schemas" else None,
+            schemas_after=after if command == "schemas" else None,
+        )
+        args = build_parser().parse_args(request_.to_argv()[1:])
+        assert args.schema == schema
+        if command == "schemas":
+            assert (args.query, args.after) == (query, after)
 
 
 def test_drift_wait_for_and_baseline_have_their_reasons() -> None:

@@ -137,10 +137,7 @@ def test_stock_async_template_is_refused_with_the_change_to_make(
     assert err.count("error: ") == 1
     assert "never awaited" not in err, "no stray warning after the one message"
     assert version(sync_url) == set()
-    assert not {"t1", "t2", "lock_proof"} & tables(sync_url)
-    runs = history_rows(sync_url)
-    assert [r["status"] for r in runs] == ["failed"], "the run row is closed, not left running"
-    assert "env.py starts its own event loop" in runs[0]["error"]
+    assert tables(sync_url) == set(), "a refusal writes nothing, revisor_history included"
 
 
 def test_cookbook_env_py_with_a_failing_revision_is_exit_4_at_the_last_commit(
@@ -178,7 +175,7 @@ def test_an_env_py_that_cannot_load_is_exit_2_naming_env_py(
     assert run.code == 2
     assert "env.py:1: ModuleNotFoundError while loading env.py" in run.err
     assert version(db_url) == set()
-    assert [r["status"] for r in history_rows(db_url)] == ["failed"]
+    assert tables(db_url) == set(), "nothing written: no revisor_history either"
 
 
 @pytest.mark.postgres
@@ -264,8 +261,7 @@ def test_env_py_leaving_a_transaction_open_at_configure_is_refused(
     assert "connection.commit()" in run.result["error"]
     assert run.err.count("error: ") == 1
     assert version(db_url) == set()
-    assert not {"tenant_proof", "t2"} & tables(db_url)
-    assert [r["status"] for r in history_rows(db_url)] == ["failed"]
+    assert tables(db_url) == set(), "nothing written: no revisor_history either"
 
 
 def test_env_py_that_commits_its_setup_sql_commits_each_revision_in_its_session(
@@ -285,3 +281,148 @@ def test_env_py_that_commits_its_setup_sql_commits_each_revision_in_its_session(
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT v FROM tenant_proof")).scalar_one() == "acme"
     engine.dispose()
+
+
+# Optuna's env.py, in short: it builds its own engine from the ini's [alembic] section
+# and says where it connects (to prove what it was given; Revisor's output scrubs it).
+ENGINE_FROM_CONFIG_ENV_PY = """
+from alembic import context
+from sqlalchemy import engine_from_config, pool
+
+config = context.config
+print("env.py connects to", config.get_main_option("sqlalchemy.url"))
+connectable = engine_from_config(
+    config.get_section(config.config_ini_section), prefix="sqlalchemy.", poolclass=pool.NullPool
+)
+with connectable.connect() as connection:
+    context.configure(connection=connection, render_as_batch=True)
+    with context.begin_transaction():
+        context.run_migrations()
+"""
+
+
+def test_env_py_that_connects_by_the_ini_url_connects_where_revisor_does(
+    revisor, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ini's sqlalchemy.url (Optuna's: sqlite:///alembic.db) is Revisor's URL while
+    env.py runs: the revisions run on the given database, and no alembic.db appears."""
+    project = make_project(tmp_path / "project", chain(2)).with_env_py(ENGINE_FROM_CONFIG_ENV_PY)
+    ini = project.with_ini(url="sqlite:///alembic.db")
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    run = revisor("--config", str(ini), "--env-py", "--database-url", db_url, "upgrade")
+    assert run.code == 0, run.err
+    assert version(db_url) == {"0002t0000000"}
+    assert list(work.iterdir()) == [], "env.py opened no database of its own"
+    assert "env.py connects to sqlite:///alembic.db" not in run.err
+    assert "env.py connects to " in run.err
+    assert "sqlalchemy.url = sqlite:///alembic.db" in ini.read_text(), "the ini is not written"
+
+
+@pytest.mark.postgres
+def test_a_password_with_percent_signs_reaches_env_py_whole_and_is_never_shown(
+    revisor, postgres_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """configparser reads '%' as interpolation: Revisor escapes it, and env.py's print of
+    the URL shows no password (raw or URL-encoded)."""
+    from urllib.parse import quote
+
+    database = postgres_server.create_database("pct")
+    password = "p%ss@w:rd%(x)s%%"
+    admin = sa.create_engine(postgres_server.url(database), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text("DROP ROLE IF EXISTS percent_user"))
+        conn.execute(sa.text("CREATE ROLE percent_user LOGIN PASSWORD 'p%ss@w\\:rd%(x)s%%'"))
+        conn.execute(sa.text("GRANT ALL ON SCHEMA public TO percent_user"))
+    admin.dispose()
+    url = (
+        f"postgresql+psycopg://percent_user:{quote(password, safe='')}@"
+        f"{postgres_server.host}:{postgres_server.port}/{database}"
+    )
+    project = make_project(tmp_path, chain(2)).with_env_py(ENGINE_FROM_CONFIG_ENV_PY)
+    ini = project.with_ini(url="sqlite:///alembic.db")
+    monkeypatch.chdir(tmp_path)
+    run = revisor(
+        "--config", str(ini), "--env-py", "--database-url", url, "--output", "json", "upgrade"
+    )
+    assert run.code == 0, run.err
+    assert run.result["to"] == ["0002t0000000"]
+    assert "env.py connects to postgresql+psycopg://percent_user:***@" in run.err
+    for form in (password, quote(password, safe=""), password.replace("%", "%%")):
+        assert form not in run.out + run.err
+    postgres_server.drop_database(database)
+
+
+# Prefect's env.py, in short: it hands its migrations to AnyIO, from the worker thread
+# its server calls Alembic in, and opens its own engine there.
+ANYIO_WORKER_ENV_PY = """
+from alembic import context
+from anyio.from_thread import run
+
+async def apply_migrations():
+    raise AssertionError("never reached: there is no event loop to run it in")
+
+run(apply_migrations)
+"""
+# The same expectation in asyncio's words.
+RUNNING_LOOP_ENV_PY = """
+import asyncio
+from alembic import context
+
+asyncio.get_running_loop()
+"""
+
+
+@pytest.mark.parametrize(
+    ("env_py", "said"),
+    [
+        pytest.param(ANYIO_WORKER_ENV_PY, "NoEventLoopError: Not running inside an AnyIO worker",
+                     id="anyio-worker-thread"),
+        pytest.param(RUNNING_LOOP_ENV_PY, "RuntimeError: no running event loop", id="asyncio"),
+    ],
+)  # fmt: skip
+def test_env_py_written_for_its_projects_event_loop_is_refused_with_what_to_do(
+    revisor, db_url: str, tmp_path: Path, env_py: str, said: str
+) -> None:
+    """Not 'fix the script': the script is fine where its project runs it. Exit 2, the two
+    ways forward (hermetic with --metadata, or the handed connection), nothing written."""
+    ini = make_project(tmp_path, chain(2)).with_env_py(env_py).with_ini(url=db_url)
+    run = revisor("--config", str(ini), "--env-py", "--output", "json", "upgrade")
+    assert run.code == 2, run.err
+    result = run.result
+    assert result["reason"] == "InvalidScripts"
+    error = result["error"]
+    assert "env.py reaches for an event loop it was written to be called from" in error
+    assert said in error
+    assert "env.py:" in error.split(": env.py reaches")[0], "the line of env.py"
+    assert "fix the script" not in error
+    assert "run without --env-py: --metadata MOD:ATTR" in error
+    assert "config.attributes['connection']" in error
+    assert run.err.count("error: ") == 1
+    assert "never awaited" not in run.err
+    assert tables(db_url) == set(), "nothing written: no revisor_history either"
+
+
+def test_a_refusal_on_a_database_with_history_leaves_its_rows_as_they_were(
+    revisor, db_url: str, tmp_path: Path
+) -> None:
+    """The run row a refused run wrote is taken back; the rows of earlier runs stay."""
+    project = make_project(tmp_path, chain(2))
+    assert revisor(*project.args(), "--database-url", db_url, "upgrade", "0001t0000000").code == 0
+    before = history_rows(db_url)
+    ini = project.with_env_py(RUNNING_LOOP_ENV_PY).with_ini(url=db_url)
+    run = revisor("--config", str(ini), "--env-py", "upgrade")
+    assert run.code == 2, run.err
+    assert history_rows(db_url) == before
+    assert version(db_url) == {"0001t0000000"}
+
+
+def test_a_stamp_that_env_py_refuses_stamps_nothing_and_writes_nothing(
+    revisor, db_url: str, tmp_path: Path
+) -> None:
+    ini = make_project(tmp_path, chain(2)).with_env_py(RUNNING_LOOP_ENV_PY).with_ini(url=db_url)
+    run = revisor("--config", str(ini), "--env-py", "stamp", "head")
+    assert run.code == 2, run.err
+    assert run.err.count("error: ") == 1
+    assert tables(db_url) == set()

@@ -99,6 +99,66 @@ def test_other_spellings_and_the_async_driver_migrate_too(
     assert [r["status"] for r in history_rows(mysql_url)] == ["succeeded", "succeeded"]
 
 
+#: Airflow's 5f2621c13b39 sends a procedure, its CALL and its DROP in one execute(),
+#: which mysqlclient (Airflow's driver) allows by default and PyMySQL only when asked.
+SEVERAL_IN_ONE = Rev(
+    id="0003s0000000",
+    down="0002t0000000",
+    message="several statements in one execute",
+    upgrade='''
+        op.execute("""
+            CREATE PROCEDURE make_several() BEGIN
+                IF NOT EXISTS (SELECT 1 FROM information_schema.TABLES
+                               WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'several') THEN
+                    CREATE TABLE several (id INTEGER PRIMARY KEY);
+                END IF;
+            END;
+            CALL make_several();
+            DROP PROCEDURE make_several;
+        """)
+    ''',
+    downgrade="op.execute('DROP TABLE several; DROP TABLE IF EXISTS never_made')",
+)
+
+
+@pytest.mark.mariadb
+@pytest.mark.parametrize("driver", ["mysql+pymysql", "mysql+aiomysql"])
+def test_a_revision_may_send_several_statements_in_one_execute(
+    revisor, mysql_url: str, tmp_path: Path, driver: str
+) -> None:
+    """As with mysqlclient: up and down run every statement of the text."""
+    project = make_project(tmp_path, [*chain(2), SEVERAL_IN_ONE])
+    args = (*project.args(), "--database-url", _driver(mysql_url, driver))
+    up = revisor(*args, "upgrade")
+    assert up.code == 0, up.err
+    assert "several" in tables(mysql_url)
+    assert version(mysql_url) == {"0003s0000000"}
+    down = revisor(*args, "downgrade", "0002t0000000")
+    assert down.code == 0, down.err
+    assert "several" not in tables(mysql_url)
+
+
+@pytest.mark.mariadb
+@pytest.mark.parametrize("driver", ["mysql+pymysql", "mysql+aiomysql"])
+def test_a_failure_in_the_second_of_several_statements_fails_the_step(
+    revisor, mysql_url: str, tmp_path: Path, driver: str
+) -> None:
+    """The error of a statement after the first is the step's, not lost while draining."""
+    broken = Rev(
+        id="0003b0000000",
+        down="0002t0000000",
+        message="second statement breaks",
+        upgrade="op.execute('CREATE TABLE first_one (id INTEGER); SELECT * FROM nowhere_at_all')",
+    )
+    project = make_project(tmp_path, [*chain(2), broken])
+    url = _driver(mysql_url, driver)
+    run = revisor(*project.args(), "--database-url", url, "--output", "json", "upgrade")
+    assert run.code == 8, run.err
+    assert "nowhere_at_all' doesn't exist" in run.result["error"]
+    assert run.result["details"]["partiallyApplied"]["revision"] == "0003b0000000"
+    assert version(mysql_url) == {"0002t0000000"}
+
+
 @pytest.mark.mariadb
 def test_a_database_given_in_parts_with_the_driver_variable(
     revisor, mariadb_server: MariaDBServer, mysql_url: str, tmp_path: Path, monkeypatch

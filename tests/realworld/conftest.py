@@ -22,11 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pymysql
 import pytest
 
 from tests.realworld import histories, venvs
 from tests.realworld.histories import History, Installed
 from tests.realworld.schema import schema_of
+from tests.support.mariadb import MariaDBServer
 from tests.support.postgres import PostgresServer
 
 #: A bound for one process on a loaded 2-core machine: a hang guard, not a measurement.
@@ -79,11 +81,18 @@ class Bench:
         self._root = root
         self._pg_databases: list[str] = []
         self._pg_server: PostgresServer | None = None
+        self._mariadb_databases: list[str] = []
+        self._mariadb_server: MariaDBServer | None = None
 
     def _server(self) -> PostgresServer:
         if self._pg_server is None:
             self._pg_server = self._request.getfixturevalue("postgres_server")
         return self._pg_server
+
+    def _mariadb(self) -> MariaDBServer:
+        if self._mariadb_server is None:
+            self._mariadb_server = self._request.getfixturevalue("mariadb_server")
+        return self._mariadb_server
 
     def home(self) -> Path:
         """A fresh directory for a tool's home, config and logs."""
@@ -97,12 +106,20 @@ class Bench:
             name = server.create_database(prefix=history.name)
             self._pg_databases.append(name)
             return server.url(name, driver=driver)
+        if backend == "mariadb":
+            mariadb = self._mariadb()
+            name = mariadb.create_database(prefix=history.name)
+            self._mariadb_databases.append(name)
+            return mariadb.url(name, driver=driver)
         directory = Path(tempfile.mkdtemp(prefix=f"{history.name}-", dir=self._root))
         return f"{driver}:///{directory / 'app.db'}"
 
     def environment(self, history: History, url: str, home: Path) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
         env.pop("PYTHONPATH", None)
+        added = history.python_path(url)
+        if added is not None:
+            env["PYTHONPATH"] = str(added)
         return {**env, "HOME": str(home), **history.environment(url, home)}
 
     def own(self, history: History, backend: str) -> tuple[str, Run]:
@@ -129,14 +146,19 @@ class Bench:
         return run([*argv, *command], env=env, cwd=args.cwd or home)
 
     def drop_all(self) -> None:
-        """Drop this bench's PostgreSQL databases (gone anyway if the throwaway server is)."""
+        """Drop this bench's databases (gone anyway if the throwaway servers are)."""
         server, names = self._pg_server, list(self._pg_databases)
         self._pg_databases.clear()
-        if server is None:
-            return
-        for name in names:
-            with contextlib.suppress(psycopg.OperationalError):
-                server.drop_database(name)
+        if server is not None:
+            for name in names:
+                with contextlib.suppress(psycopg.OperationalError):
+                    server.drop_database(name)
+        mariadb, names = self._mariadb_server, list(self._mariadb_databases)
+        self._mariadb_databases.clear()
+        if mariadb is not None:
+            for name in names:
+                with contextlib.suppress(pymysql.err.OperationalError):
+                    mariadb.drop_database(name)
 
 
 @dataclass(frozen=True)
@@ -174,7 +196,7 @@ class References:
         key = (history.name, backend, mode)
         if key not in self.upgraded:
             url = self._bench.database(history, backend)
-            done = self._bench.revisor(history, backend, mode, url, "upgrade", "head")
+            done = self._bench.revisor(history, backend, mode, url, "upgrade", history.top(backend))
             self.upgraded[key] = Upgraded(url, done, schema_of(url) if done.code == 0 else [])
         return self.upgraded[key]
 
@@ -217,7 +239,14 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         if hasattr(item, "callspec") and isinstance(item.callspec.params.get("history"), History)
     }
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    backends = {
+        (item.callspec.params["history"].name, item.callspec.params.get("backend"))
+        for item in session.items
+        if hasattr(item, "callspec") and isinstance(item.callspec.params.get("history"), History)
+    }
     for history in sorted(needed, key=lambda h: h.name):
+        for backend in sorted(b for name, b in backends if name == history.name and b):
+            history.build_target(backend)  # a failure is raised by the tests that need it
         if history.requirements is None:
             continue
         started = time.monotonic()

@@ -18,9 +18,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.realworld.venvs import HERE, ensure_venv, revisor_argv, revisor_env
+from sqlalchemy.engine import make_url
 
-Backend = str  # "postgresql" | "sqlite"
+from tests.realworld.venvs import HERE, ensure_target, ensure_venv, revisor_argv, revisor_env
+
+Backend = str  # "postgresql" | "sqlite" | "mariadb"
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,15 @@ class History:
     versions: Mapping[Backend, str] = field(default_factory=dict)
     #: Where the down-and-back test goes down to: base, unless the project stops earlier.
     down_to: str = "base"
+    #: Per backend: where it goes down to there, when not ``down_to`` (the reason beside it).
+    down_to_on: Mapping[Backend, str] = field(default_factory=dict)
+    #: Per backend: where the upgrade goes, when not to head (the project's own migrations
+    #: fail on that backend past it; the reason beside it).
+    up_to: Mapping[Backend, str] = field(default_factory=dict)
+    #: Per backend: a requirements file under tests/realworld/ installed into a directory
+    #: put on PYTHONPATH for that backend's processes (venvs.ensure_target), for a package
+    #: the project needs there and nowhere else (Airflow's mysqlclient).
+    targets: Mapping[Backend, str] = field(default_factory=dict)
     #: The backends the six-runner test covers (the slowest test; see README.md).
     concurrency: tuple[Backend, ...] = ()
     #: Known differences and failures, (test, backend) -> the exact cause. Each becomes a
@@ -97,6 +108,34 @@ class History:
                 self.name
             ]
         return _installed(self.package, self.requirements)
+
+    def top(self, backend: Backend) -> str:
+        """The revision the upgrades go to on ``backend``."""
+        return self.up_to.get(backend, "head")
+
+    def bottom(self, backend: Backend) -> str:
+        """The revision the down-and-back test goes down to on ``backend``."""
+        return self.down_to_on.get(backend, self.down_to)
+
+    def build_target(self, backend: Backend) -> None:
+        """Build ``backend``'s target directory now; a failure is kept for its tests."""
+        if backend not in self.targets or (self.name, backend) in _FAILED_TARGETS:
+            return
+        try:
+            ensure_target(HERE / self.targets[backend])
+        except Exception as exc:
+            _FAILED_TARGETS[self.name, backend] = exc
+
+    def python_path(self, url: str) -> Path | None:
+        """The directory to put on PYTHONPATH for a process working on ``url``, if any."""
+        drivername = make_url(url).drivername
+        backend = next((b for b, d in self.drivers.items() if d == drivername), None)
+        if backend is None or backend not in self.targets:
+            return None
+        failed = _FAILED_TARGETS.get((self.name, backend))
+        if failed is not None:
+            raise RuntimeError(f"{self.targets[backend]} could not be installed") from failed
+        return ensure_target(HERE / self.targets[backend])
 
     def scripts_dir(self, installed: Installed, backend: Backend) -> Path:
         return installed.package_dir / self.scripts[backend]
@@ -132,6 +171,7 @@ class History:
 
 
 _FAILED: dict[str, BaseException] = {}
+_FAILED_TARGETS: dict[tuple[str, Backend], BaseException] = {}
 
 
 def remember_failure(history: History, exc: BaseException) -> None:
@@ -174,9 +214,10 @@ command.upgrade(manager._create_alembic_config(), "head")
 def _optuna_env_py(installed: Installed, home: Path) -> Command:
     # Optuna's alembic.ini says `script_location = alembic` (relative to the working
     # directory) and `sqlalchemy.url = sqlite:///alembic.db`; its env.py builds its own
-    # engine from that URL (engine_from_config), so Revisor swaps in its connection. The
-    # working directory is a fresh one where `alembic` is Optuna's script directory, so
-    # whatever env.py opens at sqlite:///alembic.db lands there, not in site-packages.
+    # engine from the ini (engine_from_config). Revisor sets the ini's URL to its own while
+    # env.py runs, so that engine reaches the database Revisor was given, and swaps in its
+    # locked connection. The working directory is a fresh one where `alembic` is Optuna's
+    # script directory (and where a stray alembic.db would show up).
     rdb = installed.package_dir / "storages" / "_rdb"
     (home / "alembic").symlink_to(rdb / "alembic", target_is_directory=True)
     return Command(["--config", str(rdb / "alembic.ini"), "--env-py"], cwd=home)
@@ -198,14 +239,6 @@ OPTUNA = History(
             "(AttributeError; Optuna's own alembic downgrade fails the same way)"
             for b in ("postgresql", "sqlite")
         },
-        ("env-py", "postgresql"): "--env-py with --config: the ini's sqlalchemy.url "
-        "(sqlite:///alembic.db) is what Optuna's env.py connects to; --database-url does not "
-        "replace it, so Revisor refuses: 'env.py connected to sqlite:///alembic.db but Revisor "
-        "was given ...' (exit 2)",
-        ("env-py", "sqlite"): "--env-py with --config: the ini's sqlalchemy.url "
-        "(sqlite:///alembic.db) is what Optuna's env.py connects to; --database-url does not "
-        "replace it, so Revisor refuses: 'env.py connected to sqlite:///alembic.db but Revisor "
-        "was given ...' (exit 2)",
     },
 )
 
@@ -222,19 +255,46 @@ def _airflow_environment(url: str, home: Path) -> dict[str, str]:
     }
 
 
+#: Airflow's own migrations stop working on MariaDB at eed27faa34e3 (0049, "Remove pickled
+#: data from xcom table"): its MySQL branch calls REGEXP_REPLACE with six arguments, MySQL 8's
+#: form; MariaDB's takes three ("Incorrect parameter count in the call to native function
+#: 'REGEXP_REPLACE'", `airflow db migrate` fails the same). Airflow supports MySQL 8, not
+#: MariaDB. The 49 revisions before it (the squashed 2.6.2 base, 2.7 to 2.10, the first 3.0
+#: ones) are compared.
+AIRFLOW_MARIADB_TOP = "9fc3fc5de720"
+
+
+def _airflow_own(inst: Installed, url: str, home: Path) -> Command:
+    """Airflow's way to build a database from its migration files.
+
+    `airflow db migrate` on an empty database builds it from the ORM and stamps head, so
+    `db reset --use-migration-files`; on MariaDB, `db migrate --use-migration-files` to the
+    last revision Airflow's own migrations reach there, with mysqlclient, Airflow's MySQL
+    driver (Revisor's runs use PyMySQL, the one Revisor supports).
+    """
+    airflow = str(inst.bin / "airflow")
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "mysql":
+        return Command([airflow, "db", "reset", "--use-migration-files", "-y"])
+    mysqldb = parsed.set(drivername="mysql+mysqldb").render_as_string(hide_password=False)
+    return Command(
+        [airflow, "db", "migrate", "--use-migration-files", "--to-revision", AIRFLOW_MARIADB_TOP],
+        env={"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": mysqldb},
+    )
+
+
 AIRFLOW = History(
     name="airflow",
     dist="apache-airflow-core==3.3.2",
     package="airflow",
     # Airflow's PostgreSQL driver is psycopg2: revision 686269002441 (0017) updates an integer
     # column with a string literal, which psycopg 3 and asyncpg send typed (::VARCHAR).
-    drivers={"postgresql": "postgresql+psycopg2", "sqlite": "sqlite"},
-    scripts=dict.fromkeys(("postgresql", "sqlite"), "migrations"),
-    # Airflow's way to build a database from its migration files (`airflow db migrate` on an
-    # empty database builds it from the ORM and stamps head).
-    own=lambda inst, url, home: Command(
-        [str(inst.bin / "airflow"), "db", "reset", "--use-migration-files", "-y"]
-    ),
+    drivers={"postgresql": "postgresql+psycopg2", "sqlite": "sqlite", "mariadb": "mysql+pymysql"},
+    scripts=dict.fromkeys(("postgresql", "sqlite", "mariadb"), "migrations"),
+    own=_airflow_own,
+    up_to={"mariadb": AIRFLOW_MARIADB_TOP},
+    # Airflow's settings refuse a mysql:// URL unless mysqlclient imports, whatever the driver.
+    targets={"mariadb": "requirements-mysqlclient.txt"},
     metadata="airflow.models.base:metadata",
     env_py=lambda inst, home: Command(
         ["--config", str(inst.package_dir / "alembic.ini"), "--env-py"]
@@ -245,6 +305,10 @@ AIRFLOW = History(
     # that dropped sla_miss never recreates ("index sm_dag does not exist", Airflow's own
     # alembic the same): Airflow goes down as far as its 2.6.2 state, not to base.
     down_to="4bc4d934e2bc",
+    # On MariaDB, 0d9e73a75ee4's downgrade() runs WITH ... DELETE, which MySQL 8 has and
+    # MariaDB does not (1064 near 'delete from dataset'; `airflow db downgrade` fails the
+    # same): down from AIRFLOW_MARIADB_TOP to it, 12 revisions.
+    down_to_on={"mariadb": "0d9e73a75ee4"},
     known={
         ("hermetic", "postgresql"): "by design: a hermetic run has no target_metadata, and "
         "Airflow's naming convention (airflow.models.base.metadata) names what its revisions "
@@ -257,6 +321,12 @@ AIRFLOW = History(
         "columns are (created_at, id, priority_weight, type, ...) instead of (created_at, "
         "type, ..., id, priority_weight, bundle_name); `airflow db downgrade -r 4bc4d934e2bc` "
         "then `airflow db migrate` gives the same",
+        ("hermetic", "mariadb"): "by design: a hermetic run has no target_metadata, and "
+        "Airflow's naming convention names what its revisions leave unnamed: asset_trigger's "
+        "foreign keys asset_trigger_asset_id_fkey and asset_trigger_trigger_id_fkey (MariaDB "
+        "names them asset_trigger_ibfk_1 and _2), check ck_task_map_task_map_length_not_negative "
+        "(task_map_length_not_negative) (Revisor warns and says --metadata; the metadata mode "
+        "matches)",
         ("hermetic", "sqlite"): "by design: a hermetic run has no target_metadata, so "
         "Airflow's naming convention never names deadline's foreign key, and revision "
         "a169942745c2 fails: \"No such constraint: 'deadline_dag_id_fkey'\" (exit 4; Revisor "

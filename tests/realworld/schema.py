@@ -18,6 +18,11 @@ keep their order. A default in parentheses around a single constant
 (``DEFAULT (CURRENT_TIMESTAMP)``, which a batch rebuild writes for what
 ``CREATE TABLE`` wrote as ``DEFAULT CURRENT_TIMESTAMP``) loses them: SQLite
 reads both the same.
+
+MariaDB: ``SHOW CREATE TABLE`` / ``SHOW CREATE VIEW`` of everything but the
+``revisor_*`` tables, and the triggers and routines from ``information_schema``,
+each on one line; the secondary keys of a table with a primary key sorted
+(:func:`mysql_schema` says why).
 """
 
 from __future__ import annotations
@@ -30,22 +35,86 @@ import sqlite3
 import subprocess
 from pathlib import Path
 
+import pymysql
 from sqlalchemy.engine import make_url
 
 EXCLUDED_PREFIX = "revisor_"
 _TABLE_CONSTRAINT = re.compile(r"^(CONSTRAINT|PRIMARY KEY|UNIQUE|FOREIGN KEY|CHECK)\b", re.I)
 _DOLLAR_QUOTE = re.compile(r"\$[A-Za-z_]*\$")
+_MYSQL_KEY = re.compile(r"^(UNIQUE |FULLTEXT |SPATIAL )?KEY ")
 _PARENTHESISED_DEFAULT = re.compile(
     r"DEFAULT\((CURRENT_TIMESTAMP|CURRENT_DATE|CURRENT_TIME|'[^']*'|-?[0-9]+(?:\.[0-9]+)?)\)", re.I
 )
 
 
 def schema_of(url: str) -> list[str]:
-    """The normalised schema of the database at ``url`` (any driver of either backend)."""
+    """The normalised schema of the database at ``url`` (any driver of any backend)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         return sqlite_schema(Path(parsed.database or ""))
+    if parsed.get_backend_name() in ("mysql", "mariadb"):
+        return mysql_schema(url)
     return postgres_schema(url)
+
+
+def mysql_schema(url: str) -> list[str]:
+    """``SHOW CREATE`` of every table and view, and every trigger and routine, but ``revisor_*``.
+
+    Each ``CREATE TABLE`` on one line, its columns in order. Its secondary
+    keys are sorted when the table has a primary key: ``SHOW CREATE TABLE``
+    lists them in the order they were created, which says nothing about the
+    table (InnoDB clusters on the primary key), and ``op.create_table(...,
+    sa.Index(...), sa.Index(...))`` creates them in the order of a set hashed
+    by identity, which two runs of the project's own tool need not share.
+    """
+    parsed = make_url(url)
+    conn = pymysql.connect(
+        host=parsed.host or "127.0.0.1",
+        port=parsed.port or 3306,
+        user=parsed.username or "root",
+        password=parsed.password or "",
+        database=parsed.database,
+    )
+    statements: list[str] = []
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT TABLE_NAME, TABLE_TYPE FROM information_schema.TABLES "
+                "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME NOT LIKE %s",
+                (EXCLUDED_PREFIX.replace("_", "\\_") + "%",),
+            )
+            for name, kind in cur.fetchall():
+                cur.execute(f"SHOW CREATE {'VIEW' if kind == 'VIEW' else 'TABLE'} `{name}`")
+                statements.append(normalise_mysql_sql(str(cur.fetchone()[1])))
+            cur.execute(
+                "SELECT TRIGGER_NAME, EVENT_MANIPULATION, EVENT_OBJECT_TABLE, ACTION_TIMING, "
+                "ACTION_STATEMENT FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = DATABASE()"
+            )
+            statements += [_one_line("TRIGGER", row) for row in cur.fetchall()]
+            cur.execute(
+                "SELECT ROUTINE_TYPE, ROUTINE_NAME, ROUTINE_DEFINITION FROM "
+                "information_schema.ROUTINES WHERE ROUTINE_SCHEMA = DATABASE()"
+            )
+            statements += [_one_line("ROUTINE", row) for row in cur.fetchall()]
+    finally:
+        conn.close()
+    return sorted(statements)
+
+
+def _one_line(kind: str, row: tuple[object, ...]) -> str:
+    return " ".join(f"{kind} {' '.join(map(str, row))}".split())
+
+
+def normalise_mysql_sql(sql: str) -> str:
+    lines = [line.strip().rstrip(",") for line in sql.splitlines()]
+    if len(lines) < 3 or not lines[0].startswith("CREATE TABLE"):
+        return " ".join(sql.split())
+    head, items, tail = lines[0], lines[1:-1], lines[-1]
+    if any(item.startswith("PRIMARY KEY") for item in items):
+        keys = sorted(item for item in items if _MYSQL_KEY.match(item))
+        rest = iter(keys)
+        items = [next(rest) if _MYSQL_KEY.match(item) else item for item in items]
+    return " ".join(f"{head} {', '.join(items)} {tail}".split())
 
 
 def postgres_schema(url: str) -> list[str]:

@@ -91,6 +91,44 @@ def ensure_venv(requirements: Path) -> Path:
     return target
 
 
+def ensure_target(requirements: Path) -> Path:
+    """A directory holding ``requirements`` (``pip install --target``), built if missing.
+
+    For a package a history needs beside ours rather than instead of them
+    (mysqlclient for Airflow on MariaDB): put on ``PYTHONPATH``, it adds to the
+    interpreter's packages without a virtualenv of its own. Cached and locked
+    as :func:`ensure_venv` is.
+    """
+    target = venv_dir(requirements)
+    ready = target / ".complete"
+    if ready.exists():
+        return target
+    with _exclusive(target.with_name(target.name + ".lock")):
+        if ready.exists():
+            return target
+        shutil.rmtree(target, ignore_errors=True)
+        target.mkdir(parents=True)
+        started = time.monotonic()
+        log = target.with_name(target.name + "." + BUILD_LOG)
+        with log.open("w") as out:
+            done = subprocess.run(
+                [sys.executable, "-m", "pip", "install", "--disable-pip-version-check",
+                 "--no-input", "--progress-bar", "off", "--target", str(target),
+                 "-r", str(requirements)],
+                stdout=out, stderr=subprocess.STDOUT, timeout=BUILD_TIMEOUT_SECONDS, check=False,
+            )  # fmt: skip
+        if done.returncode != 0:
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
+            raise RuntimeError(
+                f"pip could not install {requirements.name} into {target} (exit "
+                f"{done.returncode}); a package built from source needs its C headers (for "
+                f"mysqlclient: libmariadb-dev and pkg-config, which scripts/ensure-mariadb.sh "
+                f"installs); the log is {log}:\n{tail}"
+            )
+        ready.write_text(f"built in {time.monotonic() - started:.0f}s\n")
+    return target
+
+
 def revisor_argv(venv: Path | None) -> list[str]:
     """How to start the engine: ours from .venv, or this checkout's in another virtualenv."""
     if venv is None:

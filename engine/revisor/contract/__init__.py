@@ -8,7 +8,11 @@ import-linter contract enforces it), so the two sides cannot drift apart:
 * :mod:`.results` — exit codes, reasons and the result document the engine
   writes to its termination message;
 * :mod:`.details` — the parts of a result's ``details`` the operator reads
-  (drift, baseline, the recorded schema's hash);
+  (drift, baseline, a partially applied revision, the recorded schema's hash);
+* :mod:`.schemas` — a page of the tenant schemas a ``revisor schemas`` query
+  returned (:class:`SchemaPage`), and the compact form of a list of names;
+* :mod:`.progress` — the progress lines a Job's log carries (``--log-format
+  json``), which the operator tails to show how far a run is;
 * :mod:`.redaction` — the one function that masks passwords in text, used by
   the engine before anything leaves the process and by the operator before
   anything reaches status, Events or logs;
@@ -21,13 +25,16 @@ from revisor.contract.details import (
     BASELINE,
     EXISTING_OBJECTS,
     MAX_DIFFERENCES,
+    PARTIALLY_APPLIED,
     SCHEMA_HASH,
     BaselineDetails,
     BaselineOutcome,
     DriftDetails,
     ExistingObjects,
+    PartiallyApplied,
     schema_hash,
 )
+from revisor.contract.progress import ProgressLine, parse_progress_line
 from revisor.contract.redaction import MASK, redact
 from revisor.contract.requests import (
     DEFAULT_VERSION_TABLE,
@@ -49,6 +56,7 @@ from revisor.contract.results import (
     Result,
     Step,
 )
+from revisor.contract.schemas import SCHEMA_PAGE, SchemaPage, decode_names, encode_names
 from revisor.contract.words import DURATION_PATTERN, heads_text, parse_duration
 
 __all__ = [
@@ -63,8 +71,10 @@ __all__ = [
     "MASK",
     "MAX_DIFFERENCES",
     "MAX_RESULT_BYTES",
+    "PARTIALLY_APPLIED",
     "RESULT_SCHEMA",
     "SCHEMA_HASH",
+    "SCHEMA_PAGE",
     "BaselineDetails",
     "BaselineOutcome",
     "Command",
@@ -73,13 +83,19 @@ __all__ = [
     "ExistingObjects",
     "ExitCode",
     "OnFailure",
+    "PartiallyApplied",
+    "ProgressLine",
     "Reason",
     "Result",
     "RunRequest",
+    "SchemaPage",
     "Step",
     "VersionTable",
+    "decode_names",
+    "encode_names",
     "heads_text",
     "parse_duration",
+    "parse_progress_line",
     "redact",
     "schema_hash",
 ]

@@ -1,4 +1,4 @@
-"""The parts of a result's ``details`` the operator reads: drift, baseline, the schema's hash.
+"""The parts of a result's ``details`` the operator reads: drift, baseline, hash, partial runs.
 
 The engine writes them with ``to_details()`` and the operator reads them
 back with ``from_details()``, so the keys are spelled once, here. Reading is
@@ -25,6 +25,10 @@ SCHEMA_HASH = "schemaHash"
 BASELINE = "baseline"
 #: ``details`` key of a ``NeedsBaseline`` refusal (:class:`ExistingObjects`).
 EXISTING_OBJECTS = "existingObjects"
+#: ``details`` key of a ``PartiallyApplied`` run (:class:`PartiallyApplied`).
+PARTIALLY_APPLIED = "partiallyApplied"
+#: A failed statement or its error longer than this is cut (with "…") in the result.
+MAX_STATEMENT_CHARS = 300
 
 BaselineOutcome = Literal["stamped", "planned", "ignored"]
 
@@ -150,6 +154,61 @@ class ExistingObjects:
             revision=raw["revision"],
             tables=tuple(str(t) for t in raw.get("tables") or ()),
             indexes=tuple(str(i) for i in raw.get("indexes") or ()),
+        )
+
+
+@dataclass(frozen=True)
+class PartiallyApplied:
+    """A revision that failed after some of its statements had committed on their own.
+
+    ``details["partiallyApplied"]`` of a ``PartiallyApplied`` run (exit 8;
+    DDL on MySQL/MariaDB commits as it runs). ``statements`` are the first
+    and last few of the ``committed`` ones (``… N more …`` between), each cut;
+    ``failed_statement`` is the SQL that failed (None when the revision's
+    Python failed between statements) and ``cause`` the database's or
+    Python's words for why. Once a person has finished the revision by hand,
+    ``revisor stamp`` takes ``stamp`` (the revision a finished upgrade is at,
+    or the one below a finished downgrade).
+    """
+
+    revision: str
+    committed: int
+    statements: tuple[str, ...] = ()
+    direction: str = "upgrade"
+    failed_statement: str | None = None
+    cause: str | None = None
+    stamp: tuple[str, ...] = ()
+
+    def to_details(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "revision": self.revision,
+            "direction": self.direction,
+            "statementsCommitted": self.committed,
+            "statements": list(self.statements),
+            "failedStatement": _cut(self.failed_statement, MAX_STATEMENT_CHARS)
+            if self.failed_statement
+            else None,
+            "cause": _cut(self.cause, MAX_STATEMENT_CHARS) if self.cause else None,
+            "stamp": list(self.stamp),
+        }
+        return {PARTIALLY_APPLIED: {k: v for k, v in out.items() if v is not None}}
+
+    @classmethod
+    def from_details(cls, details: Mapping[str, Any]) -> PartiallyApplied | None:
+        """The partial application a result reports; None when it reports none."""
+        raw = details.get(PARTIALLY_APPLIED)
+        if not isinstance(raw, Mapping) or not isinstance(raw.get("revision"), str):
+            return None
+        committed = raw.get("statementsCommitted")
+        statements = tuple(str(s) for s in raw.get("statements") or ())
+        return cls(
+            revision=raw["revision"],
+            committed=committed if isinstance(committed, int) else len(statements),
+            statements=statements,
+            direction=str(raw.get("direction") or "upgrade"),
+            failed_statement=_text(raw.get("failedStatement")),
+            cause=_text(raw.get("cause")),
+            stamp=tuple(str(r) for r in raw.get("stamp") or ()),
         )
 
 

@@ -39,7 +39,8 @@ MIN_SECRET_LENGTH = 3
 _SCHEME = r"[a-zA-Z][a-zA-Z0-9+.\-]*://"
 # The host after the password's "@": a name, an IPv4/IPv6 address, or a socket
 # path's start, then the end of the authority (port, path, query, end of text).
-_HOST_AFTER = r"(?=(?:[\w.\-~%]+|\[[0-9a-fA-F:.]+\])(?::\d*)?(?:[/?#,;\s'\")\]]|$))"
+# A host already masked (a known secret: it came from a Secret) is still a host.
+_HOST_AFTER = r"(?=(?:[\w.\-~%*]+|\[[0-9a-fA-F:.]+\])(?::\d*)?(?:[/?#,;\s'\")\]]|$))"
 _URL_PASSWORD = re.compile(
     rf"(?P<head>{_SCHEME}[^:/@\s]*:)(?P<pw>[^\n]{{0,256}}?)@{_HOST_AFTER}",
 )
@@ -85,6 +86,9 @@ def _forms(secret: str) -> set[str]:
         secret,
         quote(secret, safe=""),
         quote_plus(secret),
+        # How SQLAlchemy writes a password into a URL it renders (URL.render_as_string),
+        # e.g. the sqlalchemy.url Revisor hands an env.py: spaces and "+" left as they are.
+        quote(secret, safe=" +"),
         secret.replace("'", "''"),
         json.dumps(secret)[1:-1],
         repr(secret)[1:-1],

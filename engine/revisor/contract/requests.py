@@ -35,7 +35,16 @@ ENV_DATABASE_PARTS = {
 DEFAULT_VERSION_TABLE = "alembic_version"
 
 Command = Literal[
-    "plan", "apply", "upgrade", "downgrade", "stamp", "verify", "current", "drift", "wait-for"
+    "plan",
+    "apply",
+    "upgrade",
+    "downgrade",
+    "stamp",
+    "verify",
+    "current",
+    "drift",
+    "wait-for",
+    "schemas",
 ]
 OnFailure = Literal["stop", "rollback"]
 
@@ -73,6 +82,11 @@ class RunRequest:
     ``target`` is the positional target of ``plan``/``apply``/``upgrade``/
     ``downgrade``/``stamp``, and ``--revision`` for ``wait-for`` (an app's
     init container, not a Job: None waits for the scripts' heads).
+
+    ``schema`` confines every command to one PostgreSQL schema (a tenant's):
+    its search_path, version table and history, and its own lock.
+    ``schemas`` lists tenants: ``schemas_query`` is the read-only query,
+    ``schemas_after`` the last name of the page before.
     """
 
     command: Command
@@ -85,6 +99,8 @@ class RunRequest:
     metadata: str | None = None
     database_url_file: str | None = None
     version_table: VersionTable = VersionTable()
+    #: The PostgreSQL schema the command works in (``--schema``).
+    schema: str | None = None
     lock_timeout: float | None = None
     statement_timeout: float | None = None
     ddl_lock_timeout: float | None = None
@@ -108,6 +124,10 @@ class RunRequest:
     drift_record: bool = False
     #: ``wait-for``: give up after this many seconds (``--timeout``).
     wait_timeout: float | None = None
+    #: ``schemas``: the query whose first column names the schemas (``--query``).
+    schemas_query: str | None = None
+    #: ``schemas``: list the names after this one (``--after``; None: from the first).
+    schemas_after: str | None = None
     result_file: str | None = None
     output: Literal["text", "json"] | None = None
     log_format: Literal["console", "json"] | None = None
@@ -127,9 +147,22 @@ class RunRequest:
             ("--result-file", self.result_file),
         ]
         argv += _options(globals_)
+        if self.schema is not None:
+            # "--schema=NAME": a quoted PostgreSQL name may start with "-".
+            argv.append(f"--schema={self.schema}")
         if self.env_py:
             argv.append("--env-py")
         argv.append(self.command)
+        argv += self._command_options()
+        argv += list(self.extra)
+        if self.target is not None and self.command != "wait-for":
+            # "--" keeps relative targets such as "-1" from reading as options.
+            argv += ["--", self.target]
+        return argv
+
+    def _command_options(self) -> list[str]:
+        """The options of :attr:`command` that follow its name."""
+        argv: list[str] = []
         run_options: list[tuple[str, object]] = [
             ("--lock-timeout", self.lock_timeout),
             ("--statement-timeout", self.statement_timeout),
@@ -140,12 +173,12 @@ class RunRequest:
         ]
         if self.command in ("apply", "upgrade", "downgrade"):
             argv += _options(run_options)
-            if self.dry_run:
-                argv.append("--dry-run")
-            if self.single_transaction:
-                argv.append("--single-transaction")
-            if self.require_reversible:
-                argv.append("--require-reversible")
+            flags = (
+                ("--dry-run", self.dry_run),
+                ("--single-transaction", self.single_transaction),
+                ("--require-reversible", self.require_reversible),
+            )
+            argv += [flag for flag, given in flags if given]
         elif self.command == "stamp":
             argv += _options(run_options[:1])
         elif self.command == "drift":
@@ -155,16 +188,17 @@ class RunRequest:
             argv += _options([("--accept", self.drift_accept)])
             if self.drift_record:
                 argv.append("--record")
+        elif self.command == "schemas":
+            # "--query=SQL": a query may start with "-" (a "--" comment), and so may a name.
+            argv += [f"--query={self.schemas_query}"] if self.schemas_query is not None else []
+            argv += [f"--after={self.schemas_after}"] if self.schemas_after is not None else []
+            argv += _options(run_options[1:2])
         elif self.command == "wait-for":
             argv += _options([("--timeout", self.wait_timeout)])
             if self.target is not None:
                 argv.append(f"--revision={self.target}")
         if self.command in ("plan", "apply", "upgrade"):
             argv += _options([("--baseline", self.baseline)])
-        argv += list(self.extra)
-        if self.target is not None and self.command != "wait-for":
-            # "--" keeps relative targets such as "-1" from reading as options.
-            argv += ["--", self.target]
         return argv
 
 

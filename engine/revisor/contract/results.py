@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from revisor.contract.schemas import OPAQUE_DETAILS
+
 RESULT_SCHEMA = "revisor.dev/result/v1"
 MAX_RESULT_BYTES = 4096
 
@@ -73,6 +75,9 @@ class Reason(enum.StrEnum):
     AT_REVISION = "AtRevision"
     #: ``wait-for`` (exit 9): the database did not get there within ``--timeout``.
     WAIT_TIMEOUT = "WaitTimeout"
+    #: ``schemas`` (exit 0): a page of the names the query returned
+    #: (:class:`~revisor.contract.SchemaPage`).
+    SCHEMAS_LISTED = "SchemasListed"
 
 
 class ExitCode(enum.IntEnum):
@@ -195,7 +200,8 @@ class Result:
         step descriptions, details); the document's own words (schema,
         reason, command, revision ids) are left alone, so a secret that
         happens to equal one of them (a database user named "revisor")
-        cannot garble the document.
+        cannot garble the document. So is data in details that is not text
+        (:data:`~revisor.contract.schemas.OPAQUE_DETAILS`: compressed names).
         """
         return replace(
             self,
@@ -203,7 +209,9 @@ class Result:
             warnings=tuple(clean(w) for w in self.warnings),
             applied=tuple(replace(s, description=clean(s.description)) for s in self.applied),
             plan=tuple(replace(s, description=clean(s.description)) for s in self.plan),
-            details=_cleaned(self.details, clean),
+            details={
+                k: v if k in OPAQUE_DETAILS else _cleaned(v, clean) for k, v in self.details.items()
+            },
             runner=clean(self.runner) if self.runner is not None else None,
         )
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from revisor.contract import (
@@ -31,6 +31,7 @@ from revisor.contract import (
 )
 
 from .. import API_VERSION, KIND
+from .admission import SET_LABEL
 from .bodies import Job, JsonDict, ObjectMeta
 from .spec import ConfigMapSource, ImageSource, MigrationSpec, PartsDatabase, UrlDatabase
 
@@ -60,6 +61,12 @@ SECRET_VERSION_ANNOTATION = "revisor.dev/secret-version"  # noqa: S105 - a name
 PURPOSE_ANNOTATION = "revisor.dev/purpose"
 DEPLOYMENT_ANNOTATION = "revisor.dev/deployment"
 ROLLBACK_REASON_ANNOTATION = "revisor.dev/rollback-reason"
+#: A drift check (purpose ``drift``): the last recorded run when it was made, the
+#: value of the resource's ``revisor.dev/drift-check`` annotation it answers, and the
+#: check recorded before it (the one after which it is the next to record).
+DRIFT_AFTER_ANNOTATION = "revisor.dev/drift-after"
+DRIFT_REQUEST_ANNOTATION = "revisor.dev/drift-request"
+DRIFT_PREVIOUS_ANNOTATION = "revisor.dev/drift-previous"
 
 #: Exit codes for which a retry cannot help (bad input, failed migration,
 #: failed rollback, mismatch, partially applied): the Job fails at once
@@ -76,6 +83,9 @@ class Owner:
     namespace: str
     uid: str
     generation: int
+    #: The ``revisor.dev/set`` label of a DatabaseMigrationSet's child, copied onto its
+    #: Jobs: the set finds its children's finished Jobs by it, and so can kubectl.
+    set_label: str | None = None
 
 
 #: Requests and limits of every container a Job runs, unless spec.runner.resources
@@ -122,11 +132,17 @@ def engine_request(spec: MigrationSpec) -> RunRequest:
         "scripts": SCRIPTS_DIR,
         "env_py": spec.env_py,
         "metadata": spec.metadata,
-        "version_table": spec.version_table,
+        # With a schema, the version table is in it: the spec may say so twice, the engine once.
+        "version_table": replace(spec.version_table, schema=None)
+        if spec.schema is not None
+        else spec.version_table,
+        "schema": spec.schema,
         "lock_timeout": float(spec.lock_timeout_seconds),
         "output": "json",
         "log_format": "json",
         "result_file": TERMINATION_LOG,
+        # The engine ignores it once the database has a version table: safe on every run.
+        "baseline": spec.baseline,
     }
     if spec.plans_only:
         return RunRequest(command="plan", **common)
@@ -163,6 +179,8 @@ def build_job(
     """
     request = engine_request(spec)
     labels = {MANAGED_BY: MANAGER, MIGRATION_LABEL: label_value(owner.name)}
+    if owner.set_label:
+        labels[SET_LABEL] = owner.set_label
     metadata: ObjectMeta = {
         "name": name,
         "namespace": owner.namespace,
@@ -197,25 +215,7 @@ def build_job(
             "backoffLimit": spec.runner.backoff_limit,
             "activeDeadlineSeconds": spec.job_deadline_seconds,
             "ttlSecondsAfterFinished": defaults.ttl_seconds_after_finished,
-            "podFailurePolicy": {
-                "rules": [
-                    # An evicted or preempted pod did not fail the migration: retry it.
-                    # First: rules match in order, and an evicted engine that stopped
-                    # between revisions on SIGTERM exits 4, which the next rule fails.
-                    {
-                        "action": "Ignore",
-                        "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
-                    },
-                    {
-                        "action": "FailJob",
-                        "onExitCodes": {
-                            "containerName": CONTAINER,
-                            "operator": "In",
-                            "values": list(FINAL_EXIT_CODES),
-                        },
-                    },
-                ]
-            },
+            "podFailurePolicy": pod_failure_policy(),
             "template": {
                 "metadata": {"labels": dict(labels)},
                 "spec": _pod_spec(
@@ -223,6 +223,40 @@ def build_job(
                 ),
             },
         },
+    }
+
+
+def engine_pod_spec(
+    *, spec: MigrationSpec, request: RunRequest, defaults: JobDefaults, namespace: str
+) -> JsonDict:
+    """The pod that runs ``request`` with ``spec``'s runner, scripts and database.
+
+    Also the pod of a DatabaseMigrationSet's own Jobs (:mod:`.fleet.schemas`):
+    one definition of how unprivileged and bounded an engine's pod is.
+    """
+    return _pod_spec(spec=spec, request=request, defaults=defaults, namespace=namespace)
+
+
+def pod_failure_policy() -> JsonDict:
+    """Fail at once on the engine's final exit codes; an evicted pod is not a failure."""
+    return {
+        "rules": [
+            # An evicted or preempted pod did not fail the migration: retry it.
+            # First: rules match in order, and an evicted engine that stopped
+            # between revisions on SIGTERM exits 4, which the next rule fails.
+            {
+                "action": "Ignore",
+                "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+            },
+            {
+                "action": "FailJob",
+                "onExitCodes": {
+                    "containerName": CONTAINER,
+                    "operator": "In",
+                    "values": list(FINAL_EXIT_CODES),
+                },
+            },
+        ]
     }
 
 
