@@ -296,12 +296,12 @@ def _load_revisions(directory: ScriptDirectory, *, skip: Path | None) -> Iterato
     it as one would run it outside any migration).
     """
     seen: set[Path] = set()
+    real_dirs: dict[Path, str] = {}
     for location in directory._version_locations:
         if not location.exists():
             continue
         for file_path in Script._list_py_dir(directory, location):
-            # os.path.realpath: what Path.resolve() gives, at a fraction of its cost.
-            real_path = Path(os.path.realpath(file_path))
+            real_path = _real_path(file_path, real_dirs)
             if real_path in seen:
                 alembic_warn(
                     f"File {real_path} loaded twice! ignoring. "
@@ -314,6 +314,22 @@ def _load_revisions(directory: ScriptDirectory, *, skip: Path | None) -> Iterato
             script = _script_at(directory, real_path)
             if script is not None:
                 yield script
+
+
+def _real_path(file_path: Path, real_dirs: dict[Path, str]) -> Path:
+    """What ``file_path.resolve()`` gives Alembic, at a fraction of its cost.
+
+    ``os.path.realpath`` checks every component of every path; a file that is
+    not a symlink resolves to its directory's real path plus its name, and a
+    directory holds thousands of revisions, so each directory is resolved once.
+    """
+    if file_path.is_symlink():
+        return Path(os.path.realpath(file_path))
+    parent = file_path.parent
+    real_dir = real_dirs.get(parent)
+    if real_dir is None:
+        real_dir = real_dirs[parent] = os.path.realpath(parent)
+    return Path(real_dir, file_path.name)
 
 
 def _script_at(directory: ScriptDirectory, path: Path) -> Script | None:

@@ -424,3 +424,30 @@ def test_the_usual_header_is_read_not_declined() -> None:
     source = (REPO / "examples" / "shop" / "migrations" / "versions").glob("*.py")
     for path in source:
         assert read_header(path.read_text()) is not None, path
+
+
+def test_symlinked_files_and_directories_resolve_to_the_paths_alembic_gives(
+    tmp_path: Path,
+) -> None:
+    """A revision file that is a symlink, and the same directory listed twice (once through
+    a symlink): each revision's path is the one Alembic's ``Path.resolve()`` gives, and the
+    second listing is ignored with Alembic's warning."""
+    project = make_project(tmp_path / "real")
+    revs = chain(3)
+    project.add(*revs[:2])
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "third.py").write_text(revs[2].source())
+    (project.versions / f"{revs[2].id}_rev.py").symlink_to(elsewhere / "third.py")
+    (tmp_path / "linked").symlink_to(project.versions)
+    locations = (str(project.versions), str(tmp_path / "linked"))
+    with pytest.warns(UserWarning, match="loaded twice"):
+        ours = load_scripts(
+            ScriptLocation(scripts_dir=str(project.scripts), version_locations=locations)
+        ).directory.revision_map
+    with pytest.warns(UserWarning, match="loaded twice"):
+        theirs = both(project.scripts, locations)
+    assert theirs["revisor"] == theirs["alembic"]
+    paths = {rev.id: ours.get_revision(rev.id).path for rev in revs}  # type: ignore[union-attr]
+    assert paths[revs[2].id] == str((elsewhere / "third.py").resolve())
+    assert paths[revs[0].id] == str(project.versions.resolve() / f"{revs[0].id}_rev.py")

@@ -11,6 +11,7 @@ from revisor_operator.decisions.conditions import Desired, merge
 from revisor_operator.decisions.observe import Run, job_finished, observe_run
 from revisor_operator.decisions.status import (
     Verdict,
+    _seconds_text,
     finished_verdict,
     running_verdict,
     status_patch,
@@ -295,3 +296,12 @@ def test_a_job_is_finished_once_complete_or_failed_is_true(state: str, finished:
     for condition in (job.get("status") or {}).get("conditions") or []:
         condition["status"] = "False"
     assert not job_finished(job)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0.0, "<0.01s"), (0.004, "<0.01s"), (0.006, "0.01s"), (0.04, "0.04s"), (1.34, "1.3s"),
+     (95.2, "95s")],
+)  # fmt: skip
+def test_a_duration_never_claims_a_run_took_no_time(seconds: float, text: str) -> None:
+    assert _seconds_text(seconds) == text

@@ -286,7 +286,12 @@ def _success(run: Run, result: Result) -> Verdict:
 
 
 def _seconds_text(seconds: float) -> str:
-    """``0.04s``, ``1.3s``, ``95s``: two significant digits where it matters."""
+    """``<0.01s``, ``0.04s``, ``1.3s``, ``95s``: two significant digits where it matters.
+
+    A run faster than the resolution says so rather than claiming it took no time.
+    """
+    if seconds < 0.005:
+        return "<0.01s"
     if seconds < 1:
         return f"{seconds:.2f}s"
     return f"{seconds:.1f}s" if seconds < 60 else f"{seconds:.0f}s"
