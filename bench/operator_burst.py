@@ -32,14 +32,25 @@ Measured, per phase:
   certificate (user ``revisor-bench-operator``, in ``system:masters``), and
   the audit log records every request of that user with verb, resource and
   user agent (``kopf/...`` for kopf's own watches and patches, the Kubernetes
-  client for Revisor's reconcile). Every reconcile pass starts with a GET of
-  the resource, so those GETs count the passes: requests per resource in a
-  burst, and per resource per resync interval when idle.
+  client for Revisor's reconcile): requests per resource in a burst, and per
+  resource per resync interval when idle. The operator's reconcile passes come
+  from its ``revisor_reconcile_passes_total{trigger}`` counter (read every
+  0.5 s from its metrics port), by what started them;
+- where the machine's two cores went: the CPU seconds of each control-plane
+  process, the operator and the bench itself (``cores_busy`` near 2: the
+  machine, not the operator alone, set the pace).
+
+``--profile`` runs the operator under cProfile in every thread (CPU time of
+each thread) and writes, per phase, its busiest functions to
+``bench/results/operator_burst_profile.json``; ``--tracemalloc`` writes the
+Python allocations each resource adds to ``operator_burst_tracemalloc.json``.
+Both slow the operator: use them for shares, not totals.
 
 Results go to ``bench/results/operator_burst.json``.
 
     PYTHONPATH=tools python bench/operator_burst.py [--burst 200] [--total 1000]
         [--resync-seconds 10] [--threads 8] [--idle-intervals 2] [--soak-minutes 0]
+        [--profile | --tracemalloc]
 """
 
 from __future__ import annotations
@@ -49,7 +60,9 @@ import base64
 import contextlib
 import datetime as dt
 import json
+import marshal
 import os
+import resource
 import signal
 import socket
 import statistics
@@ -122,6 +135,16 @@ def distribution(values: list[float]) -> dict[str, Any]:
         "min": round(min(values), 3),
         "mean": round(statistics.fmean(values), 3),
     }
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (0 once it is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    utime, stime = (int(x) for x in stat[stat.rfind(")") + 2 :].split()[11:13])
+    return (utime + stime) / os.sysconf("SC_CLK_TCK")
 
 
 def parse_time(text: str) -> float:
@@ -328,7 +351,10 @@ class Operator:
     process: subprocess.Popen[bytes]
     log: Path
     liveness: str
+    metrics: str = ""
     samples: list[tuple[float, int, int, float]] = field(default_factory=list)
+    #: (time, reconcile passes so far by trigger), from the operator's /metrics.
+    pass_samples: list[tuple[float, dict[str, float]]] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
 
     @property
@@ -344,11 +370,34 @@ class Operator:
         utime, stime = (int(x) for x in stat[stat.rfind(")") + 2 :].split()[11:13])
         return rss, hwm, (utime + stime) / os.sysconf("SC_CLK_TCK")
 
+    def read_passes(self) -> dict[str, float]:
+        """``revisor_reconcile_passes_total`` by trigger, from the operator's /metrics."""
+        with urllib.request.urlopen(self.metrics, timeout=5) as response:
+            text = response.read().decode()
+        passes: dict[str, float] = {}
+        for line in text.splitlines():
+            if line.startswith('revisor_reconcile_passes_total{trigger="'):
+                labels, value = line.rsplit(" ", 1)
+                passes[labels.split('"')[1]] = float(value)
+        return passes
+
     def sample_forever(self, every: float = 0.5) -> None:
         while not self._stop.is_set() and self.process.poll() is None:
             with contextlib.suppress(OSError, ValueError, KeyError):
                 self.samples.append((time.time(), *self.read()))
+            if self.metrics:
+                with contextlib.suppress(OSError, ValueError):
+                    self.pass_samples.append((time.time(), self.read_passes()))
             self._stop.wait(every)
+
+    def passes_between(self, start: float, end: float) -> dict[str, float] | None:
+        """Reconcile passes in [start, end] by trigger (None: the operator has no counter)."""
+        before = [p for t, p in self.pass_samples if t <= start] or self.pass_samples[:1]
+        after = [p for t, p in self.pass_samples if t <= end]
+        if not before or not after or not after[-1]:
+            return None
+        first, last = before[-1], after[-1]
+        return {k: round(v - first.get(k, 0.0)) for k, v in last.items() if v > first.get(k, 0.0)}
 
     def between(self, start: float, end: float) -> list[tuple[float, int, int, float]]:
         return [s for s in self.samples if start <= s[0] <= end]
@@ -371,6 +420,20 @@ class Operator:
             "by_package": dict(by_package),
             "by_file": dict(data["by_file"][:40]),
             "by_owner": dict(data["by_owner"][:60]),
+        }
+
+    def profile(self, work: Path, number: int) -> dict[str, dict[Any, Any]]:
+        """Ask the ``--profile`` wrapper for dump ``number``: thread -> its cumulative stats."""
+        self.process.send_signal(signal.SIGUSR2)
+        done = work / f"profile.{number}.done"
+        deadline = time.monotonic() + 120
+        while not done.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        prefix = f"profile.{number}."
+        return {
+            path.name.removeprefix(prefix): marshal.loads(path.read_bytes())
+            for path in work.glob(f"{prefix}*")
+            if not path.name.endswith((".done", ".tmp"))
         }
 
     def check_alive(self) -> None:
@@ -425,8 +488,40 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
+# ``--profile``: the operator's own command, run under cProfile in every thread (the event
+# loop's and each executor thread's, each its own profiler, counting the thread's CPU time:
+# waits for the API server count for nothing, what competes for the cores does). On SIGUSR2 it
+# writes each thread's cumulative statistics (``pstats`` form, marshalled) to
+# $REVISOR_BENCH_PROFILE.N.THREAD; the bench subtracts consecutive dumps to get each phase's.
+PROFILE_WRAPPER = """
+import cProfile, marshal, os, runpy, signal, sys, threading, time
+profilers = {}
+def start(*_):
+    name = threading.current_thread().name
+    profiler = cProfile.Profile(time.thread_time)
+    profilers[f"{name}:{threading.get_ident()}"] = profiler
+    profiler.enable()
+threading.setprofile(start)
+start()
+dumps = 0
+def dump(signum, frame):
+    global dumps
+    dumps += 1
+    base = f"{os.environ['REVISOR_BENCH_PROFILE']}.{dumps}"
+    for key, profiler in list(profilers.items()):
+        profiler.snapshot_stats()
+        with open(f"{base}.{key}.tmp", "wb") as f:
+            marshal.dump(profiler.stats, f)
+        os.replace(f"{base}.{key}.tmp", f"{base}.{key}")
+    open(f"{base}.done", "w").close()
+signal.signal(signal.SIGUSR2, dump)
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
 def start_operator(
-    kubeconfig: Path, work: Path, resync: float, *, tracemalloc: bool = False
+    kubeconfig: Path, work: Path, resync: float, *, tracemalloc: bool = False, profile: bool = False
 ) -> Operator:
     metrics_port, liveness_port = free_port(), free_port()
     env = {
@@ -445,9 +540,17 @@ def start_operator(
     if tracemalloc:
         argv = [sys.executable, "-c", TRACEMALLOC_WRAPPER, *argv]
         env["REVISOR_BENCH_TRACEMALLOC"] = str(work / "tracemalloc")
+    elif profile:
+        argv = [sys.executable, "-c", PROFILE_WRAPPER, *argv]
+        env["REVISOR_BENCH_PROFILE"] = str(work / "profile")
     with log.open("wb") as out:
         process = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
-    operator = Operator(process=process, log=log, liveness=liveness)
+    operator = Operator(
+        process=process,
+        log=log,
+        liveness=liveness,
+        metrics=f"http://127.0.0.1:{metrics_port}/metrics",
+    )
     threading.Thread(target=operator.sample_forever, daemon=True).start()
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -491,13 +594,20 @@ class Audit:
                 yield e
 
 
-def request_breakdown(audit: Audit, start: float, end: float) -> dict[str, Any]:
-    """The operator's requests in a window, by who sent them and what they were."""
+def request_breakdown(
+    audit: Audit, start: float, end: float, passes: dict[str, float] | None = None
+) -> dict[str, Any]:
+    """The operator's requests in a window, by who sent them and what they were.
+
+    ``passes``: the operator's reconcile passes in the window, by trigger (else they
+    are counted as its GETs of the resource, which each pass of an older operator
+    began with).
+    """
     by_kind: Counter[str] = Counter()
     by_agent: Counter[str] = Counter()
     codes: Counter[str] = Counter()
     server_ms: dict[str, list[float]] = {}
-    passes = 0
+    gets = 0
     for e in audit.requests(OPERATOR_USER, start, end):
         ref = e.get("objectRef") or {}
         resource = ref.get("resource", e.get("requestURI", "?"))
@@ -511,17 +621,18 @@ def request_breakdown(audit: Audit, start: float, end: float) -> dict[str, Any]:
             server_ms.setdefault(kind, []).append(took * 1000)
         by_agent[agent] += 1
         codes[str((e.get("responseStatus") or {}).get("code", "?"))] += 1
-        # Every reconcile pass of Revisor's own code starts with a GET of the resource.
         if agent == "revisor" and e["verb"] == "get" and resource == PLURAL:
-            passes += 1
+            gets += 1
     total = sum(by_agent.values())
+    count = round(sum(passes.values())) if passes is not None else gets
     return {
         "seconds": round(end - start, 1),
         "total": total,
         "by_sender": dict(by_agent),
-        "reconcile_passes": passes,
-        "requests_per_pass": round(total / passes, 2) if passes else None,
-        "revisor_requests_per_pass": round(by_agent["revisor"] / passes, 2) if passes else None,
+        "reconcile_passes": count,
+        "reconcile_passes_by_trigger": passes,
+        "requests_per_pass": round(total / count, 2) if count else None,
+        "revisor_requests_per_pass": round(by_agent["revisor"] / count, 2) if count else None,
         "response_codes": dict(codes),
         "by_request": dict(by_kind.most_common()),
         # How long the API server took to answer (received -> response sent), per request kind;
@@ -567,11 +678,40 @@ class Bench:
     audit: Audit
     phases: dict[str, Any] = field(default_factory=dict)
     existing: list[str] = field(default_factory=list)
+    work: Path | None = None
+    #: The cluster's processes (name, pid): where the machine's CPU goes in each phase.
+    cluster: list[tuple[str, int]] = field(default_factory=list)
+    #: ``--profile``: (phase, the wrapper's dump at its end).
+    profiles: list[tuple[str, dict[str, dict[Any, Any]]]] = field(default_factory=list)
+
+    def cpu(self) -> dict[str, float]:
+        """CPU seconds so far: each cluster process, the operator, this bench."""
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return {
+            **{name: cpu_seconds(pid) for name, pid in self.cluster},
+            "operator": self.operator.read()[2],
+            "bench": usage.ru_utime + usage.ru_stime,
+        }
+
+    def cpu_between(self, before: dict[str, float], seconds: float) -> dict[str, Any]:
+        """CPU seconds per process since ``before``, and the machine's cores kept busy."""
+        after = self.cpu()
+        used = {k: round(after[k] - before.get(k, 0.0), 2) for k in after}
+        return {
+            "by_process": dict(sorted(used.items(), key=lambda kv: -kv[1])),
+            "cores_busy": round(sum(used.values()) / max(seconds, 1e-9), 2),
+        }
+
+    def mark(self, label: str) -> None:
+        """With ``--profile``, the operator's profile at the end of phase ``label``."""
+        if self.opts.profile and self.work is not None:
+            self.profiles.append((label, self.operator.profile(self.work, len(self.profiles) + 1)))
 
     def create_phase(self, label: str, names: list[str]) -> dict[str, Any]:
         self.operator.check_alive()
         start = time.time()
         cpu0 = self.operator.read()[2]
+        machine0 = self.cpu()
         returned = create_all(self.clients, names, self.opts.threads)
         created_in = time.time() - start
         jobs = wait_for_jobs(self.clients, set(names), self.opts.timeout)
@@ -582,6 +722,7 @@ class Bench:
         last_job = max((job for _, job in times.values()), default=time.time())
         end = last_job + 0.5
         cpu = self.operator.read()[2] - cpu0
+        machine = self.cpu_between(machine0, time.time() - start)
         self.existing += names
         objects = {o["metadata"]["name"]: o for o in list_raw(self.clients, "dbm")}
         coarse = [
@@ -590,7 +731,7 @@ class Bench:
             for n in names
             if n in jobs and n in objects
         ]
-        burst = request_breakdown(self.audit, start, end)
+        burst = request_breakdown(self.audit, start, end, self.operator.passes_between(start, end))
         mem = self.operator.between(start, time.time())
         result = {
             "resources_created": len(names),
@@ -608,8 +749,10 @@ class Bench:
             "requests": burst,
             "requests_per_resource": round(burst["total"] / len(names), 2),
             "rss_mib_peak_during": round(max((s[1] for s in mem), default=0) / 1024, 1),
+            "cpu_seconds": machine,
         }
         self.phases[label] = result
+        self.mark(label)
         print(
             f"  {label}: {len(names)} created in {created_in:.1f}s; Jobs for "
             f"{result['jobs_found']}/{len(names)}; created -> Job p50 "
@@ -627,11 +770,13 @@ class Bench:
         time.sleep(resync)
         start = time.time()
         cpu0 = self.operator.read()[2]
+        machine0 = self.cpu()
         time.sleep(resync * self.opts.idle_intervals)
         end = time.time()
         cpu = self.operator.read()[2] - cpu0
+        machine = self.cpu_between(machine0, end - start)
         self.audit.refresh()
-        reqs = request_breakdown(self.audit, start, end)
+        reqs = request_breakdown(self.audit, start, end, self.operator.passes_between(start, end))
         mem = self.operator.between(start, end)
         n = len(self.existing)
         intervals = (end - start) / resync
@@ -648,8 +793,10 @@ class Bench:
             "requests": reqs,
             "requests_per_resource_per_resync": round(reqs["total"] / n / intervals, 2),
             "passes_per_resource_per_resync": round(reqs["reconcile_passes"] / n / intervals, 2),
+            "cpu_seconds": machine,
         }
         self.phases[label] = result
+        self.mark(label)
         print(
             f"  {label}: {n} resources, RSS {result['rss_mib_median']} MiB (HWM "
             f"{result['hwm_mib']}), {result['requests_per_resource_per_resync']} requests and "
@@ -692,13 +839,24 @@ def run(opts: argparse.Namespace, work: Path, report: dict[str, Any]) -> None:
         clients = Clients(client_config)
         install(cluster.control_plane.binaries.kubectl, client_config, clients)
         operator = start_operator(
-            operator_config, work, opts.resync_seconds, tracemalloc=opts.tracemalloc
+            operator_config,
+            work,
+            opts.resync_seconds,
+            tracemalloc=opts.tracemalloc,
+            profile=opts.profile,
         )
         time.sleep(1.0)
         rss0, _, cpu0 = operator.read()
         report["operator_started"] = {"rss_mib": round(rss0 / 1024, 1), "cpu_seconds": cpu0}
         print(f"operator running (pid {operator.pid}, RSS {rss0 / 1024:.1f} MiB); warm-up ...")
-        bench = Bench(opts=opts, clients=clients, operator=operator, audit=Audit(audit_log))
+        bench = Bench(
+            opts=opts,
+            clients=clients,
+            operator=operator,
+            audit=Audit(audit_log),
+            work=work,
+            cluster=[(name, p.pid) for name, p in cluster.control_plane.started],
+        )
         bench.create_phase("warmup", ["warmup"])
         time.sleep(2.0)
         report["operator_after_warmup"] = {"rss_mib": round(operator.read()[0] / 1024, 1)}
@@ -739,10 +897,63 @@ def run(opts: argparse.Namespace, work: Path, report: dict[str, Any]) -> None:
             [round(t, 1), r, h, round(c, 2)] for t, r, h, c in operator.samples[::4]
         ]
         report["audit_events"] = len(bench.audit.events)
+        if bench.profiles:
+            report["profile"] = profile_report(bench.profiles)
     finally:
         if operator is not None:
             operator.stop()
         cluster.stop()
+
+
+def thread_group(key: str) -> str:
+    """``ThreadPoolExecutor-0_3:1234`` -> ``executor``; the event loop's thread -> ``main``."""
+    name = key.rsplit(":", 1)[0]
+    if name == "MainThread":
+        return "main (kopf's event loop)"
+    if name.startswith(("ThreadPoolExecutor", "asyncio_")):
+        return "executor (sync handlers)"
+    if name.endswith("(process_request_thread)"):
+        return "metrics server (a thread per request)"
+    return name.rstrip("0123456789-_") or name
+
+
+def profile_report(
+    dumps: list[tuple[str, dict[str, dict[Any, Any]]]], top: int = 25
+) -> dict[str, Any]:
+    """Per phase and thread group: CPU seconds by function (own and cumulative), the top ones.
+
+    A phase's figures are the difference of the dumps at its two ends.
+    """
+    out: dict[str, Any] = {
+        "note": "cProfile in every thread, CPU time of each thread; it slows the operator: "
+        "use for shares"
+    }
+    previous: dict[str, dict[Any, Any]] = {}
+    for label, stats in dumps:
+        groups: dict[str, dict[str, list[float]]] = {}
+        for key, funcs in stats.items():
+            before = previous.get(key, {})
+            group = groups.setdefault(thread_group(key), {})
+            for func, (_cc, nc, tt, ct, _callers) in funcs.items():
+                old = before.get(func, (0, 0, 0.0, 0.0, {}))
+                name = f"{Path(func[0]).name}:{func[1]}({func[2]})"
+                row = group.setdefault(name, [0, 0.0, 0.0])
+                row[0] += nc - old[1]
+                row[1] += tt - old[2]
+                row[2] += ct - old[3]
+        previous = stats
+        phase: dict[str, Any] = {}
+        for group, funcs in groups.items():
+            by_own = sorted(funcs.items(), key=lambda kv: -kv[1][1])[:top]
+            by_cum = sorted(funcs.items(), key=lambda kv: -kv[1][2])[:top]
+            phase[group] = {
+                "threads": sum(1 for k in stats if thread_group(k) == group),
+                "cpu_seconds": round(sum(v[1] for v in funcs.values()), 2),
+                "own_seconds": {k: [v[0], round(v[1], 3)] for k, v in by_own},
+                "cumulative_seconds": {k: [v[0], round(v[2], 3)] for k, v in by_cum},
+            }
+        out[label] = phase
+    return out
 
 
 def allocation_report(snapshots: list[dict[str, Any]], resources: list[int]) -> dict[str, Any]:
@@ -822,6 +1033,12 @@ def main() -> None:
         action="store_true",
         help="trace the operator's allocations (slow; writes operator_burst_tracemalloc.json)",
     )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="run the operator under cProfile, every thread (slower; writes "
+        "operator_burst_profile.json: per phase, where each thread's time goes)",
+    )
     parser.add_argument("--out", help="results file (default bench/results/operator_burst.json)")
     opts = parser.parse_args()
 
@@ -841,7 +1058,11 @@ def main() -> None:
             print(f"work directory kept: {work}")
         else:
             subprocess.run(["rm", "-rf", str(work)], check=False)
-    name = "operator_burst_tracemalloc" if opts.tracemalloc else "operator_burst"
+    name = "operator_burst"
+    if opts.tracemalloc:
+        name = "operator_burst_tracemalloc"
+    elif opts.profile:
+        name = "operator_burst_profile"
     path = benchlib.write(name, report, opts.out)
     summarise(report)
     if "tracemalloc" in report and "bytes_per_resource_by_package" in report["tracemalloc"]:

@@ -1,24 +1,36 @@
 """kopf wiring: Kubernetes events in, ``decisions.reconcile.decide`` in the middle, API calls out.
 
 Every handler ends in :func:`reconcile`, one pass that flows one way:
-*gather* (read the resource, parse its spec once, read its Jobs, pods and
-the references that spec needs through :mod:`.adapters.kube`), *decide*
-(the pure :func:`.decisions.reconcile.decide`), *act* (create the Job,
-write status, post the Event). That single path is why the handlers can
-overlap safely (a timer tick and a Job event at once): Job creation is
-idempotent (deterministic name, 409 means "already there") and status
-writes carry the ``resourceVersion`` they were computed from, so a stale
-write fails instead of recording a run twice.
+*gather* (the resource: the body kopf handed over, else read; its spec, parsed
+once; its Jobs, from an index of kopf's watch of them; their pods; and, only
+if a rule needs them, the Secret and ConfigMap the spec names, through
+:mod:`.adapters.kube`), *decide* (the pure :func:`.decisions.reconcile.decide`),
+*act* (create the Job, write status, post the Event). That single path is
+why the handlers can overlap safely (a resync and a Job event at once): Job
+creation is idempotent (deterministic name, 409 means "already there") and
+status writes carry the ``resourceVersion`` they were computed from, so a
+stale write fails instead of recording a run twice; a pass that was handed a
+body that turns out stale reads the resource once more and goes again.
 
 Triggers (registered by :func:`register`, with the intervals of the
-:class:`~.settings.Settings` the process was started with):
+:class:`~.settings.Settings` the process was started with). Every pass runs on
+the operator's own :class:`~.adapters.workqueue.WorkQueue`, which coalesces a
+burst of events of one resource into one pass and keeps per resource only when
+its next pass is due and a fingerprint of what it last saw change (no
+per-resource timer: kopf would keep each resource's body in memory for it; no
+kopf change handler: kopf would write its record of each change into the
+resource, one more write and one more event each time). kopf watches, holds
+the finalizer and runs the deletion handler:
 
-* create / update / resume of a ``DatabaseMigration`` (resume is what adopts
-  running Jobs after an operator restart);
-* a timer per resource (``REVISOR_RESYNC_SECONDS``): picks up Secrets and
-  ConfigMaps created later and ConfigMap content changes, and repairs
-  anything a missed event left behind;
-* any change of a Job labelled ``app.kubernetes.io/managed-by: revisor``;
+* a ``DatabaseMigration`` seen for the first time (created, or found when the
+  operator starts: that is what adopts running Jobs after a restart), or whose
+  generation (its spec), labels, annotations or deletion changed
+  (:func:`change_of`); not before kopf has put the finalizer on it;
+* a resync of each resource every ``REVISOR_RESYNC_SECONDS`` after its last
+  pass: picks up Secrets and ConfigMaps created later and ConfigMap content
+  changes, and repairs anything a missed event left behind;
+* any change of a Job labelled ``app.kubernetes.io/managed-by: revisor``
+  (the changes of one Job within ``JOB_EVENTS_SECONDS`` make one pass);
 * any change of a ConfigMap labelled ``revisor.dev/scripts`` that some
   ``DatabaseMigration`` refers to (an index maps ConfigMaps to the resources
   using them); the API filters that watch, so unlabelled ConfigMaps never
@@ -26,12 +38,14 @@ Triggers (registered by :func:`register`, with the intervals of the
 * deletion: the finalizer ``revisor.dev/finalizer`` is held while a Job
   runs, so deleting a resource never kills a migration halfway;
 * while a rollback window is open (``status.rollout.state`` Watching), a
-  second timer (``REVISOR_ROLLOUT_POLL_SECONDS``, 5 s) reads the Deployment
+  pass every ``REVISOR_ROLLOUT_POLL_SECONDS`` (5 s) reads the Deployment
   named by ``spec.rollback.deploymentRef`` and judges its rollout;
-* while a Job runs (phase Running or Planning), a third timer
-  (``REVISOR_PROGRESS_POLL_SECONDS``, 5 s) reconciles, and the pass reads the
+* while a Job runs (phase Running or Planning) and its engine does (its pod
+  is ready), a pass every ``REVISOR_PROGRESS_POLL_SECONDS`` (5 s) reads the
   last lines of the Job's pod log for its progress (:mod:`.decisions.progress`):
-  a few KiB, at most once per interval per Job, whatever else wakes the pass;
+  a few KiB, at most once per interval per Job, whatever else wakes the pass.
+  A Job whose pod waits (unscheduled, pulling, failing to start) has no log:
+  its resync and its Job's events tell;
 * a value of the annotation ``revisor.dev/drift-check`` that no drift check has
   answered yet (a drift check now).
 
@@ -42,9 +56,9 @@ a few seconds of latency are nothing against a progress deadline of minutes.
 
 When a reconcile fails
 ----------------------
-kopf retries any exception but :class:`kopf.PermanentError` forever, with one
-backoff for all. We decide instead, in :func:`after_failure` (pure), from what
-failed:
+A failed pass is retried by the work queue when :func:`after_failure` (pure)
+says, from what failed (kopf would retry any exception but
+:class:`kopf.PermanentError` forever, with one backoff for all):
 
 * the resource changed meanwhile (409 Conflict): re-read at once;
 * the API is unreachable, overloaded or failing (no answer, 401, 404, 408,
@@ -53,34 +67,36 @@ failed:
 * anything else — the API rejecting what we sent (400, 422), or an exception
   from our own code — is a bug or a spec the API will never accept: a few
   retries with a growing backoff, then give up with a Warning Event
-  (``ReconcileError``) that says so. Giving up ends only this handler's
-  retries; the resync timer tries again every ``REVISOR_RESYNC_SECONDS``.
+  (``ReconcileError``) that says so. Giving up ends only these retries; the
+  resync tries again every ``REVISOR_RESYNC_SECONDS``.
 
-kopf's own ``retries=`` is not used: it counts :class:`kopf.TemporaryError`
-too, so an API outage would exhaust it. No condition is written for an
-operator failure: conditions describe the migration (only ``decide``
-writes them), and nothing would clear one once the failure is gone.
+No condition is written for an operator failure: conditions describe the
+migration (only ``decide`` writes them), and nothing would clear one once the
+failure is gone.
 
-``on_delete`` never gives up, whatever fails (``errors=TEMPORARY`` and no
-retry limit): once a deletion handler gives up, kopf removes the finalizer,
-and a migration halfway would lose the resource that reports on it.
+``on_delete``, kopf's, never gives up, whatever fails (``errors=TEMPORARY`` and
+no retry limit: kopf's ``retries=`` counts :class:`kopf.TemporaryError` too): once
+a deletion handler gives up, kopf removes the finalizer, and a migration halfway
+would lose the resource that reports on it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import contextvars
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, cast
 
 import kopf
 import structlog
 
-from . import API_VERSION, GROUP, PLURAL, SET_KIND, SET_PLURAL, VERSION
+from . import API_VERSION, GROUP, KIND, PLURAL, SET_KIND, SET_PLURAL, VERSION
 from .adapters.kopf_namespace_race import serve_namespaces_listed_at_watch_start
 from .adapters.kube import Conflict, FleetAPI, Forbidden, Kube, KubeAPI, KubeError
 from .adapters.metrics import (
@@ -89,14 +105,30 @@ from .adapters.metrics import (
     forget_migration,
     forget_set,
     job_seen,
+    pass_started,
     run_recorded,
 )
+from .adapters.workqueue import Outcome, Trigger, WorkQueue
 from .decisions.admission import SET_LABEL, set_of
 from .decisions.bodies import Job, Migration
 from .decisions.drift import DRIFT_CHECK_ANNOTATION
 from .decisions.fleet.words import PURPOSE_LABEL, SCHEMAS_PURPOSE
-from .decisions.jobs import CONTAINER, MANAGED_BY, MANAGER, MIGRATION_LABEL, migration_of
-from .decisions.observe import Run, job_finished, newest, observe_run
+from .decisions.jobs import (
+    CONTAINER,
+    MANAGED_BY,
+    MANAGER,
+    MIGRATION_LABEL,
+    label_value,
+    migration_of,
+)
+from .decisions.observe import (
+    Run,
+    engine_may_run,
+    job_finished,
+    newest,
+    observe_run,
+    slim_job,
+)
 from .decisions.progress import (
     PROGRESS_LIMIT_BYTES,
     PROGRESS_TAIL_LINES,
@@ -106,9 +138,9 @@ from .decisions.progress import (
     latest_progress,
 )
 from .decisions.reasons import OperatorReason, Phase, WindowState
-from .decisions.reconcile import Decision, decide
+from .decisions.reconcile import UNREAD, Decision, decide
 from .decisions.redaction import redact, shorten
-from .decisions.references import ConfigMapCheck, References, needed
+from .decisions.references import ConfigMapCheck, References, SecretCheck, needed
 from .decisions.rollout import DeploymentStatus, deployment_status, parse_time
 from .decisions.spec import ConfigMapSource, InvalidSpec, MigrationSpec, parse_spec
 from .decisions.status import Event
@@ -118,6 +150,8 @@ from .settings import Settings
 log = structlog.get_logger("revisor_operator")
 
 FINALIZER = f"{GROUP}/finalizer"
+#: Where kopf kept its record of the last handled spec (older versions of the operator).
+DIFFBASE_ANNOTATION = f"{GROUP}/last-handled-configuration"
 #: ConfigMaps with this label are watched: a change of their revision files is
 #: acted on at once. Others are read on each resync (REVISOR_RESYNC_SECONDS).
 SCRIPTS_LABEL = f"{GROUP}/scripts"
@@ -134,6 +168,159 @@ API_RETRY_MAX_SECONDS = 60.0
 FORBIDDEN_RETRY_SECONDS = 60.0
 #: API statuses that say "try again later", not "this request is wrong".
 _TRANSIENT_STATUSES = frozenset({0, 401, 404, 408, 429})
+#: Threads of kopf's executor: the deletion handler and the sets' handlers.
+EXECUTOR_THREADS = 4
+#: Threads of the work queue's passes: a burst of new resources runs side by side (the
+#: passes wait on the API, not on the CPU; the client's pool holds as many connections).
+PASS_THREADS = 24
+#: The fleet's worker's threads (see .fleet.FleetWorker).
+FLEET_THREADS = 2
+#: Events of one Job within this many seconds make one pass of its resource (a new
+#: Job's are three in a row: created, its pod made, its pod's state counted).
+JOB_EVENTS_SECONDS = 0.5
+#: The least time between two passes of one resource that events woke.
+PASS_SPACING_SECONDS = 0.5
+#: How long a Job this process created is taken as existing before its watch shows it.
+CREATED_JOB_SECONDS = 60.0
+#: How long a check of a Secret or ConfigMap serves the passes of every resource naming it.
+REFERENCE_CHECK_SECONDS = 1.0
+#: The work queue's polls (its triggers, beside resync, wake and retry).
+ROLLOUT_POLL = "rollout"
+PROGRESS_POLL = "progress"
+
+
+class JobCache:
+    """The Jobs of each DatabaseMigration: kopf's index of its watch of them, and ours.
+
+    The index (:func:`migration_jobs`) holds what a pass reads of each Job
+    (:func:`.decisions.observe.slim_job`), as the watch last delivered it, so a
+    pass lists no Jobs. A Job this process has just created is added here until
+    the watch shows it (at most ``CREATED_JOB_SECONDS``): a pass right after the
+    create sees it, as a listing would.
+    """
+
+    def __init__(
+        self,
+        index: Mapping[tuple[str, str], Any],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._index = index
+        self._clock = clock
+        self._created: dict[tuple[str, str], dict[str, tuple[float, Job]]] = {}
+        self._lock = threading.Lock()
+
+    def jobs(self, namespace: str, migration: str) -> list[Job]:
+        """The Jobs labelled and owned as ``migration``'s (ownership is checked by the caller)."""
+        key = (namespace, migration)
+        indexed = self._indexed(key)
+        with self._lock:
+            created = self._created.get(key)
+            if not created:
+                return indexed
+            now = self._clock()
+            seen = {j.get("metadata", {}).get("name") for j in indexed}
+            for name, (at, _) in list(created.items()):
+                if name in seen or now - at > CREATED_JOB_SECONDS:
+                    del created[name]
+            if not created:
+                del self._created[key]
+            return indexed + [job for _, job in created.values()]
+
+    def created(self, job: Job) -> None:
+        """``job`` was just created by this process."""
+        meta = job.get("metadata", {})
+        owner = migration_of(job)
+        if owner is None:
+            return
+        key = (meta.get("namespace", ""), owner)
+        with self._lock:
+            self._created.setdefault(key, {})[meta.get("name", "")] = (self._clock(), job)
+
+    def _indexed(self, key: tuple[str, str]) -> list[Job]:
+        # kopf updates the index on its event loop while a pass reads it on another thread:
+        # a copy that raced an update is taken again.
+        for _ in range(5):
+            try:
+                return list(self._index.get(key, ()))
+            except RuntimeError:
+                time.sleep(0)
+        return list(self._index.get(key, ()))
+
+
+class ReferenceChecks:
+    """Checks of Secrets and ConfigMaps, each shared for ``REFERENCE_CHECK_SECONDS``.
+
+    A burst of resources that name one Secret and one ConfigMap reads each of them
+    once, not once per resource. A check that old is as good as a pass that ran
+    that much earlier; a resource that needs a newer one (a Secret fixed since)
+    is resynced. A labelled ConfigMap's change, which is acted on at once, drops
+    its check first (:meth:`forget_config_map`). One thread reads a check while
+    others wanting it wait for it.
+    """
+
+    def __init__(
+        self,
+        kube: KubeAPI,
+        *,
+        seconds: float = REFERENCE_CHECK_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._kube = kube
+        self._seconds = seconds
+        self._clock = clock
+        self._checks: dict[tuple[str, str, str], tuple[float, Any]] = {}
+        self._reading: dict[tuple[str, str, str], threading.Lock] = {}
+        self._lock = threading.Lock()
+
+    def check_secret(self, *, namespace: str, name: str) -> SecretCheck:
+        return cast(
+            SecretCheck,
+            self._check(
+                ("secret", namespace, name),
+                lambda: self._kube.check_secret(namespace=namespace, name=name),
+            ),
+        )
+
+    def check_config_map(self, *, namespace: str, name: str) -> ConfigMapCheck:
+        return cast(
+            ConfigMapCheck,
+            self._check(
+                ("configmap", namespace, name),
+                lambda: self._kube.check_config_map(namespace=namespace, name=name),
+            ),
+        )
+
+    def forget_config_map(self, *, namespace: str, name: str) -> None:
+        with self._lock:
+            self._checks.pop(("configmap", namespace, name), None)
+
+    def _fresh(self, key: tuple[str, str, str]) -> tuple[bool, Any]:
+        with self._lock:
+            hit = self._checks.get(key)
+        if hit is not None and self._clock() - hit[0] < self._seconds:
+            return True, hit[1]
+        return False, None
+
+    def _check(self, key: tuple[str, str, str], read: Callable[[], Any]) -> Any:
+        fresh, value = self._fresh(key)
+        if fresh:
+            return value
+        with self._lock:
+            gate = self._reading.setdefault(key, threading.Lock())
+        with gate:
+            fresh, value = self._fresh(key)
+            if fresh:
+                return value
+            started = self._clock()
+            value = read()
+            with self._lock:
+                if len(self._checks) > 256:
+                    self._checks = {
+                        k: v for k, v in self._checks.items() if started - v[0] < self._seconds
+                    }
+                self._checks[key] = (started, value)
+            return value
 
 
 @dataclass(frozen=True)
@@ -144,6 +331,10 @@ class Runtime:
     kube: KubeAPI
     #: The calls of DatabaseMigrationSets (default: ``kube``, when it is the real client).
     fleet: FleetAPI | None = None
+    #: The Jobs of each resource, from kopf's watch (None: a pass lists them, as in tests).
+    jobs: JobCache | None = field(default=None, compare=False)
+    #: Checks of Secrets and ConfigMaps shared by passes (None: each pass reads, as in tests).
+    checks: ReferenceChecks | None = field(default=None, compare=False)
 
     @property
     def fleet_api(self) -> FleetAPI:
@@ -161,23 +352,121 @@ def runtime_of(memo: Any) -> Runtime:
     return runtime
 
 
-def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
-    """Register every handler with ``registry``, timers at ``settings``' intervals.
+class LeanDiffBase(kopf.AnnotationsDiffBaseStorage):
+    """kopf's record of the last handled spec, only for the ``kinds`` it handles changes of.
 
-    kopf fixes a timer's interval when it is registered, so registration
-    waits for the settings instead of happening when this module is imported.
+    For every event of every object it watches, kopf builds the object's "essence" —
+    its spec, labels and annotations — to compare with the one it last handled (kept
+    in an annotation), and, for a kind with change handlers, writes it there after
+    them. For the ``kinds`` it handles changes of (a DatabaseMigrationSet's), this is
+    kopf's own storage, building the same essence without deep-copying the whole
+    body, status and ``managedFields`` included, only to delete all but those. For
+    every other kind, the essence is empty and never stored: a DatabaseMigration's
+    changes are the work queue's (:func:`track`), and kopf, seeing none, writes
+    nothing; a Job's or a ConfigMap's would never be compared with anything.
+    """
+
+    def __init__(self, *, kinds: Iterable[str], prefix: str, key: str) -> None:
+        super().__init__(prefix=prefix, key=key)
+        self.kinds = frozenset(kinds)
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        if body.get("kind") not in self.kinds:
+            return cast(kopf.BodyEssence, {})
+        return super().fetch(body=body)
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        if body.get("kind") in self.kinds:
+            super().store(body=body, patch=patch, essence=essence)
+
+    def build(
+        self,
+        *,
+        body: kopf.Body,
+        extra_fields: Iterable[Any] | None = None,
+    ) -> kopf.BodyEssence:
+        if body.get("kind") not in self.kinds:
+            return cast(kopf.BodyEssence, {})
+        fields = list(extra_fields or [])
+        if any(not _kept_in_lean(field) for field in fields):
+            return super().build(body=body, extra_fields=fields)
+        meta = body.get("metadata") or {}
+        lean = {key: value for key, value in body.items() if key not in ("metadata", "status")}
+        lean["metadata"] = {
+            key: meta[key] for key in ("labels", "annotations", "ownerReferences") if key in meta
+        }
+        return super().build(body=kopf.Body(cast(kopf.RawBody, lean)), extra_fields=fields)
+
+
+def _kept_in_lean(field: Any) -> bool:
+    path = tuple(field.split(".")) if isinstance(field, str) else tuple(field)
+    if not path or path[0] == "status":
+        return False
+    return path[0] != "metadata" or (len(path) > 1 and path[1] in ("labels", "annotations"))
+
+
+def on_loop(fn: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
+    """``fn``, as kopf calls it on its event loop rather than on one of its executor's threads.
+
+    For the handlers that only read the body they are given or wake a work queue: kopf
+    hands each call of a synchronous handler to a thread, which costs its event loop
+    more than the call itself, and there is a call for every event of every Job and
+    resource. Without a work queue to wake (tests), ``fn`` may reconcile: a thread then.
+    """
+
+    async def called_on_loop(**kwargs: Any) -> Any:
+        memo = kwargs.get("memo")
+        queue = memo.get("passes") if memo is not None else None
+        if not isinstance(queue, WorkQueue):
+            return await asyncio.to_thread(fn, **kwargs)
+        _lend_context(queue)
+        return fn(**kwargs)
+
+    called_on_loop.__name__ = called_on_loop.__qualname__ = fn.__name__
+    return called_on_loop
+
+
+def _lend_context(queue: WorkQueue) -> None:
+    """The work queue's passes post Events with ``kopf.event``, which needs kopf's context:
+    its settings and its event queue, which kopf sets where it handles events (here)."""
+    if queue.wants_context():
+        queue.use_context(contextvars.copy_context())
+
+
+class _QuietTrack(logging.Filter):
+    """kopf logs every call of a handler at INFO: :func:`track`'s, on every event, say nothing."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "Handler 'track' succeeded."
+
+
+QUIET_TRACK = _QuietTrack()
+
+
+def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
+    """Register every handler with ``registry``, with ``settings``' intervals.
+
+    The settings are those the process was started with: registration waits
+    for them instead of happening when this module is imported.
     """
     serve_namespaces_listed_at_watch_start()
+    logging.getLogger("kopf.objects").addFilter(QUIET_TRACK)
     if registry is not kopf.get_default_registry():
         # kopf puts its own login handlers in its default registry only.
         kopf.on.login(registry=registry)(kopf.login_via_client)
 
     @kopf.on.startup(registry=registry)
-    def configure(*, settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
+    def configure(
+        *,
+        settings: kopf.OperatorSettings,
+        memo: Any,
+        migration_jobs: kopf.Index[tuple[str, str], Job] | None = None,
+        **_: Any,
+    ) -> None:
         """Our own storage prefix and finalizer; our own Events instead of kopf's chatter."""
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-            prefix=GROUP, key="last-handled-configuration"
+        settings.persistence.diffbase_storage = LeanDiffBase(
+            kinds=(SET_KIND,), prefix=GROUP, key="last-handled-configuration"
         )
         settings.persistence.finalizer = FINALIZER
         # Events come from reconcile(); kopf posts only its warnings and errors,
@@ -190,42 +479,33 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
         # scripts (not every ConfigMap of every watched namespace, into memory).
         settings.watching.label_selectors["batch", "v1", "jobs"] = f"{MANAGED_BY}={MANAGER}"
         settings.watching.label_selectors["", "v1", "configmaps"] = SCRIPTS_LABEL
+        settings.execution.max_workers = EXECUTOR_THREADS
         if "runtime" not in memo:
             try:
                 kube = Kube.from_environment()
             except KubeError as exc:
                 raise kopf.PermanentError(str(exc)) from exc
             memo["runtime"] = Runtime(settings=settings_, kube=kube)
+        runtime = runtime_of(memo)
+        memo["runtime"] = replace(
+            runtime,
+            jobs=JobCache(migration_jobs) if migration_jobs is not None else None,
+            checks=ReferenceChecks(runtime.kube),
+        )
 
     settings_ = settings
-    kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)(on_change)
-    kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)(on_change)
-    kopf.on.update(GROUP, VERSION, PLURAL, field="spec", registry=registry)(on_change)
-    kopf.timer(
-        GROUP,
-        VERSION,
-        PLURAL,
-        interval=settings.resync_seconds,
-        initial_delay=settings.resync_seconds,
-        labels={SET_LABEL: kopf.ABSENT},
+    kopf.index(
+        "batch",
+        "v1",
+        "jobs",
+        labels={MANAGED_BY: MANAGER, MIGRATION_LABEL: kopf.PRESENT},
+        id="migration_jobs",
         registry=registry,
-    )(resync)
-    kopf.timer(
-        GROUP,
-        VERSION,
-        PLURAL,
-        interval=settings.rollout_poll_seconds,
-        when=_watching_rollout,
-        registry=registry,
-    )(follow_rollout)
-    kopf.timer(
-        GROUP,
-        VERSION,
-        PLURAL,
-        interval=settings.progress_poll_seconds,
-        when=_job_running,
-        registry=registry,
-    )(follow_progress)
+    )(on_loop(migration_jobs))
+    kopf.on.startup(registry=registry)(start_passes)
+    kopf.on.cleanup(registry=registry)(stop_passes)
+    # Every event of every resource: a pass now if it changed; when its next ones are due.
+    kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)(track)
     # An event handler, not an update handler: kopf leaves annotations with its storage's
     # prefix (revisor.dev/) out of the diffs update handlers see.
     kopf.on.event(
@@ -234,8 +514,9 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
         PLURAL,
         annotations={DRIFT_CHECK_ANNOTATION: kopf.PRESENT},
         when=_drift_check_unanswered,
+        id="on_drift_check_asked",
         registry=registry,
-    )(on_drift_check_asked)
+    )(on_loop(on_drift_check_asked))
     # Never a retry limit here: a deletion handler that gives up releases the finalizer.
     kopf.on.delete(
         GROUP,
@@ -245,51 +526,215 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
         backoff=DELETE_POLL_SECONDS,
         registry=registry,
     )(on_delete)
-    kopf.index(GROUP, VERSION, PLURAL, registry=registry)(config_map_users)
+    kopf.index(GROUP, VERSION, PLURAL, id="config_map_users", registry=registry)(
+        on_loop(config_map_users)
+    )
     kopf.on.event(
         "batch",
         "v1",
         "jobs",
         labels={MANAGED_BY: MANAGER, MIGRATION_LABEL: kopf.PRESENT},
+        id="on_job_event",
         registry=registry,
-    )(on_job_event)
-    kopf.on.event("", "v1", "configmaps", labels={SCRIPTS_LABEL: kopf.PRESENT}, registry=registry)(
-        on_config_map_event
-    )
+    )(on_loop(on_job_event))
+    kopf.on.event(
+        "",
+        "v1",
+        "configmaps",
+        labels={SCRIPTS_LABEL: kopf.PRESENT},
+        id="on_config_map_event",
+        registry=registry,
+    )(on_loop(on_config_map_event))
     _register_fleet(registry, settings)
 
 
 # -- the DatabaseMigration -----------------------------------------------------------
 
 
-def on_change(*, body: kopf.Body, retry: int, memo: Any, **_: Any) -> None:
-    _reconcile_or_retry(runtime_of(memo), body=body, retry=retry)
+def schedule(
+    settings: Settings, *, labels: Mapping[str, str], status: Mapping[str, Any]
+) -> tuple[float, tuple[float, str] | None]:
+    """A resource's resync interval, and its poll (interval, name) if one is due meanwhile.
 
-
-def resync(*, body: kopf.Body, memo: Any, retry: int = 0, **_: Any) -> None:
-    _reconcile_or_retry(runtime_of(memo), body=body, retry=retry)
-
-
-def _watching_rollout(*, status: Mapping[str, Any], **_: Any) -> bool:
-    return bool((status.get("rollout") or {}).get("state") == WindowState.WATCHING)
-
-
-def follow_rollout(*, body: kopf.Body, memo: Any, retry: int = 0, **_: Any) -> None:
-    """Judge the Deployment's rollout while the rollback window is open."""
-    _reconcile_or_retry(runtime_of(memo), body=body, retry=retry)
-
-
-def _job_running(*, status: Mapping[str, Any], **_: Any) -> bool:
-    return status.get("phase") in (Phase.RUNNING, Phase.PLANNING)
-
-
-def follow_progress(*, body: kopf.Body, memo: Any, **_: Any) -> None:
-    """While a Job runs: its progress, read from its pod's log (see :func:`_progress`).
-
-    A tick that conflicts with another pass is not retried: the next tick comes soon.
+    A set's child is resynced every ``fleet_child_resync_seconds`` (its Jobs and its
+    set wake it); an open rollback window is followed every ``rollout_poll_seconds``;
+    a running Job's progress is read every ``progress_poll_seconds``.
     """
-    meta = body.metadata
-    _reconcile_quietly(runtime_of(memo), namespace=meta.namespace or "", name=meta.name or "")
+    every = settings.fleet_child_resync_seconds if SET_LABEL in labels else settings.resync_seconds
+    if (status.get("rollout") or {}).get("state") == WindowState.WATCHING:
+        return every, (settings.rollout_poll_seconds, ROLLOUT_POLL)
+    if status.get("phase") in (Phase.RUNNING, Phase.PLANNING):
+        return every, (settings.progress_poll_seconds, PROGRESS_POLL)
+    return every, None
+
+
+def change_of(meta: Mapping[str, Any]) -> int:
+    """What of a resource, changed, calls for a pass at once: a fingerprint of it.
+
+    Its generation (the API server counts its spec's changes), labels and annotations
+    (a retry or a release asked for; a set's admission), whether it is being deleted,
+    and whether it has the finalizer (no Job is started before it has: deleting the
+    resource must not then take a migration halfway with it). Not its status: the
+    operator writes that itself. Not kopf's record of the last handled spec, which
+    older versions of the operator left in the annotations.
+    """
+    annotations = meta.get("annotations") or {}
+    return hash(
+        (
+            meta.get("generation"),
+            FINALIZER in (meta.get("finalizers") or ()),
+            bool(meta.get("deletionTimestamp")),
+            tuple(sorted(kv for kv in annotations.items() if kv[0] != DIFFBASE_ANNOTATION)),
+            tuple(sorted((meta.get("labels") or {}).items())),
+        )
+    )
+
+
+class Changes:
+    """Per resource, the fingerprint of what it last changed (:func:`change_of`), and the
+    body a pass due for that change is to start from (kept only until the pass takes it)."""
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[str, str], int] = {}
+        self._bodies: dict[tuple[str, str], Migration] = {}
+        self._lock = threading.Lock()
+
+    def seen(self, key: tuple[str, str], body: Mapping[str, Any]) -> bool:
+        """``body`` is the resource now; whether it changed since last seen (or is new)."""
+        fingerprint = change_of(body.get("metadata") or {})
+        with self._lock:
+            changed = self._seen.get(key) != fingerprint
+            self._seen[key] = fingerprint
+            if key in self._bodies or changed:
+                self._bodies[key] = cast(Migration, dict(body))
+        return changed
+
+    def take(self, key: tuple[str, str]) -> Migration | None:
+        """The body a pass is to start from (None: read it)."""
+        with self._lock:
+            return self._bodies.pop(key, None)
+
+    def forget(self, key: tuple[str, str]) -> None:
+        with self._lock:
+            self._seen.pop(key, None)
+            self._bodies.pop(key, None)
+
+
+async def track(
+    *,
+    type: str | None,
+    namespace: str | None,
+    name: str,
+    body: kopf.Body,
+    meta: Mapping[str, Any],
+    labels: Mapping[str, str],
+    status: Mapping[str, Any],
+    memo: Any,
+    **_: Any,
+) -> None:
+    """Each event of a resource (on kopf's event loop: cheap): a pass now if it changed,
+    and when its next passes are due."""
+    queue, changes = memo.get("passes"), memo.get("changes")
+    if not isinstance(queue, WorkQueue) or not isinstance(changes, Changes):
+        return
+    _lend_context(queue)
+    key = (namespace or "", name)
+    if type == "DELETED":
+        queue.forget(*key)
+        changes.forget(key)
+        return
+    every, poll = schedule(runtime_of(memo).settings, labels=labels, status=status)
+    queue.track(*key, every=every, poll=poll)
+    ready = FINALIZER in (meta.get("finalizers") or ()) or bool(meta.get("deletionTimestamp"))
+    if changes.seen(key, body) and ready:
+        # Before the resyncs and follow-ups that are due: a new resource waits for its Job.
+        queue.wake(*key, urgent=True)
+
+
+def start_passes(*, memo: Any, **_: Any) -> None:
+    """Start the work queue that runs resyncs, polls and event-woken passes."""
+    runtime = runtime_of(memo)
+
+    changes = Changes()
+
+    def run(namespace: str, name: str, trigger: Trigger) -> Outcome:
+        body = changes.take((namespace, name))
+        return _scheduled_pass(
+            runtime_of(memo), namespace=namespace, name=name, trigger=trigger, body=body
+        )
+
+    def on_error(namespace: str, name: str, exc: Exception, failures: int) -> float | None:
+        return _pass_failed(runtime, namespace=namespace, name=name, exc=exc, failures=failures)
+
+    queue = WorkQueue(run, on_error, threads=PASS_THREADS, spacing=PASS_SPACING_SECONDS)
+    queue.start()
+    memo["passes"] = queue
+    memo["changes"] = changes
+
+
+def stop_passes(*, memo: Any, **_: Any) -> None:
+    queue = memo.get("passes")
+    if isinstance(queue, WorkQueue):
+        queue.stop()
+
+
+def _scheduled_pass(
+    runtime: Runtime,
+    *,
+    namespace: str,
+    name: str,
+    trigger: Trigger,
+    body: Migration | None = None,
+) -> Outcome:
+    """One pass of the work queue; a progress poll while no engine runs reads nothing.
+
+    ``body``: the resource as the event of its change delivered it (else it is read).
+    """
+    if body is not None:
+        trigger = "change"
+    elif trigger == PROGRESS_POLL and runtime.jobs is not None:
+        jobs = runtime.jobs.jobs(namespace, name)
+        if not any(engine_may_run(j) for j in jobs):
+            return "skipped"
+    decision = reconcile(runtime, namespace=namespace, name=name, body=body, trigger=trigger)
+    return "gone" if decision is None else "done"
+
+
+def _pass_failed(
+    runtime: Runtime, *, namespace: str, name: str, exc: Exception, failures: int
+) -> float | None:
+    """A pass of the work queue failed: :func:`after_failure` says when to go again."""
+    then = after_failure(exc, retry=failures - 1, resync_seconds=runtime.settings.resync_seconds)
+    if then.bug:
+        log.error("reconcile failed", namespace=namespace, migration=name, exc_info=exc)
+    elif isinstance(exc, Conflict):
+        log.debug(then.message, namespace=namespace, migration=name)
+    else:
+        log.warning("reconcile failed", namespace=namespace, migration=name, error=then.message)
+    if then.delay is None:
+        involved: Mapping[str, Any] = {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "metadata": {"name": name, "namespace": namespace},
+        }
+        with contextlib.suppress(KubeError):
+            involved = runtime.kube.get_migration(namespace=namespace, name=name) or involved
+        kopf.event(
+            kopf.Body(cast(kopf.RawBody, involved)),
+            type="Warning",
+            reason=OperatorReason.RECONCILE_ERROR,
+            message=then.message,
+        )
+    return then.delay
+
+
+def _wake(memo: Any, *, namespace: str, name: str, delay: float = 0.0) -> None:
+    """A pass of the resource soon, on the work queue (here and now without one: tests)."""
+    queue = memo.get("passes")
+    if isinstance(queue, WorkQueue):
+        queue.wake(namespace, name, delay=delay)
+    else:
+        _reconcile_quietly(runtime_of(memo), namespace=namespace, name=name)
 
 
 def _drift_check_unanswered(
@@ -303,13 +748,12 @@ def on_drift_check_asked(*, type: str | None, body: kopf.Body, memo: Any, **_: A
     """``revisor.dev/drift-check`` has a value no check answered yet: one is due now.
 
     Until its check is recorded, each event of the resource comes here; the pass is
-    idempotent (the check's Job has one name), and event handlers are not retried: the
-    resync timer catches up on a failure.
+    idempotent (the check's Job has one name), and the work queue retries it.
     """
     if type == "DELETED":
         return
     meta = body.metadata
-    _reconcile_quietly(runtime_of(memo), namespace=meta.namespace or "", name=meta.name or "")
+    _wake(memo, namespace=meta.namespace or "", name=meta.name or "")
 
 
 def on_delete(
@@ -333,7 +777,7 @@ def on_delete(
     namespace = namespace or ""
     forget_migration(namespace=namespace, name=name)
     try:
-        jobs = _owned_jobs(runtime.kube, namespace=namespace, name=name, uid=uid)
+        jobs = _owned_jobs(runtime, namespace=namespace, name=name, uid=uid)
     except KubeError as exc:
         raise kopf.TemporaryError(f"cannot list Jobs: {exc}", delay=DELETE_POLL_SECONDS) from exc
     running = [j for j in jobs if not job_finished(j)]
@@ -384,6 +828,21 @@ def config_map_users(
 # -- what the DatabaseMigration depends on ---------------------------------------------
 
 
+def migration_jobs(
+    *, namespace: str | None, body: kopf.Body, labels: Mapping[str, str], **_: Any
+) -> dict[tuple[str, str], Job] | None:
+    """(namespace, DatabaseMigration) -> its Jobs, as much of each as a pass reads.
+
+    The Jobs a listing by the resource's label finds (:meth:`.Kube.list_jobs`),
+    whose owner it is; each pass still checks the owner's uid.
+    """
+    job = cast(Job, body)
+    owner = migration_of(job)
+    if owner is None or labels.get(MIGRATION_LABEL) != label_value(owner):
+        return None
+    return {(namespace or "", owner): slim_job(job)}
+
+
 def on_job_event(
     *,
     type: str | None,
@@ -410,7 +869,7 @@ def on_job_event(
         # children by the thousand.
         return
     if owner is not None:
-        _reconcile_quietly(runtime_of(memo), namespace=namespace or "", name=owner)
+        _wake(memo, namespace=namespace or "", name=owner, delay=JOB_EVENTS_SECONDS)
 
 
 def on_config_map_event(
@@ -423,8 +882,11 @@ def on_config_map_event(
     **_: Any,
 ) -> None:
     users: list[str] = list(config_map_users.get((namespace, name), [])) if config_map_users else []
+    checks = runtime_of(memo).checks
+    if checks is not None:
+        checks.forget_config_map(namespace=namespace or "", name=name)
     for migration in users:
-        _reconcile_quietly(runtime_of(memo), namespace=namespace or "", name=migration)
+        _wake(memo, namespace=namespace or "", name=migration)
     sets: list[str] = list(set_config_maps.get((namespace, name), [])) if set_config_maps else []
     for set_name in sets:
         _fleet(memo).wake(namespace or "", set_name)
@@ -435,7 +897,7 @@ def on_config_map_event(
 # A set's passes run on the FleetWorker's threads (see .fleet): these handlers only wake
 # it. Its children are ordinary DatabaseMigrations (the handlers above), except that
 # they also wake their set, react to the set's admission (an annotation), and are
-# re-checked by their own timer only every fleet_child_resync_seconds.
+# resynced only every fleet_child_resync_seconds (see schedule()).
 
 
 @dataclass
@@ -469,10 +931,17 @@ def _fleet(memo: Any) -> Fleet:
 def _register_fleet(registry: kopf.OperatorRegistry, settings: Settings) -> None:
     kopf.on.startup(registry=registry)(start_fleet)
     kopf.on.cleanup(registry=registry)(stop_fleet)
-    kopf.index(GROUP, VERSION, PLURAL, labels={SET_LABEL: kopf.PRESENT}, registry=registry)(
-        fleet_children
+    kopf.index(
+        GROUP,
+        VERSION,
+        PLURAL,
+        labels={SET_LABEL: kopf.PRESENT},
+        id="fleet_children",
+        registry=registry,
+    )(on_loop(fleet_children))
+    kopf.index(GROUP, VERSION, SET_PLURAL, id="set_config_maps", registry=registry)(
+        on_loop(set_config_maps)
     )
-    kopf.index(GROUP, VERSION, SET_PLURAL, registry=registry)(set_config_maps)
     kopf.on.resume(GROUP, VERSION, SET_PLURAL, registry=registry)(wake_set)
     kopf.on.create(GROUP, VERSION, SET_PLURAL, registry=registry)(wake_set)
     kopf.on.update(GROUP, VERSION, SET_PLURAL, field="spec", registry=registry)(wake_set)
@@ -486,35 +955,22 @@ def _register_fleet(registry: kopf.OperatorRegistry, settings: Settings) -> None
     )(resync_set)
     # Optional: no finalizer on sets; their children go with them (owner references).
     kopf.on.delete(GROUP, VERSION, SET_PLURAL, optional=True, registry=registry)(set_deleted)
-    kopf.on.event(GROUP, VERSION, PLURAL, labels={SET_LABEL: kopf.PRESENT}, registry=registry)(
-        on_child_event
-    )
-    # Admitted to a new rollout with the same spec: only its fleet.revisor.dev annotations
-    # change (kopf ignores every revisor.dev/ annotation: its own storage lives there).
-    kopf.on.update(
+    kopf.on.event(
         GROUP,
         VERSION,
         PLURAL,
-        field="metadata.annotations",
         labels={SET_LABEL: kopf.PRESENT},
+        id="on_child_event",
         registry=registry,
-    )(on_admitted)
-    kopf.timer(
-        GROUP,
-        VERSION,
-        PLURAL,
-        interval=settings.fleet_child_resync_seconds,
-        initial_delay=settings.fleet_child_resync_seconds,
-        labels={SET_LABEL: kopf.PRESENT},
-        registry=registry,
-    )(resync_child)
+    )(on_loop(on_child_event))
     kopf.on.event(
         "batch",
         "v1",
         "jobs",
         labels={MANAGED_BY: MANAGER, PURPOSE_LABEL: SCHEMAS_PURPOSE},
+        id="on_query_job_event",
         registry=registry,
-    )(on_query_job_event)
+    )(on_loop(on_query_job_event))
 
 
 def start_fleet(*, memo: Any, **_: Any) -> None:
@@ -539,7 +995,7 @@ def start_fleet(*, memo: Any, **_: Any) -> None:
         return decision is not None
 
     def recheck(namespace: str, child: str) -> None:
-        _reconcile_quietly(runtime, namespace=namespace, name=child)
+        _wake(memo, namespace=namespace, name=child)
 
     def on_error(namespace: str, name: str, exc: Exception, failures: int) -> float | None:
         then = after_failure(
@@ -565,7 +1021,9 @@ def start_fleet(*, memo: Any, **_: Any) -> None:
                 )
         return then.delay
 
-    worker = FleetWorker(run, on_error, spacing=runtime.settings.fleet_pass_seconds)
+    worker = FleetWorker(
+        run, on_error, threads=FLEET_THREADS, spacing=runtime.settings.fleet_pass_seconds
+    )
     worker.start()
     memo["fleet"] = Fleet(worker=worker)
 
@@ -622,22 +1080,11 @@ def on_child_event(
     owner = set_of(cast(Migration, body))
     summary = summarize_child(body)
     if summary is not None and summary.stale:
-        _reconcile_quietly(
-            runtime_of(memo), namespace=namespace or "", name=body.metadata.name or ""
-        )
+        _wake(memo, namespace=namespace or "", name=body.metadata.name or "")
     if owner is not None:
         fleet = _fleet(memo)
         delay = runtime_of(memo).settings.fleet_pass_seconds
         fleet.wake(namespace or "", owner, delay=delay, index=fleet_children)
-
-
-def on_admitted(*, body: kopf.Body, retry: int, memo: Any, **_: Any) -> None:
-    """The set admitted this child to a rollout: run it now."""
-    _reconcile_or_retry(runtime_of(memo), body=body, retry=retry)
-
-
-def resync_child(*, body: kopf.Body, memo: Any, retry: int = 0, **_: Any) -> None:
-    _reconcile_or_retry(runtime_of(memo), body=body, retry=retry)
 
 
 def on_query_job_event(
@@ -652,49 +1099,86 @@ def on_query_job_event(
 # -- the one path ---------------------------------------------------------------------
 
 
-def reconcile(runtime: Runtime, *, namespace: str, name: str) -> Decision | None:
+def reconcile(
+    runtime: Runtime,
+    *,
+    namespace: str,
+    name: str,
+    body: Mapping[str, Any] | None = None,
+    trigger: str = "event",
+) -> Decision | None:
     """Gather, decide, act. Returns the last decision (None if the resource is gone).
 
-    Recording a finished run is followed at once by another pass: what was
-    queued behind that run (a spec changed while it ran, scripts edited
-    meanwhile) starts now rather than at the next resync tick, since no
-    other event is due to wake us (status writes do not trigger handlers).
+    ``body`` is the resource as kopf handed it over (else it is read). A status
+    write that it turns out to be too old for (409 Conflict) reads the resource
+    and goes again, once.
+
+    Recording a finished run is followed at once by another pass, on the body
+    that status write returned: what was queued behind that run (a spec
+    changed while it ran, scripts edited meanwhile) starts now rather than at
+    the next resync, since no other event is due to wake us (status writes do
+    not trigger handlers).
     """
     decision = None
+    given = cast(Migration, dict(body)) if body is not None else None
     for _ in range(MAX_PASSES):
-        decision = _reconcile_once(runtime, namespace=namespace, name=name)
+        pass_started(trigger=trigger)
+        try:
+            decision, written = _reconcile_once(
+                runtime, namespace=namespace, name=name, migration=given
+            )
+        except Conflict:
+            if given is None:
+                raise
+            log.debug("the resource changed meanwhile; reading it", namespace=namespace, name=name)
+            decision, written = _reconcile_once(runtime, namespace=namespace, name=name)
         if decision is None or decision.action not in ("record", "drift"):
             break
+        given = written
     return decision
 
 
-def _reconcile_once(runtime: Runtime, *, namespace: str, name: str) -> Decision | None:
+def _reconcile_once(
+    runtime: Runtime, *, namespace: str, name: str, migration: Migration | None = None
+) -> tuple[Decision | None, Migration | None]:
+    """One pass; the decision, and the resource as its status write returned it (if any)."""
     kube = runtime.kube
-    migration = kube.get_migration(namespace=namespace, name=name)
     if migration is None:
-        return None
+        migration = kube.get_migration(namespace=namespace, name=name)
+        if migration is None:
+            return None, None
     spec = _spec(migration)
-    runs = _runs(kube, migration)
-    decision = decide(
-        migration=migration,
-        spec=spec,
-        runs=runs,
-        references=_references(kube, spec, namespace=namespace),
-        defaults=runtime.settings.job_defaults,
-        now=datetime.now(UTC),
-        deployment=_deployment(kube, spec, namespace=namespace),
-        policy=runtime.settings.policy,
-        progress=_progress(
-            kube, namespace=namespace, runs=runs, every=runtime.settings.progress_poll_seconds
-        ),
+    runs = _runs(runtime, migration)
+    now = datetime.now(UTC)
+    deployment = _deployment(kube, spec, namespace=namespace)
+    progress = _progress(
+        kube, namespace=namespace, runs=runs, every=runtime.settings.progress_poll_seconds
     )
-    _act(kube, migration=migration, decision=decision)
+
+    def decided(references: Any) -> Decision:
+        return decide(
+            migration=migration,
+            spec=spec,
+            runs=runs,
+            references=references,
+            defaults=runtime.settings.job_defaults,
+            now=now,
+            deployment=deployment,
+            policy=runtime.settings.policy,
+            progress=progress,
+        )
+
+    # The Secret and ConfigMap are read only if a rule needs them: not while a run goes on.
+    decision = decided(UNREAD)
+    if decision.action == "read":
+        decision = decided(_references(runtime, spec, namespace=namespace))
+    written = _act(runtime, migration=migration, decision=decision)
     status = {**(migration.get("status") or {}), **(decision.status or {})}
     checked = isinstance(spec, MigrationSpec) and spec.drift is not None
     drift_observed(
         namespace=namespace, migration=name, drift=status.get("drift") if checked else None
     )
-    return decision
+    return decision, written
 
 
 def _spec(migration: Migration) -> MigrationSpec | InvalidSpec:
@@ -705,14 +1189,15 @@ def _spec(migration: Migration) -> MigrationSpec | InvalidSpec:
         return invalid
 
 
-def _runs(kube: KubeAPI, migration: Migration) -> list[Run]:
+def _runs(runtime: Runtime, migration: Migration) -> list[Run]:
+    kube = runtime.kube
     meta = migration.get("metadata", {})
     namespace, name = meta.get("namespace", ""), meta.get("name", "")
     status = migration.get("status") or {}
     recorded = {h.get("job") for h in status.get("history") or []}
     recorded.add((status.get("lastRun") or {}).get("job"))
     runs: list[Run] = []
-    for job in _owned_jobs(kube, namespace=namespace, name=name, uid=meta.get("uid", "")):
+    for job in _owned_jobs(runtime, namespace=namespace, name=name, uid=meta.get("uid", "")):
         job_name = job.get("metadata", {}).get("name", "")
         # Pods matter only for runs not yet recorded; old ones are summarised already.
         needs_pods = job_name not in recorded or not job_finished(job)
@@ -758,7 +1243,7 @@ def _progress(
     """
     run = newest([r for r in runs if r.active and not r.is_drift_check])
     state = run.container if run is not None else None
-    if run is None or state is None or not state.pod or state.waiting_reason:
+    if run is None or state is None or not state.pod or not state.started:
         return None
     if not _progress_reads.allow((namespace, run.job), every=every):
         return None
@@ -795,17 +1280,18 @@ def _read_log(kube: KubeAPI, namespace: str, run: Run, *, lines: int, limit: int
 
 
 def _references(
-    kube: KubeAPI, spec: MigrationSpec | InvalidSpec, *, namespace: str
+    runtime: Runtime, spec: MigrationSpec | InvalidSpec, *, namespace: str
 ) -> References | None:
     """The Secret and ConfigMap the spec names, as they are now (None for an invalid spec)."""
     if isinstance(spec, InvalidSpec):
         return None
+    checks: KubeAPI | ReferenceChecks = runtime.checks or runtime.kube
     wanted = needed(spec)
     config_map: ConfigMapCheck | None = None
     if wanted.config_map:
-        config_map = kube.check_config_map(namespace=namespace, name=wanted.config_map)
+        config_map = checks.check_config_map(namespace=namespace, name=wanted.config_map)
     return References(
-        secret=kube.check_secret(namespace=namespace, name=wanted.secret), config_map=config_map
+        secret=checks.check_secret(namespace=namespace, name=wanted.secret), config_map=config_map
     )
 
 
@@ -834,13 +1320,18 @@ def _deployment(
     return deployment_status(body) if body is not None else None
 
 
-def _act(kube: KubeAPI, *, migration: Migration, decision: Decision) -> None:
+def _act(runtime: Runtime, *, migration: Migration, decision: Decision) -> Migration | None:
+    """Perform ``decision``; the resource as the status write returned it (None: no write)."""
+    kube = runtime.kube
     meta = migration.get("metadata", {})
     namespace, name = meta.get("namespace", ""), meta.get("name", "")
     logger = log.bind(namespace=namespace, migration=name, action=decision.action)
+    written: Migration | None = None
     if decision.action in ("create", "check") and decision.job is not None:
         job_name = decision.job.get("metadata", {}).get("name", "")
         created = kube.create_job(decision.job)
+        if runtime.jobs is not None:
+            runtime.jobs.created(decision.job)
         logger.info("job created" if created else "job already exists; adopted", job=job_name)
         job_seen(namespace=namespace, job=job_name, active=True)
         # The Event tells of the Job's creation, a fact once the create
@@ -849,7 +1340,7 @@ def _act(kube: KubeAPI, *, migration: Migration, decision: Decision) -> None:
         if created and decision.event is not None:
             _post_event(migration, decision.event)
     if decision.status is not None:
-        kube.patch_migration_status(
+        written = kube.patch_migration_status(
             namespace=namespace,
             name=name,
             status=decision.status,
@@ -881,6 +1372,7 @@ def _act(kube: KubeAPI, *, migration: Migration, decision: Decision) -> None:
         and decision.action not in ("create", "check")
     ):
         _post_event(migration, decision.event)
+    return written
 
 
 def _post_event(migration: Migration, event: Event) -> None:
@@ -897,7 +1389,7 @@ class Retry:
     """What a handler does after a failed reconcile (see "When a reconcile fails")."""
 
     message: str
-    #: Seconds until the next attempt; None: give up (the resync timer still comes by).
+    #: Seconds until the next attempt; None: give up (the resync still comes by).
     delay: float | None
     #: The failure is ours (or our request's): log it with its traceback.
     bug: bool = False
@@ -933,25 +1425,8 @@ def after_failure(exc: Exception, *, retry: int, resync_seconds: float) -> Retry
     return Retry(f"attempt {attempts} of {MAX_BUG_ATTEMPTS} failed: {what}", delay=delay, bug=True)
 
 
-def _reconcile_or_retry(runtime: Runtime, *, body: kopf.Body, retry: int) -> None:
-    """Reconcile; on failure, tell kopf when to try again (:func:`after_failure`)."""
-    namespace, name = body.metadata.namespace or "", body.metadata.name or ""
-    try:
-        reconcile(runtime, namespace=namespace, name=name)
-    except Exception as exc:
-        then = after_failure(exc, retry=retry, resync_seconds=runtime.settings.resync_seconds)
-        if then.bug:
-            log.exception("reconcile failed", namespace=namespace, migration=name)
-        if then.delay is not None:
-            raise kopf.TemporaryError(then.message, delay=then.delay) from exc
-        kopf.event(
-            body, type="Warning", reason=OperatorReason.RECONCILE_ERROR, message=then.message
-        )
-        raise kopf.PermanentError(then.message) from exc
-
-
 def _reconcile_quietly(runtime: Runtime, *, namespace: str, name: str) -> None:
-    """For event handlers, which kopf does not retry: the timer catches up on failure."""
+    """A pass outside the work queue (there is none: tests); the resync catches up."""
     try:
         reconcile(runtime, namespace=namespace, name=name)
     except Conflict:
@@ -964,8 +1439,11 @@ def _reconcile_quietly(runtime: Runtime, *, namespace: str, name: str) -> None:
         log.warning("reconcile failed", namespace=namespace, migration=name, error=str(exc))
 
 
-def _owned_jobs(kube: KubeAPI, *, namespace: str, name: str, uid: str) -> list[Job]:
-    jobs = kube.list_jobs(namespace=namespace, migration=name)
+def _owned_jobs(runtime: Runtime, *, namespace: str, name: str, uid: str) -> list[Job]:
+    if runtime.jobs is not None:
+        jobs = runtime.jobs.jobs(namespace, name)
+    else:
+        jobs = runtime.kube.list_jobs(namespace=namespace, migration=name)
     return [
         j
         for j in jobs

@@ -41,28 +41,37 @@ def test_all_namespaces_flag_ignores_the_environment_list() -> None:
     assert settings_from(build_parser().parse_args(["-A"]), env).namespaces == ()
 
 
-def test_the_timers_tick_at_the_settings_intervals() -> None:
-    """REVISOR_RESYNC_SECONDS and REVISOR_ROLLOUT_POLL_SECONDS reach kopf's timers through
-    Settings, read once where the handlers are registered (here: kopf_entry, kopf run -m).
+def test_the_resync_and_polls_come_at_the_settings_intervals() -> None:
+    """REVISOR_RESYNC_SECONDS and REVISOR_ROLLOUT_POLL_SECONDS reach the work queue's schedule
+    through Settings, read once where the handlers are registered (here: kopf_entry, kopf run
+    -m); and kopf has no timer on DatabaseMigrations (it would keep each one's body in memory).
 
     A fresh interpreter: kopf_entry registers into kopf's default registry on import.
     """
     probe = (
         "from kopf._core.intents import registries\n"
         "from revisor_operator import handlers, kopf_entry\n"
-        "[timer] = [t for t in registries.get_default_registry()._spawning.get_all_handlers()\n"
-        "           if t.fn is handlers.resync]\n"
-        "[poll] = [t for t in registries.get_default_registry()._spawning.get_all_handlers()\n"
-        "          if t.fn is handlers.follow_rollout]\n"
+        "timers = [t for t in registries.get_default_registry()._spawning.get_all_handlers()\n"
+        "          if t.selector.plural == 'databasemigrations']\n"
         "settings = kopf_entry.SETTINGS\n"
-        "print(timer.interval, timer.initial_delay, settings.resync_seconds,\n"
-        "      poll.interval, settings.rollout_poll_seconds)\n"
+        "every, _ = handlers.schedule(settings, labels={}, status={})\n"
+        "child, _ = handlers.schedule(settings, labels={'revisor.dev/set': 's'}, status={})\n"
+        "_, poll = handlers.schedule(settings, labels={}, status={'rollout': {'state': 'Watching'}})\n"
+        "_, progress = handlers.schedule(settings, labels={}, status={'phase': 'Running'})\n"
+        "print(len(timers), every, settings.resync_seconds, child, poll[0], poll[1],\n"
+        "      settings.rollout_poll_seconds, progress[0], progress[1])\n"
     )
-    env = {**os.environ, "REVISOR_RESYNC_SECONDS": "7.5", "REVISOR_ROLLOUT_POLL_SECONDS": "2.5"}
+    env = {
+        **os.environ,
+        "REVISOR_RESYNC_SECONDS": "7.5",
+        "REVISOR_ROLLOUT_POLL_SECONDS": "2.5",
+        "REVISOR_PROGRESS_POLL_SECONDS": "1.5",
+        "REVISOR_FLEET_CHILD_RESYNC_SECONDS": "99",
+    }
     out = subprocess.run(
         [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True
     ).stdout
-    assert out.split() == ["7.5", "7.5", "7.5", "2.5", "2.5"]
+    assert out.split() == ["0", "7.5", "7.5", "99.0", "2.5", "rollout", "2.5", "1.5", "progress"]
     defaults = Settings.from_env({})
     assert (defaults.resync_seconds, defaults.rollout_poll_seconds) == (30.0, 5.0)
 

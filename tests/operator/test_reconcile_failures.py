@@ -1,9 +1,10 @@
 """When a reconcile fails: retried soon, retried patiently, or given up with an Event.
 
 The decision is :func:`revisor_operator.handlers.after_failure`, a function
-of the exception and the attempt; the handlers turn it into kopf's
-``TemporaryError``/``PermanentError``. The deletion handler is the exception
-to giving up: it never does, or kopf would drop the finalizer.
+of the exception and the attempt; the work queue retries a pass when it says
+(:func:`revisor_operator.handlers._pass_failed`), and kopf's deletion handler
+raises ``TemporaryError``. The deletion handler is the exception to giving up:
+it never does, or kopf would drop the finalizer.
 """
 
 from __future__ import annotations
@@ -14,18 +15,18 @@ import kopf
 import pytest
 from revisor_operator import handlers
 from revisor_operator.adapters.kube import Conflict, Forbidden, KubeError, NotFound
+from revisor_operator.adapters.workqueue import WAKE
 from revisor_operator.handlers import (
     API_RETRY_MAX_SECONDS,
     MAX_BUG_ATTEMPTS,
     Retry,
     after_failure,
-    on_change,
     on_delete,
 )
 from revisor_operator.settings import Settings
 
 from .factories import migration
-from .fake_kube import FakeKube, memo
+from .fake_kube import FakeKube, runtime
 
 #: The resync interval the messages quote.
 RESYNC = 30.0
@@ -105,33 +106,38 @@ def test_a_password_in_an_error_never_reaches_the_message() -> None:
 # -- the handlers ----------------------------------------------------------------------
 
 
-def _change(kube: FakeKube, *, retry: int) -> None:
-    body = kopf.Body(migration())  # type: ignore[arg-type]
-    on_change(body=body, retry=retry, memo=memo(kube))
+def _change(kube: FakeKube, *, failures: int = 1) -> float | str | None:
+    """A pass for a change of the resource, as the work queue runs it: ``done``, or, if it
+    fails for the ``failures``-th time in a row, when it is retried (None: given up)."""
+    work = runtime(kube)
+    try:
+        handlers._scheduled_pass(
+            work, namespace="shop", name="shop", trigger=WAKE, body=migration()
+        )
+    except Exception as exc:
+        return handlers._pass_failed(
+            work, namespace="shop", name="shop", exc=exc, failures=failures
+        )
+    return "done"
 
 
-def test_the_change_handler_asks_kopf_to_retry_an_api_outage_later() -> None:
+def test_a_change_is_retried_later_through_an_api_outage() -> None:
     kube = FakeKube(migration(), failures={"list_jobs": KubeError("refused", status=0)})
-    with pytest.raises(kopf.TemporaryError) as raised:
-        _change(kube, retry=2)
-    assert raised.value.delay == 40.0
+    assert _change(kube, failures=3) == 40.0
     assert kube.created == []
 
 
-def test_the_change_handler_gives_up_on_a_bug_with_a_warning_event(
+def test_a_change_failing_on_a_bug_is_given_up_with_a_warning_event(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     posted: list[dict[str, Any]] = []
     monkeypatch.setattr(kopf, "event", lambda body, **kw: posted.append({"body": body, **kw}))
     kube = FakeKube(migration(), failures={"list_jobs": ZeroDivisionError("division by zero")})
 
-    with pytest.raises(kopf.TemporaryError) as retried:
-        _change(kube, retry=0)
-    assert retried.value.delay == 5.0
+    assert _change(kube, failures=1) == 5.0
     assert posted == []
 
-    with pytest.raises(kopf.PermanentError, match="gave up after 5 attempts"):
-        _change(kube, retry=MAX_BUG_ATTEMPTS - 1)
+    assert _change(kube, failures=MAX_BUG_ATTEMPTS) is None
     [event] = posted
     assert (event["type"], event["reason"]) == ("Warning", "ReconcileError")
     assert event["message"].startswith(
@@ -156,11 +162,18 @@ def test_the_deletion_handler_never_gives_up() -> None:
     assert handler.backoff == handlers.DELETE_POLL_SECONDS
 
 
-def test_the_change_handlers_leave_retry_counting_to_after_failure() -> None:
-    """kopf's retries= counts TemporaryErrors too: an API outage would exhaust it."""
-    registered = _registered(on_change)
-    assert len(registered) == 3  # resume, create, update
-    assert all(h.retries is None and h.timeout is None for h in registered)
+def test_kopf_handles_no_change_of_a_migration_only_its_deletion() -> None:
+    """Changes are the work queue's, retried as after_failure says; kopf's retries= would
+    count its TemporaryErrors too, and an API outage would exhaust it."""
+    registry = kopf.OperatorRegistry()
+    handlers.register(registry, Settings())
+    changing = [
+        h.fn
+        for h in registry._changing.get_all_handlers()
+        if h.selector is not None
+        and "databasemigrations" in (h.selector.plural, h.selector.any_name)
+    ]
+    assert changing == [on_delete]
 
 
 def test_the_running_event_survives_a_conflicting_status_write(
@@ -176,8 +189,7 @@ def test_the_running_event_survives_a_conflicting_status_write(
     conflict = Conflict("the object has been modified", status=409, reason="Conflict")
     kube = FakeKube(migration(), failures={"patch_migration_status": conflict})
 
-    with pytest.raises(kopf.TemporaryError):
-        _change(kube, retry=0)
+    assert _change(kube) == 1.0
 
     [job] = kube.created
     [event] = posted
@@ -185,6 +197,6 @@ def test_the_running_event_survives_a_conflicting_status_write(
     assert job["metadata"]["name"] in event["message"]
 
     del kube.failures["patch_migration_status"]
-    _change(kube, retry=1)
+    assert _change(kube) == "done"
     assert len(posted) == 1, "the retry must not announce the creation again"
     assert kube.created == [job] and kube.status_writes

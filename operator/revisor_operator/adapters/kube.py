@@ -43,6 +43,10 @@ APPLY_PATCH = "application/apply-patch+yaml"
 METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 #: Items per page of a list (the API's own limit is larger; pages bound our memory).
 LIST_PAGE = 500
+#: Connections the client keeps open to the API server: at least as many as there are
+#: threads that call it at once (kopf's executor, the work queue's, the fleet's; see
+#: handlers.EXECUTOR_THREADS). A thread without a free one opens, and then drops, its own.
+POOL_SIZE = 32
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
@@ -187,6 +191,7 @@ class Kube:
                     f"KUBERNETES_SERVICE_HOST{service}; kubeconfig: $KUBECONFIG{kubeconfig}: "
                     + " ".join(str(exc).split())
                 ) from exc
+        configuration.connection_pool_maxsize = POOL_SIZE
         return cls(client.ApiClient(configuration))
 
     @staticmethod
@@ -218,6 +223,7 @@ class Kube:
             loader.load_and_set(client_configuration=configuration)  # type: ignore[no-untyped-call]
         except config.ConfigException as exc:
             raise KubeError(f"no in-cluster credentials in {directory}: {exc}") from exc
+        configuration.connection_pool_maxsize = POOL_SIZE
         return cls(client.ApiClient(configuration))
 
     # -- DatabaseMigrations ----------------------------------------------------------
@@ -421,7 +427,8 @@ class Kube:
         """Create ``job``; False if a Job of that name already exists (adopted, not duplicated)."""
         namespace = job.get("metadata", {}).get("namespace", "")
         try:
-            self._request("POST", f"/apis/batch/v1/namespaces/{_q(namespace)}/jobs", body=job)
+            # The Job the API answers with is not read: not parsed either.
+            self._send("POST", f"/apis/batch/v1/namespaces/{_q(namespace)}/jobs", body=job)
         except AlreadyExists:
             return False
         return True

@@ -29,6 +29,13 @@ many differences it found, accepted ones included), set from
 first resync), gone with the resource; ``revisor_drift_checks_total{result}``
 counts finished checks by their reason.
 
+``revisor_reconcile_passes_total{trigger}`` counts the operator's passes over a
+resource by what started them: ``change`` (created, its spec or admission
+changed, or found at start), ``event`` (a Job's, a ConfigMap's or a drift
+check's event, handled at once), ``wake`` (the same, through the work queue),
+``resync``, ``retry``, and the polls ``rollout`` and ``progress``. A pass is
+one read of the resource and its Jobs, and what it decides.
+
 Per ``DatabaseMigrationSet``: ``revisor_fleet_targets{namespace,set,state}``
 (state ``ready``, ``running``, ``failed``, ``pending``), ``revisor_fleet_wave``
 (the current wave, from 1), ``revisor_fleet_rollout_generation`` and
@@ -92,6 +99,13 @@ FLEET_ROLLOUT = Gauge(
 FLEET_PHASE = Gauge(
     "revisor_fleet_phase", "1 for each DatabaseMigrationSet's phase", ["namespace", "set", "phase"]
 )
+PASSES = Counter(
+    "revisor_reconcile_passes",
+    "Passes over a DatabaseMigration, by what started them",
+    ["trigger"],
+)
+#: The ``trigger`` label's values (anything else counts as ``other``).
+TRIGGERS = frozenset({"change", "event", "wake", "resync", "retry", "rollout", "progress"})
 FLEET_STATES = ("ready", "running", "failed", "pending")
 _fleet_phases: dict[tuple[str, str], str] = {}
 
@@ -116,6 +130,10 @@ def job_seen(*, namespace: str, job: str, active: bool) -> None:
     else:
         _in_flight.discard((namespace, job))
     IN_FLIGHT.set(len(_in_flight))
+
+
+def pass_started(*, trigger: str) -> None:
+    PASSES.labels(trigger=trigger if trigger in TRIGGERS else "other").inc()
 
 
 def run_recorded(

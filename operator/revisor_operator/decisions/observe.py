@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from revisor.contract import Result
 
-from .bodies import Job, JsonDict, Pod
+from .bodies import Job, JsonDict, ObjectMeta, Pod
 from .jobs import (
     APPROVAL_ANNOTATION,
     COMMAND_ANNOTATION,
@@ -52,6 +52,8 @@ class ContainerState:
     message: str | None = None
     started_at: str | None = None
     finished_at: str | None = None
+    #: The container has started (running or terminated): it has a log to read.
+    started: bool = False
 
 
 @dataclass(frozen=True)
@@ -121,6 +123,57 @@ def job_finished(job: Job) -> bool:
 
 def _finished(conditions: Mapping[str | None, JsonDict]) -> bool:
     return _is_true(conditions.get("Complete")) or _is_true(conditions.get("Failed"))
+
+
+def engine_may_run(job: Job) -> bool:
+    """Whether the Job's engine may be running now, so that its pod has a log worth reading.
+
+    Not finished, a pod of it active, and one ready (the engine's container has
+    no probe: it is ready once it runs). On a cluster whose Job controller does
+    not count ready pods (``status.ready`` absent), an active pod may run it.
+    """
+    if job_finished(job):
+        return False
+    status = job.get("status") or {}
+    ready = status.get("ready")
+    return int(status.get("active") or 0) > 0 and (ready is None or int(ready) > 0)
+
+
+def slim_job(job: Job) -> Job:
+    """``job`` with only what the operator reads of it, to be kept in memory.
+
+    Its name, uid, creation time, labels, annotations and owners; its pod
+    template's containers as :func:`owned_pods` compares them (name, image,
+    command, arguments); its status. Not its ``managedFields``, nor the rest of
+    its pod template (environment, volumes, security context).
+    """
+    meta = job.get("metadata", {})
+    kept_meta = {
+        key: meta[key]
+        for key in (
+            "name",
+            "namespace",
+            "uid",
+            "creationTimestamp",
+            "labels",
+            "annotations",
+            "ownerReferences",
+        )
+        if key in meta
+    }
+    pod_spec = (job.get("spec") or {}).get("template", {}).get("spec") or {}
+    kept_spec = {
+        key: [
+            {k: c[k] for k in ("name", "image", "command", "args") if k in c}
+            for c in pod_spec[key] or []
+        ]
+        for key in ("initContainers", "containers")
+        if key in pod_spec
+    }
+    slim = Job(metadata=cast(ObjectMeta, kept_meta), spec={"template": {"spec": kept_spec}})
+    if "status" in job:
+        slim["status"] = job["status"]
+    return slim
 
 
 def owned_pods(job: Job, pods: Sequence[Pod]) -> list[Pod]:
@@ -247,6 +300,7 @@ def _newest_container(pods: Sequence[Pod]) -> ContainerState | None:
         message=terminated.get("message"),
         started_at=terminated.get("startedAt"),
         finished_at=terminated.get("finishedAt"),
+        started="running" in state or "terminated" in state,
     )
 
 

@@ -87,8 +87,23 @@ from .status import (
     status_patch,
 )
 
-#: ``check``: create a drift check's Job; ``drift``: record a finished one.
-Action = Literal["create", "wait", "record", "report", "follow", "check", "drift", "nothing"]
+#: ``check``: create a drift check's Job; ``drift``: record a finished one; ``read``: the
+#: Secret and ConfigMap are needed (``references`` was :data:`UNREAD`), decide again with them.
+Action = Literal[
+    "create", "wait", "record", "report", "follow", "check", "drift", "nothing", "read"
+]
+
+
+class Unread:
+    """The type of :data:`UNREAD`."""
+
+    def __repr__(self) -> str:
+        return "UNREAD"
+
+
+#: ``references`` not read yet: :func:`decide` answers ``read`` if, and only if, a rule
+#: needs them. A pass that waits for a run (or records one) reads no Secret or ConfigMap.
+UNREAD = Unread()
 
 #: Annotation whose value takes part in the run's fingerprint: changing it
 #: re-runs the same spec (e.g. after fixing the database by hand).
@@ -118,7 +133,7 @@ def decide(  # noqa: PLR0911 - one return per rule of the module docstring
     migration: Migration,
     spec: MigrationSpec | InvalidSpec,
     runs: Sequence[Run],
-    references: References | None,
+    references: References | Unread | None,
     defaults: JobDefaults,
     now: datetime,
     deployment: DeploymentStatus | None = None,
@@ -132,7 +147,8 @@ def decide(  # noqa: PLR0911 - one return per rule of the module docstring
     ``progress`` is what the running Job's log said last, if it was read this
     pass (else ``status.progress`` is shown again, its time brought up to ``now``).
 
-    ``references`` is None when the spec is invalid (nothing was read);
+    ``references`` is None when the spec is invalid (nothing was read), and
+    :data:`UNREAD` when the caller reads them only if needed (the ``read`` action);
     ``deployment`` is the Deployment named by ``spec.rollback.deploymentRef``
     as it is now (None when there is none, or it does not exist).
     """
@@ -207,20 +223,14 @@ def decide(  # noqa: PLR0911 - one return per rule of the module docstring
     if isinstance(spec, InvalidSpec):
         verdict = problem_verdict(reason=spec.reason, message=str(spec))
         return _report(verdict, status, generation, stamp)
-    if references is None:
-        verdict = problem_verdict(
-            reason=OperatorReason.SECRET_NOT_FOUND,
-            phase=Phase.PENDING,
-            message="The database Secret has not been checked yet",
-        )
-        return _report(verdict, status, generation, stamp)
-    namespace = meta.get("namespace", "")
-    absent = missing(spec, references, namespace=namespace)
+    if isinstance(references, Unread):
+        return Decision(action="read")
+    problem = _reference_problem(spec, references, namespace=meta.get("namespace", ""))
+    if problem is not None or references is None:
+        assert problem is not None
+        return _report(problem, status, generation, stamp)
     scripts = scripts_fingerprint(spec, references.config_map)
-    if absent is not None or scripts is None:
-        assert absent is not None
-        verdict = problem_verdict(reason=absent.reason, phase=Phase.PENDING, message=absent.message)
-        return _report(verdict, status, generation, stamp)
+    assert scripts is not None  # a ConfigMap that does not exist is a problem above
     return _next_run(
         migration=migration,
         spec=spec,
@@ -231,6 +241,22 @@ def decide(  # noqa: PLR0911 - one return per rule of the module docstring
         now=now,
         deployment=deployment,
     )
+
+
+def _reference_problem(
+    spec: MigrationSpec, references: References | None, *, namespace: str
+) -> Verdict | None:
+    """Rule 5's verdict when the Secret or ConfigMap will not do (None: both will)."""
+    if references is None:
+        return problem_verdict(
+            reason=OperatorReason.SECRET_NOT_FOUND,
+            phase=Phase.PENDING,
+            message="The database Secret has not been checked yet",
+        )
+    absent = missing(spec, references, namespace=namespace)
+    if absent is not None:
+        return problem_verdict(reason=absent.reason, phase=Phase.PENDING, message=absent.message)
+    return None
 
 
 def desired_run(migration: Migration, spec: MigrationSpec, *, scripts: str) -> tuple[str, str]:
