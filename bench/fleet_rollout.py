@@ -53,6 +53,7 @@ from operator_burst import (
     Operator,
     free_port,
     request_breakdown,
+    sampled_once_live,
     start_cluster,
     user_kubeconfig,
 )
@@ -207,18 +208,7 @@ def start_operator(kubeconfig: Path, work: Path, namespace: str, resync: float) 
     ]
     with log.open("wb") as out:
         process = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
-    operator = Operator(process=process, log=log, liveness=liveness)
-    threading.Thread(target=operator.sample_forever, daemon=True).start()
-    import urllib.request
-
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        operator.check_alive()
-        with contextlib.suppress(OSError), urllib.request.urlopen(liveness, timeout=2) as answer:
-            if answer.status == 200:
-                return operator
-        time.sleep(0.2)
-    raise SystemExit(f"the operator's liveness endpoint never answered; log: {log}")
+    return sampled_once_live(Operator(process=process, log=log, liveness=liveness))
 
 
 def read_set(clients: Clients, namespace: str) -> dict[str, Any]:

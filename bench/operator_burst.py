@@ -551,15 +551,23 @@ def start_operator(
         liveness=liveness,
         metrics=f"http://127.0.0.1:{metrics_port}/metrics",
     )
+    return sampled_once_live(operator)
+
+
+def sampled_once_live(operator: Operator) -> Operator:
+    """``operator``, sampled from now on, once its liveness endpoint answers (a minute at most)."""
     threading.Thread(target=operator.sample_forever, daemon=True).start()
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         operator.check_alive()
-        with contextlib.suppress(OSError), urllib.request.urlopen(liveness, timeout=2) as response:
+        with (
+            contextlib.suppress(OSError),
+            urllib.request.urlopen(operator.liveness, timeout=2) as response,
+        ):
             if response.status == 200:
                 return operator
         time.sleep(0.2)
-    raise SystemExit(f"the operator's liveness endpoint never answered; log: {log}")
+    raise SystemExit(f"the operator's liveness endpoint never answered; log: {operator.log}")
 
 
 # -- the audit log ------------------------------------------------------------------------
