@@ -19,6 +19,7 @@ from revisor import __version__, contract, stopping
 from revisor.contract import ENV_RUNNER, ExitCode, VersionTable, parse_duration
 from revisor.errors import BadInput, DatabaseUnreachable, RevisorError
 from revisor.options import RunOptions
+from revisor.outcome import Outcome, run_text
 from revisor.output import Reporter, check_result_file, configure_logging, write_result
 from revisor.redaction import scrub
 from revisor.script_location import ScriptLocation
@@ -26,7 +27,6 @@ from revisor.script_location import ScriptLocation
 if TYPE_CHECKING:
     # Imported where a command runs (dispatch, main): SQLAlchemy and Alembic are
     # most of a start-up, and --help or a usage error needs neither.
-    from revisor import commands
     from revisor.project import Project
 
 COMMANDS_WITH_TARGET = {
@@ -402,19 +402,23 @@ def _sha256(text: str) -> str:
     return value
 
 
-def _project(args: argparse.Namespace) -> Project:
-    from revisor.project import Project
-
+def _location(args: argparse.Namespace) -> ScriptLocation:
     locations: list[str] = []
     for item in args.version_locations or ():
         locations += [part for part in item.replace(",", " ").split() if part]
+    return ScriptLocation(
+        config_file=args.config,
+        scripts_dir=args.scripts,
+        version_locations=tuple(locations),
+        ini_section=args.name,
+    )
+
+
+def _project(args: argparse.Namespace) -> Project:
+    from revisor.project import Project
+
     return Project(
-        location=ScriptLocation(
-            config_file=args.config,
-            scripts_dir=args.scripts,
-            version_locations=tuple(locations),
-            ini_section=args.name,
-        ),
+        location=_location(args),
         database_url=args.database_url,
         database_url_file=args.database_url_file,
         version_table=VersionTable(name=args.version_table, schema=args.version_table_schema),
@@ -424,29 +428,56 @@ def _project(args: argparse.Namespace) -> Project:
     )
 
 
-def dispatch(args: argparse.Namespace, reporter: Reporter) -> commands.Outcome:
+def _options(args: argparse.Namespace) -> RunOptions:
+    """The run ``apply`` / ``upgrade`` / ``downgrade`` was asked for."""
+    return RunOptions(
+        command=args.command,
+        target=args.target,
+        single_transaction=args.single_transaction,
+        on_failure=args.on_failure,
+        dry_run=args.dry_run,
+        expect_plan_hash=args.expect_plan_hash,
+        require_reversible=args.require_reversible,
+        lock_timeout=args.lock_timeout,
+        statement_timeout=args.statement_timeout,
+        ddl_lock_timeout=args.ddl_lock_timeout,
+        ddl_lock_retries=args.ddl_lock_retries,
+        runner=os.environ.get(ENV_RUNNER) or None,
+        baseline=getattr(args, "baseline", None),
+    )
+
+
+def _at_target(args: argparse.Namespace, reporter: Reporter) -> Outcome | None:
+    """The outcome of a run that finds nothing to do, found without loading Alembic; or None.
+
+    :mod:`revisor.at_target` answers only when its answer is the full run's.
+    """
+    if args.command not in ("apply", "upgrade"):
+        return None
+    from revisor import at_target
+
+    question = at_target.Question(
+        location=_location(args),
+        options=_options(args),
+        database_url=args.database_url,
+        database_url_file=args.database_url_file,
+        version_table=VersionTable(name=args.version_table, schema=args.version_table_schema),
+        schema=args.schema,
+        env_py=args.env_py,
+        metadata=args.metadata,
+    )
+    result = at_target.answer(question, reporter)
+    return None if result is None else Outcome(result, run_text(result))
+
+
+def dispatch(args: argparse.Namespace, reporter: Reporter) -> Outcome:
     from revisor import commands
 
     project = _project(args)
     runner = os.environ.get(ENV_RUNNER) or None
     name = args.command
     if name in ("apply", "upgrade", "downgrade"):
-        options = RunOptions(
-            command=name,
-            target=args.target,
-            single_transaction=args.single_transaction,
-            on_failure=args.on_failure,
-            dry_run=args.dry_run,
-            expect_plan_hash=args.expect_plan_hash,
-            require_reversible=args.require_reversible,
-            lock_timeout=args.lock_timeout,
-            statement_timeout=args.statement_timeout,
-            ddl_lock_timeout=args.ddl_lock_timeout,
-            ddl_lock_retries=args.ddl_lock_retries,
-            runner=runner,
-            baseline=getattr(args, "baseline", None),
-        )
-        return commands.run(project, options, reporter)
+        return commands.run(project, _options(args), reporter)
     handlers: dict[str, Any] = {
         "plan": lambda: commands.plan(
             project, args.target, baseline=args.baseline, reporter=reporter
@@ -482,7 +513,7 @@ def dispatch(args: argparse.Namespace, reporter: Reporter) -> commands.Outcome:
             statement_timeout=args.statement_timeout,
         ),
     }
-    outcome: commands.Outcome = handlers[name]()
+    outcome: Outcome = handlers[name]()
     return outcome
 
 
@@ -493,36 +524,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         # A waiter has nothing to finish: SIGTERM ends it at once, as by default.
         stopping.stop_between_revisions_on_sigterm()
     reporter = configure_logging(args.log_format)
-    import sqlalchemy as sa  # past parsing: a command runs
-
     result: contract.Result
     text = ""
     try:
         check_result_file(args.result_file)
-        outcome = dispatch(args, reporter)
+        outcome = _at_target(args, reporter) or dispatch(args, reporter)
         result, text = outcome.result, outcome.text
     except RevisorError as exc:
         result = _error_result(
             args.command, exc.exit_code, str(exc), reason=exc.reason, context=exc.context
         )
-    except sa.exc.DBAPIError as exc:
-        # Outside any step: the connection went away, or a permission is missing.
-        failure: RevisorError
-        if isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError)):
-            failure = DatabaseUnreachable(f"lost the database: {' '.join(str(exc.orig).split())}")
-        else:
-            failure = BadInput(
-                f"the database refused an operation: {' '.join(str(exc.orig).split())}"
-            )
-        result = _error_result(args.command, failure.exit_code, str(failure))
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         return 130
     except Exception as exc:
-        sys.stderr.write(scrub("".join(traceback.format_exception(exc))))
-        result = _error_result(
-            args.command, ExitCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"
-        )
+        failure = _database_failure(exc)
+        if failure is not None:
+            result = _error_result(args.command, failure.exit_code, str(failure))
+        else:
+            sys.stderr.write(scrub("".join(traceback.format_exception(exc))))
+            result = _error_result(
+                args.command, ExitCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"
+            )
     if result.error and result.exit_code is not ExitCode.OK:
         sys.stderr.write(scrub(f"error: {result.error}\n"))
     if args.output == "text" and text:
@@ -533,6 +556,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"error: cannot write --result-file {args.result_file}: {exc.strerror}\n")
         return int(ExitCode.BAD_INPUT) if result.exit_code is ExitCode.OK else int(result.exit_code)
     return int(result.exit_code)
+
+
+def _database_failure(exc: Exception) -> RevisorError | None:
+    """What a database error raised outside any step means, or None for any other error.
+
+    Outside a step, the connection went away or a permission is missing.
+    SQLAlchemy is looked up, not imported: a run that never loaded it raised
+    none of its errors.
+    """
+    sa = sys.modules.get("sqlalchemy")
+    if sa is None or not isinstance(exc, sa.exc.DBAPIError):
+        return None
+    detail = " ".join(str(exc.orig).split())
+    if isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError)):
+        return DatabaseUnreachable(f"lost the database: {detail}")
+    return BadInput(f"the database refused an operation: {detail}")
 
 
 def _error_result(

@@ -8,10 +8,9 @@ so the API and the CLI cannot drift apart. Every command returns an
 
 from __future__ import annotations
 
-import datetime as dt
 import io
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +30,13 @@ from revisor.contract import (
     ExitCode,
     Reason,
     heads_text,
+    timestamp,
 )
 from revisor.drift import compare
 from revisor.errors import BadInput
 from revisor.history import History
 from revisor.options import RunOptions
+from revisor.outcome import Outcome, run_text
 from revisor.output import Reporter
 from revisor.project import Project
 from revisor.runtime import (
@@ -60,12 +61,6 @@ from revisor.scripts import (
 from revisor.snapshot_table import RecordedSnapshot, SnapshotTable, revision_key
 
 
-@dataclass(frozen=True)
-class Outcome:
-    result: contract.Result
-    text: str
-
-
 def _steps_text(steps: Sequence[contract.Step]) -> str:
     return "\n".join(
         f"  {i}. {'upgrade' if s.direction == 'upgrade' else 'downgrade'} {s.revision}"
@@ -85,22 +80,7 @@ def _result(command: str, **kw: Any) -> contract.Result:
 def run(project: Project, options: RunOptions, reporter: Reporter) -> Outcome:
     """``apply`` / ``upgrade`` / ``downgrade``."""
     result = migrate(project, options, reporter)
-    if result.exit_code is ExitCode.OK:
-        verb = "dry run reached" if options.dry_run else "at"
-        baseline = BaselineDetails.from_details(result.details)
-        stamped = (
-            f"; stamped at baseline {heads_text(baseline.revisions)} first"
-            if baseline is not None and baseline.outcome == "stamped"
-            else ""
-        )
-        text = (
-            f"{verb} {heads_text(result.to_revisions)} "
-            f"(was {heads_text(result.from_revisions)}{stamped})"
-        )
-    else:
-        state = "rolled back to" if result.rolled_back else "left at"
-        text = f"failed; database {state} {heads_text(result.to_revisions)}"
-    return Outcome(result, text)
+    return Outcome(result, run_text(result))
 
 
 def stamp_to(
@@ -591,9 +571,9 @@ def schemas(
     (:class:`~revisor.contract.SchemaPage`); the operator asks again
     ``--after`` its last name until none remain.
     """
-    started = _now()
+    started = timestamp()
     names = tenants.query_names(project, query, statement_timeout=statement_timeout)
-    finished = _now()
+    finished = timestamp()
 
     def result(page: contract.SchemaPage) -> contract.Result:
         return _result(
@@ -607,10 +587,6 @@ def schemas(
     page_result = tenants.fit_page(names, after=after, result=result)
     listed = [name for name in names if after is None or name > after]
     return Outcome(page_result, "\n".join(listed))
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def offline_sql(project: Project, rng: str, dialect: str) -> Outcome:

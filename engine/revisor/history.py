@@ -23,11 +23,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from revisor import records
 from revisor.connection import committer
+from revisor.records import HISTORY_TABLE
 
-TABLE_NAME = "revisor_history"
+TABLE_NAME = HISTORY_TABLE
 
-RUNNING = "running"
+RUNNING = records.RUNNING
 SUCCEEDED = "succeeded"
 FAILED = "failed"
 ROLLED_BACK = "rolled_back"

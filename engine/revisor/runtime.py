@@ -62,6 +62,7 @@ from revisor.contract import (
     Reason,
     VersionTable,
     heads_text,
+    timestamp,
 )
 from revisor.dialects import (
     Backoff,
@@ -230,7 +231,7 @@ def migrate(project: Project, options: RunOptions, reporter: Reporter) -> contra
             plan=planned,
             plan_hash=plan.hash(project.scripts),
             dry_run=options.dry_run,
-            started_at=_iso(started),
+            started_at=timestamp(started),
             engine_version=__version__,
             runner=options.runner,
             details=start.baseline.to_details() if start.baseline is not None else {},
@@ -1042,10 +1043,6 @@ def _line_in(exc: BaseException, path: str) -> str:
     return found
 
 
-def _iso(moment: dt.datetime) -> str:
-    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
 def _finished(
     base: contract.Result,
     *,
@@ -1062,7 +1059,7 @@ def _finished(
         to_revisions=tuple(to) if to is not None else base.to_revisions,
         error=error,
         rolled_back=rolled_back,
-        finished_at=_iso(utcnow()),
+        finished_at=timestamp(utcnow()),
     )
 
 
@@ -1133,8 +1130,8 @@ def stamp(
             target=target,
             from_revisions=heads,
             to_revisions=after,
-            started_at=_iso(started),
-            finished_at=_iso(utcnow()),
+            started_at=timestamp(started),
+            finished_at=timestamp(utcnow()),
             engine_version=__version__,
             runner=runner,
         )

@@ -27,7 +27,6 @@ from __future__ import annotations
 import ast
 import contextlib
 import hashlib
-import json
 import os
 import traceback
 import warnings
@@ -48,6 +47,7 @@ from alembic.util import warn as alembic_warn
 from revisor import contract
 from revisor.contract import Reason
 from revisor.errors import BadInput
+from revisor.records import plan_hash
 from revisor.revision_headers import Header, read_header
 from revisor.script_location import ScriptLocation
 
@@ -242,7 +242,7 @@ class HeaderScript(Script):
 
     def __init__(self, path: Path, header: Header) -> None:
         self.path = str(path)
-        self._header = header
+        self.header = header
         self._module: ModuleType | None = None
         Revision.__init__(
             self,
@@ -258,7 +258,7 @@ class HeaderScript(Script):
             path = Path(self.path)
             module = load_python_file(str(path.parent), path.name)
             stated = {name: getattr(module, name, None) for name in _IDENTITY}
-            read = {name: getattr(self._header, name) for name in _IDENTITY}
+            read = {name: getattr(self.header, name) for name in _IDENTITY}
             if stated != read:
                 raise BadInput(
                     f"{self.path}: importing the revision gives {_identity_text(stated)}, "
@@ -276,7 +276,7 @@ class HeaderScript(Script):
 
     @property
     def longdoc(self) -> str:
-        doc = self._header.doc
+        doc = self.header.doc
         return doc.strip() if doc else ""
 
 
@@ -440,19 +440,18 @@ class Plan:
 
     def hash(self, scripts: Scripts) -> str:
         """Changes when the start, the target, the steps or any step's file changes."""
-        body = {
-            "target": self.target,
-            "from": sorted(self.from_heads),
-            "steps": [
-                [
+        return plan_hash(
+            self.target,
+            self.from_heads,
+            [
+                (
                     "upgrade" if s.is_upgrade else "downgrade",
                     s.revision.revision,
                     scripts.checksum(s.revision.revision),
-                ]
+                )
                 for s in self.steps
             ],
-        }
-        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+        )
 
 
 def describe(script: Script) -> str:

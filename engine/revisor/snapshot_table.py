@@ -17,16 +17,18 @@ from __future__ import annotations
 
 import datetime as dt
 import zlib
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from revisor.records import SNAPSHOT_TABLE, revision_key
 from revisor.schema_snapshot import SchemaSnapshot
 
-TABLE_NAME = "revisor_schema"
+__all__ = ["TABLE_NAME", "RecordedSnapshot", "SnapshotTable", "revision_key"]
+
+TABLE_NAME = SNAPSHOT_TABLE
 #: Revisions whose snapshot is kept; older ones are deleted as new ones are saved.
 KEEP = 50
 
@@ -47,11 +49,6 @@ class _LongBinary(sa.types.TypeDecorator[bytes]):
 
             return dialect.type_descriptor(LONGBLOB())
         return dialect.type_descriptor(self.impl_instance)
-
-
-def revision_key(heads: Sequence[str]) -> str:
-    """The row's key for a database at ``heads``: sorted, comma-separated, ``base`` for none."""
-    return ",".join(sorted(heads)) or "base"
 
 
 @dataclass(frozen=True)

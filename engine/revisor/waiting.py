@@ -40,9 +40,9 @@ from sqlalchemy.engine import Connection
 from revisor import __version__, contract
 from revisor.connection import run_with_connection
 from revisor.contract import ExitCode, Reason, VersionTable, heads_text
-from revisor.dialects import Backoff
 from revisor.errors import BadInput, DatabaseUnreachable, RevisorError
 from revisor.output import Reporter
+from revisor.polling import Backoff
 from revisor.project import Project
 from revisor.scripts import Scripts, script_errors
 

@@ -27,7 +27,7 @@ from revisor.revision_headers import HEADER_NAMES, read_header
 from revisor.scripts import HeaderScript, ScriptLocation, load_scripts, plan_upgrade
 
 from tests.engine.conftest import Run
-from tests.support.graphs import both
+from tests.support.graphs import both, quick_matches
 from tests.support.projects import REPO, Rev, chain, make_project, table
 
 # -- the same graph as Alembic's --------------------------------------------------------------
@@ -214,13 +214,16 @@ def test_the_graph_read_from_headers_is_alembics(history: str, tmp_path: Path) -
     graphs = both(scripts)
     assert graphs["revisor"] == graphs["alembic"]
     assert graphs["revisor"]["revisions"]
+    assert quick_matches(graphs), graphs["quick"]
     if history == "odd":
         # The computed, the conditional and the star-importing file were imported;
         # the rest were read, the reassigned one and the docstring trap included.
         assert graphs["imported"] == 3, graphs
         assert graphs["header_read"] == 5, graphs
+        assert graphs["quick"] is None  # not every header is plain: Alembic is asked
     else:
         assert graphs["imported"] == 0
+        assert graphs["quick"] is not None
 
 
 def test_a_flat_directory_with_env_py_reads_the_revisions_and_leaves_env_py(

@@ -33,6 +33,7 @@ import sqlalchemy as sa
 from tests.realworld.conftest import PROCESS_TIMEOUT_SECONDS, Bench, References, Run
 from tests.realworld.histories import HISTORIES, History
 from tests.realworld.schema import difference, schema_of
+from tests.support.graphs import quick_matches
 from tests.support.projects import REPO
 
 pytestmark = [pytest.mark.realworld, pytest.mark.slow]
@@ -359,6 +360,10 @@ def test_the_graph_read_from_headers_is_alembics(
     assert done.returncode == 0, done.stderr[-3000:]
     graphs = json.loads(done.stdout.strip().splitlines()[-1])
     assert graphs["revisor"] == graphs["alembic"]
+    # The quick graph (a run with nothing to do, without Alembic) answers for these
+    # histories, and with Alembic's revisions and heads.
+    assert graphs["quick"] is not None
+    assert quick_matches(graphs), graphs["quick"]
     assert len(graphs["revisor"]["revisions"]) == _revision_count(history, backend)
     # Read, not imported: a history's files say who they are in plain literals.
     assert graphs["imported"] == 0, graphs["imported"]

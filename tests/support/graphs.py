@@ -4,7 +4,10 @@ Alembic imports every revision file; Revisor reads their headers and imports
 only what it must (``revisor.scripts``). :func:`both` builds the two graphs of
 one directory in a form that compares with ``==``: every revision's ids,
 links (down revisions, next revisions, dependencies, branch labels), its
-docstring, its file, and the graph's heads and bases.
+docstring, its file, and the graph's heads and bases. Beside them, the
+quick graph a run with nothing to do answers from without Alembic
+(``revisor.header_graph``): its revisions and heads, or None where it
+declines.
 
 Also a command, so that a history installed in a virtualenv of its own (whose
 revision files import packages ours lacks) is compared there::
@@ -25,6 +28,7 @@ from typing import Any
 from alembic.config import Config
 from alembic.script import Script, ScriptDirectory
 from alembic.script.revision import RevisionMap
+from revisor.header_graph import HeaderGraph, graph_of, read_graph
 from revisor.scripts import HeaderScript, ScriptLocation, load_scripts
 
 
@@ -67,13 +71,31 @@ def both(scripts_dir: Path, version_locations: Sequence[str] = ()) -> dict[str, 
     revision_map = scripts.directory.revision_map
     ours = describe_map(revision_map)
     loaded = [revision_map.get_revision(rev) for rev in ours["revisions"]]
-    read = sum(isinstance(s, HeaderScript) for s in loaded)
+    read = [s for s in loaded if isinstance(s, HeaderScript)]
+    quick: HeaderGraph | None
+    if version_locations:
+        # read_graph answers for --scripts alone; the graph of the same headers still must match.
+        every = len(read) == len(loaded)
+        quick = graph_of({s.revision: s.header for s in read}) if every else None
+    else:
+        quick = read_graph(ScriptLocation(scripts_dir=str(scripts_dir)))
     return {
         "revisor": ours,
         "alembic": alembic_graph(scripts_dir, version_locations),
-        "header_read": read,
-        "imported": len(loaded) - read,
+        "quick": None
+        if quick is None
+        else {"revisions": sorted(quick.revisions), "heads": list(quick.heads)},
+        "header_read": len(read),
+        "imported": len(loaded) - len(read),
     }
+
+
+def quick_matches(graphs: dict[str, Any]) -> bool:
+    """Whether the quick graph, where it answered, has Alembic's revisions and heads."""
+    quick, alembic = graphs["quick"], graphs["alembic"]
+    return quick is None or (
+        quick["revisions"] == sorted(alembic["revisions"]) and quick["heads"] == alembic["heads"]
+    )
 
 
 if __name__ == "__main__":

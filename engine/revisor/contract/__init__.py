@@ -57,7 +57,7 @@ from revisor.contract.results import (
     Step,
 )
 from revisor.contract.schemas import SCHEMA_PAGE, SchemaPage, decode_names, encode_names
-from revisor.contract.words import DURATION_PATTERN, heads_text, parse_duration
+from revisor.contract.words import DURATION_PATTERN, heads_text, parse_duration, timestamp
 
 __all__ = [
     "BASELINE",
@@ -98,4 +98,5 @@ __all__ = [
     "parse_progress_line",
     "redact",
     "schema_hash",
+    "timestamp",
 ]

@@ -1,4 +1,4 @@
-"""The small grammar the engine and the operator share: durations and revision lists.
+"""The small grammar the engine and the operator share: durations, revision lists, times.
 
 One definition each, so that ``--lock-timeout 5m`` on the command line and
 ``timeouts.job: 5m`` in a ``DatabaseMigration`` mean the same thing, and a
@@ -8,6 +8,7 @@ the resource's status alike.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Sequence
 
@@ -38,3 +39,9 @@ def parse_duration(text: str, *, bare_seconds: bool = False) -> float:
 def heads_text(revisions: Sequence[str]) -> str:
     """Revisions as one value: ``a1,b2`` for several heads, ``base`` for none."""
     return ",".join(revisions) if revisions else "base"
+
+
+def timestamp(moment: dt.datetime | None = None) -> str:
+    """``moment`` (default now) as the result document writes times: ``2026-12-01T10:00:00Z``."""
+    when = moment if moment is not None else dt.datetime.now(dt.UTC)
+    return when.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

@@ -9,19 +9,18 @@ from __future__ import annotations
 
 from revisor.connection import Database
 from revisor.dialects.base import (
-    Backoff,
     DialectSupport,
     LockKey,
     StatementLog,
     StatementsRan,
     lock_key,
-    poll,
     sqlstate,
 )
 from revisor.dialects.mysql import MysqlSupport
 from revisor.dialects.postgresql import PostgresSupport
 from revisor.dialects.sqlite import SqliteSupport
 from revisor.errors import BadInput
+from revisor.polling import Backoff, poll
 from revisor.redaction import scrub
 
 __all__ = [

@@ -19,8 +19,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from revisor.dialects.base import LockKey, poll, waiting_phrase
+from revisor.dialects.base import LockKey
 from revisor.errors import LockTimeout
+from revisor.polling import poll, waiting_phrase
 
 #: MySQL 5.7+ refuses user-lock names longer than this (MariaDB takes them).
 LOCK_NAME_LIMIT = 64

@@ -14,8 +14,9 @@ from revisor.connection import (
     KEEPALIVE_IDLE_SECONDS,
     KEEPALIVE_INTERVAL_SECONDS,
 )
-from revisor.dialects.base import LockKey, milliseconds, poll, sqlstate, waiting_phrase
+from revisor.dialects.base import LockKey, milliseconds, sqlstate
 from revisor.errors import LockTimeout
+from revisor.polling import poll, waiting_phrase
 
 #: The SQLSTATE of a lock wait that ran past ``lock_timeout``.
 LOCK_NOT_AVAILABLE = "55P03"
