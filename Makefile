@@ -103,6 +103,7 @@ bench: $(STAMP) $(if $(REVISOR_BENCH_SKIP_OPERATOR),,kube-binaries) ## Benchmark
 	$(PY) bench/import_cost.py
 	$(PY) bench/noop_vs_alembic.py
 	$(PY) bench/upgrade_vs_alembic.py --rounds 11
+	$(PY) bench/upgrade_phases.py
 	$(PY) bench/history_row.py
 	$(PY) bench/soak.py
 	$(if $(REVISOR_BENCH_SKIP_OPERATOR),@echo "operator_burst skipped (REVISOR_BENCH_SKIP_OPERATOR)",$(PY) bench/operator_burst.py)

@@ -39,6 +39,14 @@ from sqlalchemy.pool import NullPool
 
 from revisor.contract import ENV_DATABASE_PARTS, ENV_DATABASE_SOURCE, ENV_DATABASE_URL
 from revisor.errors import BadInput, DatabaseUnreachable
+from revisor.libpq import (
+    APPLICATION_NAME,
+    CONNECT_TIMEOUT_SECONDS,
+    KEEPALIVE_COUNT,
+    KEEPALIVE_IDLE_SECONDS,
+    KEEPALIVE_INTERVAL_SECONDS,
+    libpq_options,
+)
 from revisor.redaction import register_secret, scrub
 
 T = TypeVar("T")
@@ -51,15 +59,6 @@ ASYNC_DRIVERS = frozenset({"asyncpg", "aiosqlite", "psycopg_async", "aiomysql", 
 # mysqlclient; Revisor ships psycopg 3 and PyMySQL.
 _DEFAULT_DRIVERS = {"postgresql": "psycopg", "mysql": "pymysql", "mariadb": "pymysql"}
 _MYSQL_BACKENDS = frozenset({"mysql", "mariadb"})
-CONNECT_TIMEOUT_SECONDS = 10
-#: TCP keepalives, both ends: a dead peer is noticed after about a minute
-#: (30 s idle, then 3 probes 10 s apart) instead of the kernel's two hours.
-#: The server side (set per session in :mod:`revisor.dialects`) is what frees
-#: the advisory lock of a runner whose node vanished: until the server gives
-#: up on the connection, the session and its lock live on.
-KEEPALIVE_IDLE_SECONDS = 30
-KEEPALIVE_INTERVAL_SECONDS = 10
-KEEPALIVE_COUNT = 3
 
 
 @dataclass(frozen=True)
@@ -199,16 +198,7 @@ def _parse(raw: str, source: str, *, secret_parts: bool) -> Database:
 def _engine_options(db: Database) -> dict[str, Any]:
     connect_args: dict[str, Any] = {}
     if db.backend == "postgresql" and db.driver in ("psycopg", "psycopg_async"):
-        # libpq's own keepalives notice a vanished server; the sync and async
-        # psycopg connections take the same libpq parameters.
-        connect_args = {
-            "connect_timeout": CONNECT_TIMEOUT_SECONDS,
-            "keepalives": 1,
-            "keepalives_idle": KEEPALIVE_IDLE_SECONDS,
-            "keepalives_interval": KEEPALIVE_INTERVAL_SECONDS,
-            "keepalives_count": KEEPALIVE_COUNT,
-            "application_name": "revisor",
-        }
+        connect_args = libpq_options()
     elif db.driver == "asyncpg":
         # asyncpg is not libpq: no keepalive parameters. The server-side ones
         # go in the startup packet (and are SET again with the lock); the
@@ -216,7 +206,7 @@ def _engine_options(db: Database) -> dict[str, Any]:
         connect_args = {
             "timeout": CONNECT_TIMEOUT_SECONDS,
             "server_settings": {
-                "application_name": "revisor",
+                "application_name": APPLICATION_NAME,
                 "tcp_keepalives_idle": str(KEEPALIVE_IDLE_SECONDS),
                 "tcp_keepalives_interval": str(KEEPALIVE_INTERVAL_SECONDS),
                 "tcp_keepalives_count": str(KEEPALIVE_COUNT),

@@ -41,7 +41,7 @@ from revisor.dialects import support_for
 from revisor.errors import BadInput, RevisorError
 from revisor.project import Project
 from revisor.redaction import scrub
-from revisor.scripts import script_errors
+from revisor.scripts import compiled_version_writes, script_errors
 
 
 def run_environment(
@@ -84,7 +84,7 @@ def run_environment(
         callbacks=callbacks,
         keep_transaction=keep_transaction,
     )
-    with env:
+    with env, compiled_version_writes():
         if project.env_py:
             scripts.config.attributes["connection"] = conn
             try:

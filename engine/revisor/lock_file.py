@@ -16,7 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-from revisor.errors import BadInput, LockTimeout
+from revisor.errors import BadInput
+from revisor.locks import gave_up
 from revisor.polling import poll, waiting_phrase
 
 #: Appended to the database file's path to name its lock file.
@@ -70,11 +71,7 @@ class LockFile:
             raise
         if not acquired:
             handle.close()
-            raise LockTimeout(
-                f"another migration holds the lock file {self.path}{self._holder()}; "
-                f"gave up after {timeout:g}s",
-                hint="wait for it to finish, or raise --lock-timeout",
-            )
+            raise gave_up(f"the lock file {self.path}{self._holder()}", timeout)
         with contextlib.suppress(OSError):
             # The holder's pid, for the next runner's "held by" (the lock is the flock).
             handle.truncate(0)

@@ -45,7 +45,6 @@ from typing import Any
 
 import sqlalchemy as sa
 from alembic.runtime.migration import (
-    HeadMaintainer,
     MigrationContext,
     MigrationInfo,
     RevisionStep,
@@ -97,6 +96,7 @@ from revisor.schema_snapshot import SchemaSnapshot, take_snapshot
 from revisor.scripts import (
     IRREVERSIBLE,
     DowngradeProblem,
+    HeadsInMemory,
     Plan,
     Scripts,
     contract_step,
@@ -980,26 +980,9 @@ def _invalid_indexes_warning(names: frozenset[str]) -> str:
     )
 
 
-class _Heads(HeadMaintainer):
-    """Alembic's own bookkeeping of the version table, step by step, kept in memory."""
-
-    def __init__(self, heads: Sequence[str]) -> None:
-        self.heads = set(heads)
-
-    def _insert_version(self, version: str) -> None:
-        self.heads.add(version)
-
-    def _delete_version(self, version: str) -> None:
-        self.heads.discard(version)
-
-    def _update_version(self, from_: str, to_: str) -> None:
-        self.heads.discard(from_)
-        self.heads.add(to_)
-
-
 def _heads_after(start: Sequence[str], steps: Sequence[RevisionStep]) -> tuple[str, ...]:
     """The version table after ``steps`` committed from ``start``, as Alembic updates it."""
-    heads = _Heads(start)
+    heads = HeadsInMemory(start)
     for step in steps:
         heads.update_to_step(step)
     return tuple(sorted(heads.heads))

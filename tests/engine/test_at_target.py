@@ -1,13 +1,13 @@
 """A run with nothing to do is answered without Alembic, and only when the answer is the full run's.
 
-``revisor.at_target`` answers ``upgrade``/``apply`` on a SQLite database
-already at its target with the standard library alone. These tests hold it
+``revisor.at_target`` answers ``upgrade``/``apply`` on a SQLite or
+PostgreSQL database already at its target with the bare driver. These tests hold it
 to the full run (``commands.run``): the same result document (but for its
 times), the same stdout line and the same messages on every history shape it
 answers; a decline (None) on everything it must leave to the full run, with
 the full run then doing its part (marking a dead runner's run, recording a
 missing schema snapshot, reporting Alembic's errors); the same lock, and no
-SQLAlchemy or Alembic loaded by a run it answered. The header graph it
+SQLAlchemy or Alembic loaded by a run it answered; a canary password never shown. The header graph it
 answers from is checked against Alembic's ``RevisionMap`` on random graphs.
 """
 
@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 import textwrap
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -41,8 +41,9 @@ from revisor.project import Project
 from revisor.revision_headers import Header
 from revisor.scripts import ScriptLocation
 
-from tests.engine.conftest import Run
+from tests.engine.conftest import Run, history_rows
 from tests.support.projects import REPO, Rev, chain, make_project, table
+from tests.support.sql import execute
 
 
 class Heard:
@@ -160,12 +161,11 @@ CASES: dict[str, tuple[Callable[[], list[Rev]], list[str], list[str]]] = {
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_the_quick_answer_is_the_full_runs(
-    case: str, tmp_path: Path, revisor: Callable[..., Run]
+    case: str, db_url: str, tmp_path: Path, revisor: Callable[..., Run]
 ) -> None:
     history, setup, asked = CASES[case]
     project = make_project(tmp_path, history())
-    url = f"sqlite:///{tmp_path / 'app.db'}"
-    where = [*project.args(), "--database-url", url]
+    where = [*project.args(), "--database-url", db_url]
     done = revisor(*where, *setup)
     assert done.code == 0, done.err
 
@@ -212,11 +212,10 @@ def test_answered_for_a_url_in_the_environment(tmp_path: Path, revisor: Callable
 
 
 def test_the_cli_answers_without_loading_sqlalchemy_or_alembic(
-    tmp_path: Path, revisor: Callable[..., Run]
+    db_url: str, tmp_path: Path, revisor: Callable[..., Run]
 ) -> None:
     project = make_project(tmp_path, chain(3))
-    url = f"sqlite:///{tmp_path / 'app.db'}"
-    where = [*project.args(), "--database-url", url]
+    where = [*project.args(), "--database-url", db_url]
     program = textwrap.dedent(
         """
         import json, sys
@@ -250,14 +249,12 @@ def test_the_cli_answers_without_loading_sqlalchemy_or_alembic(
 
 
 def test_a_dead_runners_run_is_left_to_the_full_run_which_marks_it(
-    tmp_path: Path, revisor: Callable[..., Run]
+    db_url: str, tmp_path: Path, revisor: Callable[..., Run]
 ) -> None:
     project = make_project(tmp_path, chain(2))
-    path = tmp_path / "app.db"
-    where = [*project.args(), "--database-url", f"sqlite:///{path}"]
+    where = [*project.args(), "--database-url", db_url]
     assert revisor(*where, "upgrade", "head").code == 0
-    with sqlite3.connect(path) as db:
-        db.execute("UPDATE revisor_history SET status = 'running' WHERE kind = 'run'")
+    execute(db_url, "UPDATE revisor_history SET status = 'running' WHERE kind = 'run'")
     assert at_target.answer(question_of([*where, "upgrade", "head"]), Heard()) is None
     # A dry run marks nothing: it is answered.
     assert at_target.answer(question_of([*where, "upgrade", "--dry-run", "head"]), Heard())
@@ -265,28 +262,23 @@ def test_a_dead_runners_run_is_left_to_the_full_run_which_marks_it(
     done = revisor(*where, "upgrade", "head")
     assert done.code == 0, done.err
     assert "marked 1 run(s) left by a stopped runner as interrupted" in done.err
-    with sqlite3.connect(path) as db:
-        statuses = {row[0] for row in db.execute("SELECT status FROM revisor_history")}
+    statuses = {row["status"] for row in history_rows(db_url)}
     assert "running" not in statuses and "interrupted" in statuses
 
 
 def test_a_revision_without_a_recorded_schema_is_left_to_the_full_run_which_records_it(
-    tmp_path: Path, revisor: Callable[..., Run]
+    db_url: str, tmp_path: Path, revisor: Callable[..., Run]
 ) -> None:
     project = make_project(tmp_path, chain(2))
-    path = tmp_path / "app.db"
-    where = [*project.args(), "--database-url", f"sqlite:///{path}"]
+    where = [*project.args(), "--database-url", db_url]
     assert revisor(*where, "upgrade", "head").code == 0
-    with sqlite3.connect(path) as db:
-        db.execute("DELETE FROM revisor_schema")
+    execute(db_url, "DELETE FROM revisor_schema")
     assert at_target.answer(question_of([*where, "upgrade", "head"]), Heard()) is None
 
     done = revisor(*where, "--output", "json", "upgrade", "head")
     assert done.code == 0, done.err
     assert done.result["details"]["schemaHash"]
-    with sqlite3.connect(path) as db:
-        keys = [row[0] for row in db.execute("SELECT revisions FROM revisor_schema")]
-    assert keys == [chain(2)[-1].id]
+    assert recorded_keys(db_url) == [chain(2)[-1].id]
     assert at_target.answer(question_of([*where, "upgrade", "head"]), Heard()) is not None
 
 
@@ -307,10 +299,9 @@ DECLINED: dict[str, tuple[list[str], list[str]]] = {
 
 
 @pytest.mark.parametrize("case", sorted(DECLINED))
-def test_declined(case: str, tmp_path: Path, revisor: Callable[..., Run]) -> None:
+def test_declined(case: str, db_url: str, tmp_path: Path, revisor: Callable[..., Run]) -> None:
     project = make_project(tmp_path, chain(3))
-    url = f"sqlite:///{tmp_path / 'app.db'}"
-    where = [*project.args(), "--database-url", url]
+    where = [*project.args(), "--database-url", db_url]
     assert revisor(*where, "upgrade", "0002t0000000").code == 0
     extra, asked = DECLINED[case]
     extra = [e.format(versions=project.versions) for e in extra]
@@ -342,19 +333,89 @@ def test_a_database_the_quick_answer_cannot_read_is_left_to_the_full_run(
         "sqlite:///:memory:",
         "sqlite:///{db}?mode=ro",
         "sqlite+aiosqlite:///{db}",
-        "postgresql+psycopg://app:secret@localhost/app",
         "sqlite:///{db}%20",
+        "postgresql+asyncpg://app:pw@db/app",
+        "postgresql+psycopg2://app:pw@db/app",
+        "mysql+pymysql://app:pw@db/app",
+        "postgresql+psycopg://app:pw@db:not-a-port/app",
+        "postgresql+psycopg://app:pw@/app?host=/var/run/postgresql&host=db",
+        "postgresql+psycopg://app:pw@db/app?sslmode=require&sslmode=disable",
+        "postgresql+psycopg://app:pw@db/app?port=5433",
+        "not a url",
     ],
 )
-def test_urls_other_than_a_plain_file_are_left_to_the_full_run(url: str, tmp_path: Path) -> None:
-    db = tmp_path / "app.db"
-    db.write_bytes(b"")
-    question = Question(
-        location=ScriptLocation(scripts_dir=str(tmp_path)),
-        options=replace(_options(build_parser().parse_args(["upgrade"])), target="head"),
-        database_url=url.format(db=db),
+def test_databases_not_answered_are_left_to_the_full_run(url: str, tmp_path: Path) -> None:
+    assert at_target.database_of(asking(database_url=url.format(db=tmp_path / "x")), {}) is None
+
+
+def asking(database_url: str | None = None) -> Question:
+    options = replace(_options(build_parser().parse_args(["upgrade"])), target="head")
+    return Question(
+        location=ScriptLocation(scripts_dir="."), options=options, database_url=database_url
     )
-    assert at_target.sqlite_path(question, {}) is None
+
+
+def test_a_postgresql_url_means_what_it_means_to_sqlalchemy() -> None:
+    """The same parts and query as SQLAlchemy's URL, and the full run's own session options."""
+    from revisor.connection import _engine_options, resolve_database
+    from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
+
+    for url in (
+        "postgresql+psycopg://app:p%40ss%3Aw%2Fd@db.example:6432/my%20app?sslmode=require",
+        "postgres://app@db/app",
+        "postgresql://app:pw@[::1]/app?application_name=mine&connect_timeout=3",
+    ):
+        ours = at_target.database_of(asking(database_url=url), {})
+        assert isinstance(ours, at_target.PostgresServer), url
+        database = resolve_database(url=url)
+        _, theirs = PGDialect_psycopg().create_connect_args(database.url)
+        theirs.update(_engine_options(database)["connect_args"])
+        assert dict(ours.params) == theirs, url
+        assert ours.database == database.url.database
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    user=st.text(st.characters(codec="utf-8", exclude_characters="\x00"), min_size=1, max_size=12),
+    password=st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=16),
+    name=st.text(st.characters(codec="utf-8", exclude_characters="\x00"), min_size=1, max_size=12),
+)
+def test_any_credentials_in_a_url_are_read_as_sqlalchemy_reads_them(
+    user: str, password: str, name: str
+) -> None:
+    """Percent-encoded as ``URL.render_as_string`` writes them, every value comes back whole."""
+    from sqlalchemy.engine import URL
+
+    url = URL.create(
+        "postgresql+psycopg", username=user, password=password or None, host="db", database=name
+    ).render_as_string(hide_password=False)
+    ours = at_target.database_of(asking(database_url=url), {})
+    assert isinstance(ours, at_target.PostgresServer)
+    assert ours.params["user"] == user
+    assert ours.params.get("password") == (password or None)
+    assert ours.params["dbname"] == name
+
+
+def test_a_secret_of_parts_is_read_and_its_values_are_masked() -> None:
+    from revisor.redaction import scrub
+
+    env = {
+        contract.ENV_DATABASE_PARTS["host"]: "db.internal",
+        contract.ENV_DATABASE_PARTS["port"]: "5433",
+        contract.ENV_DATABASE_PARTS["name"]: "shop",
+        contract.ENV_DATABASE_PARTS["user"]: "shop_owner",
+        contract.ENV_DATABASE_PARTS["password"]: "canary-Pa55word",
+    }
+    ours = at_target.database_of(asking(), env)
+    assert isinstance(ours, at_target.PostgresServer)
+    assert ours.params["host"] == "db.internal" and ours.params["port"] == 5433
+    assert ours.database == "shop"
+    text = scrub("shop_owner:canary-Pa55word@db.internal/shop")
+    assert "canary-Pa55word" not in text and "shop_owner" not in text
+    bad_port = {**env, contract.ENV_DATABASE_PARTS["port"]: "five"}
+    assert at_target.database_of(asking(), bad_port) is None
+    mysql = {**env, contract.ENV_DATABASE_PARTS["driver"]: "mysql+pymysql"}
+    assert at_target.database_of(asking(), mysql) is None
 
 
 def test_several_heads_and_head_is_alembics_error_from_the_full_run(
@@ -387,25 +448,73 @@ def test_a_computed_header_is_left_to_alembic(tmp_path: Path, revisor: Callable[
 
 
 def test_it_takes_the_full_runs_lock_and_times_out_with_its_words(
-    tmp_path: Path, revisor: Callable[..., Run]
+    db_url: str, tmp_path: Path, revisor: Callable[..., Run]
 ) -> None:
     project = make_project(tmp_path, chain(2))
-    path = tmp_path / "app.db"
-    where = [*project.args(), "--database-url", f"sqlite:///{path}"]
+    where = [*project.args(), "--database-url", db_url]
     assert revisor(*where, "upgrade", "head").code == 0
     question = question_of([*where, "upgrade", "--lock-timeout", "0", "head"])
-    holder = LockFile(str(path))
-    holder.acquire(timeout=0)
-    try:
+    with holding_the_lock(db_url, question):
         with pytest.raises(LockTimeout) as quick:
             at_target.answer(question, Heard())
         with pytest.raises(LockTimeout) as full:
             full_run(question)
-    finally:
-        holder.release()
     assert str(quick.value) == str(full.value)
-    assert f"held by pid {os.getpid()}" in str(quick.value)
+    assert "held by" in str(quick.value)
     assert at_target.answer(question, Heard()) is not None  # released: answered
+
+
+@contextmanager
+def holding_the_lock(url: str, question: Question) -> Iterator[None]:
+    """The run's lock, held by another session (another process, as far as the lock can tell)."""
+    from revisor.connection import resolve_database
+    from revisor.dialects import lock_key
+
+    database = resolve_database(url=url)
+    if database.backend == "sqlite":
+        holder = LockFile(str(database.url.database))
+        holder.acquire(timeout=0)
+        try:
+            yield
+        finally:
+            holder.release()
+        return
+    key = lock_key(database, schema=None, table=question.version_table.table)
+    holding = _hold(database, key)
+    next(holding)
+    try:
+        yield
+    finally:
+        next(holding, None)
+
+
+def _hold(database: Any, key: Any) -> Iterator[None]:
+    """Hold PostgreSQL's advisory lock ``key`` from the first ``next`` to the second."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(database.url, poolclass=sa.pool.NullPool)
+    with engine.connect() as conn:
+        conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": key.value})
+        conn.commit()
+        yield
+        conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": key.value})
+        conn.commit()
+    engine.dispose()
+
+
+def test_an_unreachable_server_is_left_to_the_full_run_which_names_it(
+    tmp_path: Path, revisor: Callable[..., Run]
+) -> None:
+    from tests.support.postgres import free_port
+
+    project = make_project(tmp_path, chain(2))
+    url = f"postgresql+psycopg://app:canary-Pa55word@127.0.0.1:{free_port()}/app"
+    where = [*project.args(), "--database-url", url]
+    assert at_target.answer(question_of([*where, "upgrade", "head"]), Heard()) is None
+    done = revisor(*where, "upgrade", "head")
+    assert done.code == 6, done.err
+    assert "cannot connect to" in done.err
+    assert "canary-Pa55word" not in done.out + done.err
 
 
 # -- the header graph is Alembic's --------------------------------------------------------------
@@ -484,3 +593,14 @@ def test_the_header_graph_has_alembics_heads_or_declines(revisions: dict[str, He
 
 def _ids(value: str | Sequence[str] | None) -> tuple[str, ...]:
     return () if value is None else (value,) if isinstance(value, str) else tuple(value)
+
+
+def recorded_keys(url: str) -> list[str]:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            return [row[0] for row in conn.execute(sa.text("SELECT revisions FROM revisor_schema"))]
+    finally:
+        engine.dispose()

@@ -141,3 +141,59 @@ def test_stamp_records_a_revision_without_running_it(revisor, any_db_url, tmp_pa
     assert version(any_db_url) == {"0002t0000000"}
     assert "t1" not in tables(any_db_url)
     assert history_rows(any_db_url)[-1]["direction"] == "stamp"
+
+
+def test_the_version_table_is_written_with_one_statement_per_kind_of_write(
+    revisor, any_db_url, tmp_path: Path
+) -> None:
+    """Alembic writes each id as a literal (a new statement to compile per step); Revisor binds it.
+
+    Up from base (INSERT, then UPDATEs), down to base (UPDATEs, then DELETE) and a
+    stamp: the version table ends where Alembic's writes would leave it, and each
+    kind of write is one statement text, however many steps ran.
+    """
+    import sqlalchemy as sa
+
+    written: list[str] = []
+
+    def seen(*args: object) -> None:
+        statement = str(args[2])  # (conn, cursor, statement, parameters, context, executemany)
+        words = statement.lstrip().split(None, 1)
+        if "alembic_version" in statement and words[0].upper() in ("INSERT", "UPDATE", "DELETE"):
+            written.append(statement)
+
+    project = make_project(tmp_path, chain(6))
+    sa.event.listen(sa.engine.Engine, "before_cursor_execute", seen)
+    try:
+        assert revisor(*project.args(), "--database-url", any_db_url, "upgrade", "head").code == 0
+        assert version(any_db_url) == {"0006t0000000"}
+        assert revisor(*project.args(), "--database-url", any_db_url, "downgrade", "base").code == 0
+        assert version(any_db_url) == set()
+        assert revisor(*project.args(), "--database-url", any_db_url, "stamp", "0004t").code == 0
+        assert version(any_db_url) == {"0004t0000000"}
+    finally:
+        sa.event.remove(sa.engine.Engine, "before_cursor_execute", seen)
+    assert len(written) == 6 + 6 + 1
+    kinds = {statement.split(None, 1)[0].upper() for statement in set(written)}
+    assert kinds == {"INSERT", "UPDATE", "DELETE"}
+    assert len(set(written)) == 3, sorted(set(written))
+
+
+def test_a_version_row_gone_under_a_step_fails_it_in_alembics_words(
+    revisor, any_db_url, tmp_path: Path
+) -> None:
+    """A write that matches no row is Alembic's error, and the step rolls back."""
+    from tests.support.projects import Rev
+
+    revs = chain(2)
+    rogue = Rev(
+        id="0003r0000000", down=revs[-1].id, upgrade="op.execute('DELETE FROM alembic_version')"
+    )
+    project = make_project(tmp_path, [*revs, rogue])
+    done = revisor(*project.args(), "--database-url", any_db_url, "upgrade", "head")
+    assert done.code == 4, done.err
+    assert (
+        "Online migration expected to match one row when updating '0002t0000000' to "
+        "'0003r0000000' in 'alembic_version'; 0 found" in done.err
+    )
+    assert version(any_db_url) == {"0002t0000000"}

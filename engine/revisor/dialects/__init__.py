@@ -10,7 +10,6 @@ from __future__ import annotations
 from revisor.connection import Database
 from revisor.dialects.base import (
     DialectSupport,
-    LockKey,
     StatementLog,
     StatementsRan,
     lock_key,
@@ -20,6 +19,7 @@ from revisor.dialects.mysql import MysqlSupport
 from revisor.dialects.postgresql import PostgresSupport
 from revisor.dialects.sqlite import SqliteSupport
 from revisor.errors import BadInput
+from revisor.locks import LockKey
 from revisor.polling import Backoff, poll
 from revisor.redaction import scrub
 

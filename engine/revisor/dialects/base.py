@@ -21,7 +21,6 @@ say exactly what was left behind, instead of claiming a clean failure.
 
 from __future__ import annotations
 
-import hashlib
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,21 +30,12 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection
 
 from revisor.connection import Database
-
-
-@dataclass(frozen=True)
-class LockKey:
-    """The lock's identity: one per database + schema + version table."""
-
-    name: str
-    value: int  # signed 64-bit, as pg_advisory_lock takes it
+from revisor.locks import LockKey, lock_key_for
 
 
 def lock_key(db: Database, *, schema: str | None, table: str) -> LockKey:
-    """Same inputs, same key, in every runner (golang-migrate does the same)."""
-    name = f"revisor:{db.url.database or ''}:{schema or ''}:{table}"
-    digest = hashlib.sha256(name.encode()).digest()
-    return LockKey(name=name, value=int.from_bytes(digest[:8], "big", signed=True))
+    """The lock of ``db``'s version table ``table`` in ``schema`` (:func:`lock_key_for`)."""
+    return lock_key_for(db.url.database, schema=schema, table=table)
 
 
 class DialectSupport(Protocol):

@@ -19,8 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from revisor.dialects.base import LockKey
-from revisor.errors import LockTimeout
+from revisor.locks import LockKey, gave_up
 from revisor.polling import poll, waiting_phrase
 
 #: MySQL 5.7+ refuses user-lock names longer than this (MariaDB takes them).
@@ -124,11 +123,7 @@ class MysqlSupport:
                 on_wait(waiting_phrase(timeout, f"the lock {name}{self._holder(conn, name)}"))
 
         if not poll(try_once, timeout=timeout, on_first_miss=waiting):
-            raise LockTimeout(
-                f"another migration holds the lock {name}{self._holder(conn, name)}; "
-                f"gave up after {timeout:g}s",
-                hint="wait for it to finish, or raise --lock-timeout",
-            )
+            raise gave_up(f"the lock {name}{self._holder(conn, name)}", timeout)
 
     def _holder(self, conn: Connection, name: str) -> str:
         """Who holds the lock, as a phrase (empty if it cannot be told).

@@ -9,13 +9,13 @@ from collections.abc import Callable
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from revisor.connection import (
+from revisor.dialects.base import milliseconds, sqlstate
+from revisor.libpq import (
     KEEPALIVE_COUNT,
     KEEPALIVE_IDLE_SECONDS,
     KEEPALIVE_INTERVAL_SECONDS,
 )
-from revisor.dialects.base import LockKey, milliseconds, sqlstate
-from revisor.errors import LockTimeout
+from revisor.locks import PG_HOLDER, PG_TRY_LOCK, PG_UNLOCK, LockKey, gave_up, pg_holder_phrase
 from revisor.polling import poll, waiting_phrase
 
 #: The SQLSTATE of a lock wait that ran past ``lock_timeout``.
@@ -45,7 +45,7 @@ class PostgresSupport:
         on_wait: Callable[[str], None] | None = None,
     ) -> None:
         def try_once() -> bool:
-            got = conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key.value})
+            got = conn.execute(_text(PG_TRY_LOCK), {"k": key.value})
             acquired = bool(got.scalar())
             conn.commit()
             return acquired
@@ -55,41 +55,21 @@ class PostgresSupport:
                 on_wait(waiting_phrase(timeout, f"the lock {key.name}{self._holder(conn, key)}"))
 
         if not poll(try_once, timeout=timeout, on_first_miss=waiting):
-            raise self._timeout(conn, key, timeout)
-
-    def _timeout(self, conn: Connection, key: LockKey, timeout: float | None) -> LockTimeout:
-        return LockTimeout(
-            f"another migration holds the lock {key.name}{self._holder(conn, key)}; "
-            f"gave up after {timeout:g}s",
-            hint="wait for it to finish, or raise --lock-timeout",
-        )
+            raise gave_up(f"the lock {key.name}{self._holder(conn, key)}", timeout)
 
     def _holder(self, conn: Connection, key: LockKey) -> str:
         """Who holds the lock, as a phrase (empty if it cannot be told)."""
         try:
-            row = conn.execute(
-                sa.text(
-                    "SELECT a.pid, a.application_name, a.client_addr, a.backend_start "
-                    "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-                    "WHERE l.locktype = 'advisory' AND l.granted "
-                    "AND ((l.classid::bigint << 32) | l.objid::bigint) = :k"
-                ),
-                {"k": key.value},
-            ).first()
+            row = conn.execute(_text(PG_HOLDER), {"k": key.value}).first()
         except sa.exc.DBAPIError:
             row = None
         finally:
             with contextlib.suppress(sa.exc.DBAPIError):
                 conn.rollback()
-        if row is None:
-            return ""
-        return (
-            f" (held by backend pid {row.pid}, application {row.application_name!r}, "
-            f"client {row.client_addr or 'local'}, connected since {row.backend_start})"
-        )
+        return pg_holder_phrase(row)
 
     def release_lock(self, conn: Connection, *, key: LockKey) -> None:
-        conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": key.value})
+        conn.execute(_text(PG_UNLOCK), {"k": key.value})
         conn.commit()
 
     def prepare_session(
@@ -159,3 +139,8 @@ class PostgresSupport:
             f"on {r.relname}; its last query: {' '.join(str(r.query).split())})"
             for r in shown
         )
+
+
+def _text(statement: str) -> sa.TextClause:
+    """One of :mod:`revisor.locks`' statements (psycopg's ``%(k)s``) for any driver."""
+    return sa.text(statement.replace("%(k)s", ":k"))

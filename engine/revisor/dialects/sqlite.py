@@ -7,8 +7,8 @@ from collections.abc import Callable
 from sqlalchemy.engine import Connection
 
 from revisor.connection import Database
-from revisor.dialects.base import LockKey
 from revisor.lock_file import LockFile, busy_timeout
+from revisor.locks import LockKey
 
 
 class SqliteSupport:
