@@ -16,11 +16,12 @@ returns None and the full run goes on as if nothing had been tried:
 
 - not a SQLite file or PostgreSQL through psycopg (``postgresql+psycopg``,
   ``postgresql``, ``postgres``, or the ``REVISOR_DATABASE_*`` parts);
-  a URL in an ini file; a SQLite URL with options; a file that is not there;
+  a SQLite URL with options; a file that is not there;
 - anything but ``apply``/``upgrade`` to ``head``, ``heads`` or an exact
   revision id; ``--baseline``, ``--schema``, ``--env-py``, ``--metadata``,
   ``--version-table-schema``;
-- scripts the header graph declines (an ini file, computed headers, ...);
+- scripts the header graph declines (an ini file that sets version
+  locations, computed headers, ...);
 - a database not at that target, or without a version table;
 - what the full run would write even with nothing to do: a history row left
   ``running`` by a dead runner (marked interrupted), a revision with no
@@ -54,6 +55,7 @@ from revisor.contract import (
     timestamp,
 )
 from revisor.header_graph import read_graph
+from revisor.ini_file import config_file_of, read_ini
 from revisor.libpq import libpq_options
 from revisor.lock_file import LockFile, busy_timeout
 from revisor.locks import PG_HOLDER, PG_TRY_LOCK, PG_UNLOCK, gave_up, lock_key_for, pg_holder_phrase
@@ -173,24 +175,36 @@ def database_of(
     """The database, found where the full run looks (:func:`revisor.connection.resolve_database`).
 
     The sources in the same order: ``--database-url``, ``--database-url-file``,
-    ``REVISOR_DATABASE_URL``, the ``REVISOR_DATABASE_*`` parts. None for any
-    database not answered here, an unreadable file (the full run says what is
-    wrong), or a URL in an ini file (not answered here).
+    ``REVISOR_DATABASE_URL``, the ``REVISOR_DATABASE_*`` parts, ``sqlalchemy.url``
+    of the ini file. None for any database not answered here, or an
+    unreadable file (the full run says what is wrong).
     """
     if question.database_url:
         return _from_url(question.database_url, secret_parts=False)
     if question.database_url_file:
-        try:
-            text = Path(question.database_url_file).read_text()
-        except (OSError, UnicodeDecodeError):
-            return None
-        return _from_url(text, secret_parts=True)
+        return _from_url_file(question.database_url_file)
     if environ.get(ENV_DATABASE_URL):
         return _from_url(environ[ENV_DATABASE_URL], secret_parts=True)
     parts = {key: environ.get(name) or None for key, name in ENV_DATABASE_PARTS.items()}
     if parts["host"] or parts["name"]:
         return _from_parts(parts)
-    return None
+    return _from_ini(question.location)
+
+
+def _from_url_file(path: str) -> SqliteFile | PostgresServer | None:
+    try:
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return _from_url(text, secret_parts=True)
+
+
+def _from_ini(location: ScriptLocation) -> SqliteFile | PostgresServer | None:
+    config_file = config_file_of(location)
+    ini = None if config_file is None else read_ini(config_file, location.ini_section)
+    if ini is None or not ini.url:
+        return None
+    return _from_url(ini.url, secret_parts=False)
 
 
 def _from_url(raw: str, *, secret_parts: bool) -> SqliteFile | PostgresServer | None:

@@ -590,7 +590,17 @@ def schemas(
 
 
 def offline_sql(project: Project, rng: str, dialect: str) -> Outcome:
-    """The SQL for ``A:B`` (or base to ``B``), without a database."""
+    """The SQL for ``A:B`` (or base to ``B``), without a database.
+
+    With ``--schema``, the script starts by setting the search_path to that
+    schema, as the online run's session does, so its unqualified names land
+    in the tenant's schema when a person runs it with psql.
+    """
+    if project.schema is not None and dialect != "postgresql":
+        raise BadInput(
+            f"--schema is for PostgreSQL; sql --dialect {dialect} has no search_path",
+            hint="leave out --schema, or use --dialect postgresql",
+        )
     scripts = project.scripts
     start_text, _, end = rng.rpartition(":")
     start = start_text or None
@@ -635,6 +645,9 @@ def offline_sql(project: Project, rng: str, dialect: str) -> Outcome:
         with env.begin_transaction():
             env.run_migrations()
     text = buffer.getvalue()
+    if project.schema is not None:
+        quoted = '"' + project.schema.replace('"', '""') + '"'
+        text = f"SET search_path TO {quoted};\n\n{text}"
     result = _result(
         "sql",
         direction="downgrade" if down else "upgrade",

@@ -5,14 +5,15 @@ scripts: which revisions exist and which of them are heads. Loading Alembic
 to learn them costs more than the rest of such a run (its runtime and
 SQLAlchemy are most of a second of CPU), so :func:`read_graph` answers from
 :func:`~revisor.revision_headers.read_header` with the standard library
-only, for the layout ``--scripts DIR`` gives: ``DIR/versions``, or a flat
-``DIR`` of revision files (a mounted ConfigMap), with no ini file.
+only, for the layouts ``--scripts DIR`` gives (``DIR/versions``, or a flat
+``DIR`` of revision files, a mounted ConfigMap) and an ini file's
+``script_location``.
 
 It is exact or it declines: None whenever Alembic could see something else
-or fail (an ini file, extra version locations, a header that is not plain
-literals, a file that is not a revision, the same revision twice, a down
-revision or dependency that is not a revision id, a branch label used twice
-or named like a revision, a cycle). The caller then loads the scripts with
+or fail (extra version locations, or an ini file setting them, a header
+that is not plain literals, a file that is not a revision, the same
+revision twice, a down revision or dependency that is not a revision id, a
+branch label used twice or named like a revision, a cycle). The caller then loads the scripts with
 Alembic. Alembic's rules followed here: files are listed as
 ``Script._list_py_dir`` lists them (one directory, not recursive, no
 ``__pycache__``, names matching ``_only_source_rev_file``), and a head is a
@@ -29,6 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from revisor.ini_file import config_file_of, read_ini
 from revisor.revision_headers import Header, RevisionList, read_header
 from revisor.script_location import ScriptLocation
 
@@ -49,17 +51,28 @@ class HeaderGraph:
 def revision_files(location: ScriptLocation) -> list[Path] | None:
     """The files Alembic would load as revisions, in its order; None if it must be asked.
 
-    Only ``--scripts DIR`` with nothing else: ``DIR/versions`` when it is a
-    directory, else ``DIR`` itself less its ``env.py`` (the flat layout).
+    ``--scripts DIR``: ``DIR/versions`` when it is a directory, else ``DIR``
+    itself less its ``env.py`` (the flat layout). An ini file (``--config``,
+    or Alembic's default one): its ``script_location``'s ``versions``
+    (:func:`~revisor.ini_file.read_ini`). Not both, and no
+    ``--version-locations``.
     """
-    if location.config_file is not None or location.version_locations:
+    if location.version_locations:
         return None
-    if location.scripts_dir is None:
+    config_file = config_file_of(location)
+    if config_file is not None:
+        if location.scripts_dir is not None:
+            return None
+        ini = read_ini(config_file, location.ini_section)
+        if ini is None:
+            return None
+        where, flat = ini.script_location / "versions", False
+    elif location.scripts_dir is not None:
+        home = Path(location.scripts_dir)
+        flat = not (home / "versions").is_dir()
+        where = home if flat else home / "versions"
+    else:
         return None
-    home = Path(location.scripts_dir)
-    versions = home / "versions"
-    flat = not versions.is_dir()
-    where = home if flat else versions
     try:
         with os.scandir(where) as entries:
             names = sorted(e.name for e in entries if not e.is_dir())

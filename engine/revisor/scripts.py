@@ -49,6 +49,7 @@ from alembic.util import warn as alembic_warn
 from revisor import contract
 from revisor.contract import Reason
 from revisor.errors import BadInput
+from revisor.ini_file import default_config_file
 from revisor.records import plan_hash
 from revisor.revision_headers import Header, read_header
 from revisor.script_location import ScriptLocation
@@ -454,14 +455,6 @@ def import_planned(scripts: Scripts, steps: Sequence[RevisionStep]) -> None:
 def down_revisions_text(script: Script) -> str:
     """The revisions ``script`` revises, comma-separated, as Alembic's history shows them."""
     return ",".join(script._format_down_revision().split(", "))
-
-
-def default_config_file(environ: Mapping[str, str] | None = None) -> str | None:
-    """The ini file Alembic's own CLI would read: ``$ALEMBIC_CONFIG``, else ``./alembic.ini``."""
-    env = os.environ if environ is None else environ
-    if env.get("ALEMBIC_CONFIG"):
-        return env["ALEMBIC_CONFIG"]
-    return "alembic.ini" if Path("alembic.ini").is_file() else None
 
 
 def load_scripts(options: ScriptLocation) -> Scripts:

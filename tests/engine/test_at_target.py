@@ -245,6 +245,73 @@ def test_the_cli_answers_without_loading_sqlalchemy_or_alembic(
     assert "at 0003t0000000 (was 0003t0000000)" in again["out"]
 
 
+def test_answered_from_an_alembic_ini_as_alembic_reads_it(
+    db_url: str, tmp_path: Path, revisor: Callable[..., Run], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--config`` (script_location with ``%(here)s``, the URL in the file), and the
+    ``./alembic.ini`` Alembic's own CLI would read when neither is given."""
+    project = make_project(tmp_path, chain(3))
+    ini = project.with_ini(url=db_url.replace("%", "%%"))
+    assert revisor("--config", str(ini), "upgrade", "head").code == 0
+    question = question_of(["--config", str(ini), "upgrade", "head"])
+    quick = at_target.answer(question, Heard())
+    assert quick is not None
+    assert comparable(quick) == comparable(full_run(question)[0])
+
+    monkeypatch.chdir(project.root)
+    monkeypatch.delenv("ALEMBIC_CONFIG", raising=False)
+    assert at_target.answer(question_of(["upgrade", "head"]), Heard()) is not None
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        "version_locations = %(here)s/migrations/versions",
+        "recursive_version_locations = true",
+        "sourceless = true",
+        "script_location = shop.migrations:alembic",
+        "script_location = %(nowhere)s/migrations",
+    ],
+)
+def test_an_ini_that_changes_how_alembic_loads_is_left_to_it(
+    extra: str, tmp_path: Path, revisor: Callable[..., Run]
+) -> None:
+    project = make_project(tmp_path, chain(2))
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    plain = project.with_ini(url=url)
+    assert revisor("--config", str(plain), "upgrade", "head").code == 0
+    assert at_target.answer(question_of(["--config", str(plain), "upgrade", "head"]), Heard())
+    lines = plain.read_text().splitlines()
+    if extra.startswith("script_location"):
+        lines = [line for line in lines if not line.startswith("script_location")]
+    plain.write_text("\n".join([*lines, extra]) + "\n")
+    assert (
+        at_target.answer(question_of(["--config", str(plain), "upgrade", "head"]), Heard()) is None
+    )
+    both = ["--config", str(plain), *project.args(), "upgrade", "head"]
+    assert at_target.answer(question_of(both), Heard()) is None
+
+
+def test_the_ini_is_read_as_alembics_config_reads_it(tmp_path: Path) -> None:
+    from alembic.config import Config
+    from revisor.ini_file import read_ini
+
+    ini = tmp_path / "alembic.ini"
+    ini.write_text(
+        "[DEFAULT]\nroot = %(here)s/app\n\n[alembic]\nscript_location = %(root)s/migrations\n"
+        "sqlalchemy.url = sqlite:///%(here)s/app 100%%.db\n\n"
+        "[other]\nscript_location = relative/dir\n"
+    )
+    for section in ("alembic", "other"):
+        ours = read_ini(str(ini), section)
+        theirs = Config(str(ini), ini_section=section)
+        assert ours is not None
+        assert str(ours.script_location) == theirs.get_main_option("script_location")
+        assert ours.url == theirs.get_main_option("sqlalchemy.url")
+    assert read_ini(str(ini), "missing") is None
+    assert read_ini(str(tmp_path / "nothing.ini"), "alembic") is None
+
+
 # -- declined: the full run goes on, and does its part ------------------------------------------
 
 

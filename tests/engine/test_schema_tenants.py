@@ -251,3 +251,42 @@ def test_a_failing_query_keeps_its_secrets(pg_url: str) -> None:
     assert done.returncode == 2
     assert "Canary-s3cr3t" not in done.stdout + done.stderr
     assert "no_such_table" in json.loads(done.stdout)["error"]
+
+
+def test_an_invalid_index_warns_only_its_own_tenant(pg_url: str, tmp_path: Path) -> None:
+    """A failed concurrent build in one tenant is that tenant's warning, not its neighbour's."""
+    psql(pg_url, 'CREATE SCHEMA "tenant_a"', 'CREATE SCHEMA "tenant_b"')
+    psql(
+        pg_url,
+        "CREATE TABLE tenant_b.dup (code int)",
+        "INSERT INTO tenant_b.dup VALUES (1), (1)",
+    )
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        psql(pg_url, "CREATE UNIQUE INDEX CONCURRENTLY ix_dup ON tenant_b.dup (code)")
+    project = make_project(tmp_path, chain(3))
+    runs = {}
+    for schema in ("tenant_a", "tenant_b"):
+        runs[schema] = revisor(*project.args(), "--database-url", pg_url, f"--schema={schema}",
+                               "--output", "json", "upgrade")  # fmt: skip
+        assert runs[schema].returncode == 0, runs[schema].stderr
+    warnings = {s: json.loads(r.stdout).get("warnings", []) for s, r in runs.items()}
+    assert warnings["tenant_a"] == []
+    assert len(warnings["tenant_b"]) == 1
+    assert "INVALID index(es) tenant_b.ix_dup found" in warnings["tenant_b"][0]
+
+
+def test_offline_sql_for_a_tenant_sets_its_search_path(pg_url: str, tmp_path: Path) -> None:
+    """The script ``sql --schema`` prints, run by hand, builds the tenant and nothing else."""
+    psql(pg_url, 'CREATE SCHEMA "Tenant-C"')
+    project = make_project(tmp_path, chain(3))
+    done = revisor(*project.args(), "--schema=Tenant-C", "sql", "base:head")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith('SET search_path TO "Tenant-C";\n')
+    psql(pg_url, done.stdout)
+    assert {"t1", "t2", "t3", "alembic_version"} <= tables_of(pg_url, "Tenant-C")
+    assert version_of(pg_url, "Tenant-C") == {HEAD}
+    assert tables_of(pg_url, "public") == set()
+
+    other = revisor(*project.args(), "--schema=Tenant-C", "sql", "base:head", "--dialect", "mysql")
+    assert other.returncode == 2
+    assert "--schema is for PostgreSQL" in other.stderr

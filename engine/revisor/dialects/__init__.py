@@ -39,7 +39,7 @@ __all__ = [
 def support_for(db: Database) -> DialectSupport:
     """The implementation for ``db``'s backend, or a clear refusal."""
     if db.backend == "postgresql":
-        return PostgresSupport()
+        return PostgresSupport(db.schema)
     if db.backend in ("mysql", "mariadb"):
         return MysqlSupport()
     if db.backend == "sqlite":

@@ -36,6 +36,10 @@ class PostgresSupport:
 
     transactional_ddl = True
 
+    def __init__(self, schema: str | None = None) -> None:
+        #: ``--schema``: the tenant a run works in; INVALID indexes are looked for there only.
+        self.schema = schema
+
     def acquire_lock(
         self,
         conn: Connection,
@@ -101,14 +105,18 @@ class PostgresSupport:
         return False
 
     def invalid_indexes(self, conn: Connection) -> frozenset[str]:
-        rows = conn.execute(
-            sa.text(
-                "SELECT n.nspname || '.' || c.relname FROM pg_index i "
-                "JOIN pg_class c ON c.oid = i.indexrelid "
-                "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE NOT i.indisvalid"
-            )
-        ).scalars()
-        found = frozenset(str(name) for name in rows)
+        """INVALID indexes (a failed ``CREATE INDEX CONCURRENTLY``): in the run's schema
+        with ``--schema`` (a tenant is not told about another's), else anywhere."""
+        query = (
+            "SELECT n.nspname || '.' || c.relname FROM pg_index i "
+            "JOIN pg_class c ON c.oid = i.indexrelid "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE NOT i.indisvalid"
+        )
+        if self.schema is not None:
+            rows = conn.execute(sa.text(query + " AND n.nspname = :s"), {"s": self.schema})
+        else:
+            rows = conn.execute(sa.text(query))
+        found = frozenset(str(name) for name in rows.scalars())
         conn.rollback()
         return found
 
