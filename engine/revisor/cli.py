@@ -27,6 +27,7 @@ from revisor.script_location import ScriptLocation
 if TYPE_CHECKING:
     # Imported where a command runs (dispatch, main): SQLAlchemy and Alembic are
     # most of a start-up, and --help or a usage error needs neither.
+    from revisor import at_target
     from revisor.project import Project
 
 COMMANDS_WITH_TARGET = {
@@ -456,7 +457,15 @@ def _at_target(args: argparse.Namespace, reporter: Reporter) -> Outcome | None:
         return None
     from revisor import at_target
 
-    question = at_target.Question(
+    result = at_target.answer(question(args), reporter)
+    return None if result is None else Outcome(result, run_text(result))
+
+
+def question(args: argparse.Namespace) -> at_target.Question:
+    """What ``apply`` / ``upgrade`` asks, as :mod:`revisor.at_target` reads it."""
+    from revisor import at_target
+
+    return at_target.Question(
         location=_location(args),
         options=_options(args),
         database_url=args.database_url,
@@ -466,8 +475,6 @@ def _at_target(args: argparse.Namespace, reporter: Reporter) -> Outcome | None:
         env_py=args.env_py,
         metadata=args.metadata,
     )
-    result = at_target.answer(question, reporter)
-    return None if result is None else Outcome(result, run_text(result))
 
 
 def dispatch(args: argparse.Namespace, reporter: Reporter) -> Outcome:

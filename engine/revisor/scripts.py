@@ -304,7 +304,12 @@ def _load_revisions(directory: ScriptDirectory, *, skip: Path | None) -> Iterato
         if not location.exists():
             continue
         for file_path in Script._list_py_dir(directory, location):
-            real_path = _real_path(file_path, real_dirs)
+            in_real_dir = _in_real_dir(file_path, real_dirs)
+            if in_real_dir == skip:
+                # By the name it is listed under: in a mounted ConfigMap every file
+                # is a symlink into a hidden ..data directory, env.py included.
+                continue
+            real_path = Path(os.path.realpath(file_path)) if file_path.is_symlink() else in_real_dir
             if real_path in seen:
                 alembic_warn(
                     f"File {real_path} loaded twice! ignoring. "
@@ -312,22 +317,18 @@ def _load_revisions(directory: ScriptDirectory, *, skip: Path | None) -> Iterato
                 )
                 continue
             seen.add(real_path)
-            if real_path == skip:
-                continue
             script = _script_at(directory, real_path)
             if script is not None:
                 yield script
 
 
-def _real_path(file_path: Path, real_dirs: dict[Path, str]) -> Path:
-    """What ``file_path.resolve()`` gives Alembic, at a fraction of its cost.
+def _in_real_dir(file_path: Path, real_dirs: dict[Path, str]) -> Path:
+    """``file_path`` in its directory's real path: with the file's own symlink, what
+    ``file_path.resolve()`` gives Alembic, at a fraction of its cost.
 
-    ``os.path.realpath`` checks every component of every path; a file that is
-    not a symlink resolves to its directory's real path plus its name, and a
-    directory holds thousands of revisions, so each directory is resolved once.
+    ``os.path.realpath`` checks every component of every path; a directory holds
+    thousands of revisions, so each directory is resolved once.
     """
-    if file_path.is_symlink():
-        return Path(os.path.realpath(file_path))
     parent = file_path.parent
     real_dir = real_dirs.get(parent)
     if real_dir is None:

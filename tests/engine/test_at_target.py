@@ -29,10 +29,9 @@ import pytest
 from alembic.script.revision import Revision, RevisionMap
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from revisor import at_target, commands, contract
+from revisor import at_target, cli, commands, contract
 from revisor.at_target import Question
 from revisor.cli import _options, build_parser
-from revisor.contract import VersionTable
 from revisor.errors import LockTimeout
 from revisor.header_graph import graph_of
 from revisor.lock_file import LockFile
@@ -70,21 +69,7 @@ class Heard:
 
 def question_of(argv: Sequence[str]) -> Question:
     """The question the CLI asks for ``argv`` (global options, then the command)."""
-    args = build_parser().parse_args(list(argv))
-    return Question(
-        location=ScriptLocation(
-            config_file=args.config,
-            scripts_dir=args.scripts,
-            version_locations=tuple(args.version_locations or ()),
-        ),
-        options=_options(args),
-        database_url=args.database_url,
-        database_url_file=args.database_url_file,
-        version_table=VersionTable(name=args.version_table, schema=args.version_table_schema),
-        schema=args.schema,
-        env_py=args.env_py,
-        metadata=args.metadata,
-    )
+    return cli.question(build_parser().parse_args(list(argv)))
 
 
 def full_run(question: Question) -> tuple[contract.Result, str, list[str]]:

@@ -226,18 +226,34 @@ def test_the_graph_read_from_headers_is_alembics(history: str, tmp_path: Path) -
         assert graphs["quick"] is not None
 
 
+@pytest.mark.parametrize("layout", ["files", "configmap"])
 def test_a_flat_directory_with_env_py_reads_the_revisions_and_leaves_env_py(
-    tmp_path: Path,
+    layout: str, tmp_path: Path, revisor: Callable[..., Run]
 ) -> None:
-    """A ConfigMap's flat directory: env.py beside the revisions is not a revision."""
+    """A ConfigMap's flat directory: env.py beside the revisions is not a revision.
+
+    ``configmap`` is how the kubelet mounts one: every key a symlink into a
+    hidden ``..data`` directory (itself a symlink to a timestamped one).
+    """
     flat = tmp_path / "flat"
-    flat.mkdir()
-    for rev in chain(3):
-        (flat / f"{rev.id}_rev.py").write_text(rev.source())
-    (flat / "env.py").write_text("raise SystemExit('env.py must not be imported as a revision')\n")
+    files = flat / "..2026_12_07_01_00_00.000000001" if layout == "configmap" else flat
+    files.mkdir(parents=True)
+    names = [f"{rev.id}_rev.py" for rev in chain(3)]
+    for name, rev in zip(names, chain(3), strict=True):
+        (files / name).write_text(rev.source())
+    (files / "env.py").write_text("raise SystemExit('env.py must not be imported as a revision')\n")
+    if layout == "configmap":
+        (flat / "..data").symlink_to(files.name)
+        for name in [*names, "env.py"]:
+            (flat / name).symlink_to(Path("..data") / name)
     scripts = load_scripts(ScriptLocation(scripts_dir=str(flat)))
     assert scripts.heads() == (chain(3)[-1].id,)
     assert all(isinstance(s, HeaderScript) for s in scripts.loaded())
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    for _ in range(2):  # applied, then nothing to do
+        done = revisor("--scripts", str(flat), "--database-url", url, "upgrade", "head")
+        assert done.code == 0, done.err
+        assert f"at {chain(3)[-1].id}" in done.out
 
 
 # -- imported only when planned ---------------------------------------------------------------
