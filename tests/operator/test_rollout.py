@@ -87,6 +87,19 @@ def test_deployment_status_reads_counts_and_progressing_condition() -> None:
     assert not status.complete
 
 
+def test_old_pods_are_not_read_as_the_new_ones_being_available() -> None:
+    """A new pod that never gets ready, next to the old one still serving (maxSurge 1)."""
+    body = deployment(replicas=1)
+    body["status"].update({"replicas": 2, "updatedReplicas": 1, "availableReplicas": 1})
+    assert deployment_status(body).describe() == (
+        "1/1 updated, 1 old replica pending termination, 1 available counting old ones"
+    )
+    body["status"].update({"replicas": 1, "updatedReplicas": 1, "availableReplicas": 1})
+    assert deployment_status(body).describe() == "1/1 updated, 1/1 available"
+    body["status"].update({"replicas": 5, "updatedReplicas": 2, "availableReplicas": 3})
+    assert "3 old replicas pending termination" in deployment_status(body).describe()
+
+
 def test_replicas_default_to_one_when_unset() -> None:
     """spec.replicas omitted means 1, as in Kubernetes."""
     body = deployment(replicas=1)

@@ -102,8 +102,21 @@ class DeploymentStatus:
         return self.progressing == "False" and self.progressing_reason == DEADLINE_EXCEEDED
 
     def describe(self) -> str:
-        """The counts ``kubectl rollout status`` would talk about."""
-        return f"{self.updated}/{self.replicas} updated, {self.available}/{self.replicas} available"
+        """The counts ``kubectl rollout status`` talks about.
+
+        ``availableReplicas`` counts the old ReplicaSet's pods too: while old
+        pods are left, "1/1 available" would read as the new one being up,
+        so the old ones are named and the available count says it has them.
+        """
+        old = self.total - self.updated
+        updated = f"{self.updated}/{self.replicas} updated"
+        if old <= 0:
+            return f"{updated}, {self.available}/{self.replicas} available"
+        replicas = "replica" if old == 1 else "replicas"
+        return (
+            f"{updated}, {old} old {replicas} pending termination, "
+            f"{self.available} available counting old ones"
+        )
 
 
 def deployment_status(body: Mapping[str, Any]) -> DeploymentStatus:
