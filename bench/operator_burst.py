@@ -822,11 +822,25 @@ class Bench:
             series.append([round(time.time(), 1), rss, hwm, round(cpu, 2)])
             time.sleep(min(30.0, max(0.0, end - time.time())))
         first, last = series[0], series[-1]
-        slope = (last[1] - first[1]) / max((last[0] - first[0]) / 60, 1e-9)
+        # Least squares over every sample: one noisy sample at either end cannot tilt it.
+        fitted = (
+            statistics.linear_regression(
+                [(s[0] - first[0]) / 60 for s in series], [s[1] for s in series]
+            )
+            if len(series) > 2
+            else None
+        )
+        slope = (
+            fitted.slope
+            if fitted is not None
+            else (last[1] - first[1]) / max((last[0] - first[0]) / 60, 1e-9)
+        )
         result = {
             "minutes": minutes,
             "rss_kib_start": first[1],
             "rss_kib_end": last[1],
+            "rss_kib_min": min(s[1] for s in series),
+            "rss_kib_max": max(s[1] for s in series),
             "rss_kib_per_minute": round(slope, 1),
             "series_time_rss_kib_hwm_kib_cpu_s": series,
         }

@@ -193,10 +193,19 @@ def test_materialise_writes_items_modes_downward_api_and_tokens(tmp_path: Path) 
     assert not (volumes["cfg"] / "mode").exists()  # items select keys
     assert (volumes["sec"] / "password").read_bytes() == b"pw"
     assert (volumes["sec"] / "user").stat().st_mode & 0o777 == 0o400
-    assert list(volumes["opt"].iterdir()) == []
+    assert [e.name for e in volumes["opt"].iterdir() if not e.name.startswith("..")] == []
     assert volumes["scratch"].is_dir()
     assert (volumes["api"] / "token").read_text() == "token-for-p"
     assert (volumes["api"] / "labels").read_text() == 'a="1"\nb="2"'
+    # As the kubelet lays them out: each key a symlink through ..data to a hidden directory.
+    sec = volumes["sec"]
+    assert (sec / "password").is_symlink()
+    assert str((sec / "password").readlink()) == "..data/password"
+    assert (sec / "..data").is_symlink() and (sec / "..data").resolve().name.startswith("..")
+    assert sorted(e.name for e in sec.iterdir() if not e.name.startswith("..")) == [
+        "password",
+        "user",
+    ]
 
 
 def test_materialise_refuses_missing_secret_and_escaping_item(tmp_path: Path) -> None:

@@ -41,7 +41,7 @@ from tests.support.operator_kit import (
     slow,
     unique_prefix,
 )
-from tests.support.projects import Rev, chain
+from tests.support.projects import REPO, Rev, chain
 
 pytestmark = [pytest.mark.cluster, pytest.mark.postgres, pytest.mark.usefixtures("operator")]
 
@@ -96,6 +96,29 @@ FAILING = Rev(
 
 def _timestamp(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def test_a_config_map_with_env_py_runs_it_and_not_as_a_revision(
+    kube: Kube, ns: str, pg_url: str
+) -> None:
+    """``source.envPy`` with env.py beside the revisions in the ConfigMap.
+
+    The pod mounts the ConfigMap as the kubelet does (every key a symlink into
+    ``..data``): env.py is the project's environment, run on the engine's
+    connection, and never loaded as a revision, on the run and on the run at
+    head that follows it.
+    """
+    create_secret(kube, ns, pg_url)
+    env_py = (REPO / "examples" / "shop" / "migrations" / "env.py").read_text()
+    create_config_map(kube, ns, REVS, extra={"env.py": env_py})
+    create(
+        kube, ns, migration("app", source={"configMap": {"name": "app-migrations"}, "envPy": True})
+    )
+    first = settled(kube, ns, "app")
+    assert first["status"]["phase"] == "Succeeded", first["status"]
+    assert first["status"]["currentRevision"] == HEAD
+    assert db_version(pg_url) == {HEAD}
+    assert [s["revision"] for s in first["status"]["lastRun"]["applied"]] == [r.id for r in REVS]
 
 
 def test_spec_change_during_a_run_is_applied_right_after_it(

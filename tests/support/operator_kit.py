@@ -131,13 +131,18 @@ def create_config_map(
     name: str = "app-migrations",
     *,
     labelled: bool = True,
+    extra: Mapping[str, str] | None = None,
 ) -> None:
-    """The revision files as a ConfigMap; ``labelled`` as the docs say (watched at once)."""
+    """The revision files as a ConfigMap; ``labelled`` as the docs say (watched at once).
+
+    ``extra``: more keys beside the revisions (an ``env.py``).
+    """
     labels = {"revisor.dev/scripts": "true"} if labelled else {}
+    data = {**scripts(revs), **(extra or {})}
     client.CoreV1Api(kube.api).create_namespaced_config_map(
         namespace,
         client.V1ConfigMap.model_validate(
-            {"metadata": {"name": name, "labels": labels}, "data": scripts(revs)}
+            {"metadata": {"name": name, "labels": labels}, "data": data}
         ),
     )
 

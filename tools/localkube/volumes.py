@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import posixpath
 import shutil
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,6 +156,25 @@ def _project_source(
         raise MissingSourceError(f"unsupported projected source {sorted(source)}")
 
 
+def _atomic_writer_layout(directory: Path) -> None:
+    """Lay ``directory`` out as the kubelet's AtomicWriter does for content volumes.
+
+    The files go in a hidden, timestamped directory; ``..data`` links to it,
+    and each top-level entry is a symlink through ``..data``. Programs that
+    list a mounted ConfigMap see symlinks and two hidden directories, as on a
+    real node (Alembic's flat version directory, for one).
+    """
+    stamp = time.strftime("..%Y_%m_%d_%H_%M_%S.000000001", time.gmtime())
+    hidden = directory / stamp
+    entries = sorted(directory.iterdir())
+    hidden.mkdir()
+    for entry in entries:
+        entry.rename(hidden / entry.name)
+    (directory / "..data").symlink_to(stamp)
+    for entry in entries:
+        (directory / entry.name).symlink_to(Path("..data") / entry.name)
+
+
 def materialise(pod: Pod, pod_dir: Path, sources: Sources) -> dict[str, Path]:
     """Create every volume of ``pod`` under ``pod_dir/volumes``; return name -> directory.
 
@@ -188,6 +208,7 @@ def materialise(pod: Pod, pod_dir: Path, sources: Sources) -> dict[str, Path]:
         else:
             kinds = sorted(set(volume) - {"name"})
             raise MissingSourceError(f"volume {name!r}: unsupported kind {kinds}")
+        _atomic_writer_layout(staging)
         shutil.rmtree(directory, ignore_errors=True)
         staging.rename(directory)
         result[name] = directory
