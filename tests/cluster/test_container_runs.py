@@ -58,8 +58,8 @@ def alive(pid: int) -> bool:
     """Running (a zombie waiting for init to reap it is not)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_bytes()
-    except FileNotFoundError:
-        return False
+    except (FileNotFoundError, ProcessLookupError):
+        return False  # gone; or gone between opening the file and reading it (ESRCH)
     return stat.rpartition(b")")[2].split()[0] != b"Z"
 
 

@@ -432,10 +432,14 @@ def test_a_postgresql_url_means_what_it_means_to_sqlalchemy() -> None:
     password=st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=16),
     name=st.text(st.characters(codec="utf-8", exclude_characters="\x00"), min_size=1, max_size=12),
 )
-def test_any_credentials_in_a_url_are_read_as_sqlalchemy_reads_them(
+def test_any_credentials_in_a_url_are_read_as_the_full_run_reads_them(
     user: str, password: str, name: str
 ) -> None:
-    """Percent-encoded as ``URL.render_as_string`` writes them, every value comes back whole."""
+    """Percent-encoded as ``URL.render_as_string`` writes them, every value is what the
+    full run connects with (``resolve_database``, then SQLAlchemy's psycopg dialect),
+    down to what both strip from the URL's ends."""
+    from revisor.connection import _engine_options, resolve_database
+    from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
     from sqlalchemy.engine import URL
 
     url = URL.create(
@@ -443,9 +447,11 @@ def test_any_credentials_in_a_url_are_read_as_sqlalchemy_reads_them(
     ).render_as_string(hide_password=False)
     ours = at_target.database_of(asking(database_url=url), {})
     assert isinstance(ours, at_target.PostgresServer)
-    assert ours.params["user"] == user
-    assert ours.params.get("password") == (password or None)
-    assert ours.params["dbname"] == name
+    database = resolve_database(url=url)
+    _, theirs = PGDialect_psycopg().create_connect_args(database.url)
+    theirs.update(_engine_options(database)["connect_args"])
+    assert dict(ours.params) == theirs
+    assert ours.database == database.url.database
 
 
 def test_a_secret_of_parts_is_read_and_its_values_are_masked() -> None:
