@@ -92,14 +92,36 @@ def read_graph(location: ScriptLocation) -> HeaderGraph | None:
         return None
     revisions: dict[str, Header] = {}
     for path in files:
-        try:
-            header = read_header(path.read_bytes().decode("utf-8"))
-        except (OSError, UnicodeDecodeError):
-            return None
+        header = header_of_file(path)
         if header is None or header.revision in revisions:
             return None
         revisions[header.revision] = header
     return graph_of(revisions)
+
+
+#: Headers read in this process, by the file's identity and version (see header_of_file).
+_READ: dict[tuple[int, int, int, int, int], Header | None] = {}
+
+
+def header_of_file(path: Path) -> Header | None:
+    """The header of the revision file at ``path`` (None: unreadable, or only importing tells).
+
+    Read once per process: a run that finds something to do reads every header
+    here first (:mod:`revisor.at_target`), then again as it loads the scripts
+    with Alembic (:mod:`revisor.scripts`), by another path when the file is a
+    symlink. Keyed by what identifies the file's content on disk (device,
+    inode, size, modification and change times), so an edited file is read again.
+    """
+    try:
+        found = path.stat()
+        key = (found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns, found.st_ctime_ns)
+        if key in _READ:
+            return _READ[key]
+        header = read_header(path.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError):
+        return None
+    _READ[key] = header
+    return header
 
 
 def graph_of(revisions: Mapping[str, Header]) -> HeaderGraph | None:

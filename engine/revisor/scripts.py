@@ -49,9 +49,10 @@ from alembic.util import warn as alembic_warn
 from revisor import contract
 from revisor.contract import Reason
 from revisor.errors import BadInput
+from revisor.header_graph import header_of_file
 from revisor.ini_file import default_config_file
 from revisor.records import plan_hash
-from revisor.revision_headers import Header, read_header
+from revisor.revision_headers import Header
 from revisor.script_location import ScriptLocation
 
 __all__ = ["ScriptLocation"]  # re-exported: where the scripts are, named before loading
@@ -341,10 +342,7 @@ def _script_at(directory: ScriptDirectory, path: Path) -> Script | None:
     if not directory.sourceless:
         if not _only_source_rev_file.match(path.name):
             return None
-        try:
-            header = read_header(path.read_bytes().decode("utf-8"))
-        except (OSError, UnicodeDecodeError):
-            header = None
+        header = header_of_file(path)
         if header is not None:
             return HeaderScript(path, header)
     return Script._from_path(directory, path)

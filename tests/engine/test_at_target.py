@@ -662,3 +662,29 @@ def recorded_keys(url: str) -> list[str]:
             return [row[0] for row in conn.execute(sa.text("SELECT revisions FROM revisor_schema"))]
     finally:
         engine.dispose()
+
+
+def test_a_run_with_work_to_do_reads_each_header_once(
+    tmp_path: Path, revisor: Callable[..., Run], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The quick answer declines (at base), the full run loads the scripts: one read each."""
+    from revisor import header_graph
+    from revisor.revision_headers import read_header as real
+
+    project = make_project(tmp_path, chain(5))
+    read: list[str] = []
+
+    def counted(source: str) -> Header | None:
+        found = real(source)
+        read.append(found.revision if found is not None else "?")
+        return found
+
+    monkeypatch.setattr("revisor.header_graph.read_header", counted)
+    done = revisor(*project.args(), "--database-url", f"sqlite:///{tmp_path / 'app.db'}", "upgrade")
+    assert done.code == 0, done.err
+    assert sorted(read) == sorted(rev.id for rev in chain(5))
+    rev = chain(5)[0]
+    path = project.versions / f"{rev.id}_rev.py"
+    path.write_text(path.read_text().replace("create t1", "create the first table"))
+    assert header_graph.header_of_file(path) is not None
+    assert read[-1] == rev.id  # edited: read again
